@@ -1,0 +1,1 @@
+"""passcode: signed short-lived QR passes, verified live at scanner terminals."""

@@ -1,0 +1,1 @@
+"""HTTP: thin handlers per audience (citizen, terminal, admin), middleware, OpenAPI."""

@@ -1,0 +1,95 @@
+"""Citizen API (DESIGN §4): declare, and fetch one's own pass as JSON, PNG or SVG."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from passcode.api.auth import citizen_of
+from passcode.api.body import read_json
+from passcode.api.responses import json_response, rfc3339
+from passcode.api.schemas import DECLARATION_REQUEST, compile_schema
+from passcode.domain import qr
+from passcode.domain.model import Symptom
+from passcode.domain.rules import Declaration
+from passcode.errors import BadRequest
+from passcode.keys import CITIZENS, SETTINGS
+from passcode.service.citizen import PassView
+from passcode.store.cache import LiveStatus
+
+_validate_declaration = compile_schema(DECLARATION_REQUEST)
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def status_body(live: LiveStatus) -> dict[str, Any]:
+    return {
+        "color": live.color.value if live.color else None,
+        "valid_until": rfc3339(live.valid_until),
+        "version": live.version,
+    }
+
+
+async def declare(request: web.Request) -> web.Response:
+    citizen = citizen_of(request)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise BadRequest("Idempotency-Key must be 1-128 printable ASCII characters")
+    data = await read_json(
+        request, limit=request.app[SETTINGS].max_body, validate=_validate_declaration
+    )
+    declaration = Declaration(
+        declared_at=datetime.now(UTC),
+        temperature_c=round(float(data["temperature_c"]), 1),
+        symptoms=frozenset(Symptom(s) for s in data["symptoms"]),
+        regions=frozenset(r.strip() for r in data["regions_visited"]),
+        close_contact=data["close_contact"],
+    )
+    stored, live = await request.app[CITIZENS].declare(
+        citizen, declaration, idempotency_key=key, body=data
+    )
+    body = {
+        "declaration_id": stored.id,
+        "declared_at": rfc3339(stored.declared_at),
+        "status": status_body(live),
+    }
+    headers = dict(NO_STORE)
+    if not stored.created:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(body, status=201, headers=headers)
+
+
+def _pass_body(view: PassView) -> dict[str, Any]:
+    return {
+        "code": view.code,
+        "color": view.color.value,
+        "issued_at": rfc3339(view.issued_at),
+        "expires_at": rfc3339(view.expires_at),
+        "refresh_in": view.refresh_in,
+        "holder": {"name": view.holder},
+    }
+
+
+async def get_pass(request: web.Request) -> web.Response:
+    view = await request.app[CITIZENS].current_pass(citizen_of(request))
+    return json_response(_pass_body(view), headers=NO_STORE)
+
+
+async def get_pass_png(request: web.Request) -> web.Response:
+    view = await request.app[CITIZENS].current_pass(citizen_of(request))
+    png = await asyncio.get_running_loop().run_in_executor(
+        None, qr.render_png, view.code, view.color
+    )
+    return web.Response(body=png, content_type="image/png", headers=NO_STORE)
+
+
+async def get_pass_svg(request: web.Request) -> web.Response:
+    view = await request.app[CITIZENS].current_pass(citizen_of(request))
+    svg = await asyncio.get_running_loop().run_in_executor(
+        None, qr.render_svg, view.code, view.color
+    )
+    return web.Response(text=svg, content_type="image/svg+xml", headers=NO_STORE)

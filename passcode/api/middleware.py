@@ -1,0 +1,60 @@
+"""One error middleware: every failure becomes an RFC 9457 problem body, never a bare 500."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from passcode.errors import (
+    MethodNotAllowed,
+    NotFound,
+    PasscodeError,
+    PayloadTooLarge,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(error: PasscodeError) -> web.Response:
+    return web.Response(
+        status=error.status,
+        text=json.dumps(error.body(), ensure_ascii=False),
+        content_type=PROBLEM_JSON,
+        headers=error.headers,
+    )
+
+
+def _from_http(exc: web.HTTPException) -> PasscodeError:
+    if exc.status == 404:
+        return NotFound("no such resource")
+    if exc.status == 405:
+        error: PasscodeError = MethodNotAllowed(
+            f"method not allowed; use {exc.headers.get('Allow', '')}"
+        )
+        error.headers["Allow"] = exc.headers.get("Allow", "")
+        return error
+    if exc.status == 413:
+        return PayloadTooLarge("request body too large")
+    generic = PasscodeError(exc.reason)
+    generic.status = exc.status
+    return generic
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PasscodeError as error:
+        return problem_response(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(_from_http(exc))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(PasscodeError("internal error; it has been logged"))

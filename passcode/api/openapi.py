@@ -1,0 +1,289 @@
+"""The OpenAPI 3.1 document, built from the same schemas and enums the handlers use."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from passcode.api import schemas as s
+from passcode.domain.model import Reason
+from passcode.errors import ALL_ERRORS
+
+PROBLEM_CT = "application/problem+json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(name)}}
+
+
+def _problem(description: str, schema: str = "Problem") -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_CT: {"schema": _ref(schema)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed request: not JSON, unknown fields, or fails the schema",
+        401: "Missing or unknown credential",
+        403: "Credential not allowed (revoked terminal, citizen token on admin API)",
+        404: "Not found",
+        409: "Conflict (Idempotency-Key reused with another body)",
+        413: "Body too large",
+        415: "Body is not application/json (UTF-8)",
+        429: "Rate limited; see Retry-After",
+        503: "A backing service is unavailable; see Retry-After",
+    }
+    return {str(code): _problem(text[code]) for code in codes}
+
+
+def _op(
+    summary: str,
+    *,
+    ok: dict[str, Any],
+    errors: tuple[int, ...],
+    body: str | None = None,
+    security: str | None = None,
+    tag: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "responses": {**ok, **_errors(*errors)},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    if security is not None:
+        op["security"] = [{security: []}]
+    if extra:
+        op.update(extra)
+    return op
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """Built once; every response the service gives is described here (tests check that)."""
+    verify_errors = (400, 401, 403, 413, 415, 429)
+    unverified = {"503": _problem("Live status unavailable: never admitted blind", "Unverified")}
+    idem_header = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"},
+        "description": "A retry with the same key and body returns the stored declaration.",
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "passcode",
+            "version": "1",
+            "description": (
+                "Signed short-lived QR passes (亮码) verified live at scanner terminals (扫码). "
+                "Errors are RFC 9457 problem bodies; problem types: "
+                + ", ".join(sorted({e.slug for e in ALL_ERRORS}))
+                + f". Verify reason codes: {', '.join(r.value for r in Reason)}."
+            ),
+        },
+        "components": {
+            "securitySchemes": {
+                "terminalKey": {"type": "http", "scheme": "bearer", "description": "terminal key"},
+                "idToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "adminKey": {"type": "http", "scheme": "bearer", "description": "admin key"},
+            },
+            "schemas": {
+                "VerifyRequest": s.VERIFY_REQUEST,
+                "VerifyBatchRequest": s.VERIFY_BATCH_REQUEST,
+                "VerifyResponse": s.VERIFY_RESPONSE,
+                "VerifyBatchResponse": s.VERIFY_BATCH_RESPONSE,
+                "DeclarationRequest": s.DECLARATION_REQUEST,
+                "DeclarationResponse": s.DECLARATION_RESPONSE,
+                "PassResponse": s.PASS_RESPONSE,
+                "OverrideRequest": s.OVERRIDE_REQUEST,
+                "OverrideResponse": s.OVERRIDE_RESPONSE,
+                "TerminalRequest": s.TERMINAL_REQUEST,
+                "TerminalResponse": s.TERMINAL_RESPONSE,
+                "KeySet": s.KEY_SET,
+                "Health": s.HEALTH,
+                "Problem": s.PROBLEM,
+                "Unverified": s.UNVERIFIED,
+            },
+        },
+        "paths": {
+            "/v1/verify": {
+                "post": _op(
+                    "Verify one scanned code (扫码)",
+                    ok={
+                        "200": {"description": "A decision", "content": _json("VerifyResponse")},
+                        **unverified,
+                    },
+                    errors=verify_errors,
+                    body="VerifyRequest",
+                    security="terminalKey",
+                    tag="terminal",
+                )
+            },
+            "/v1/verify/batch": {
+                "post": _op(
+                    "Verify up to 500 scans a terminal kept while offline, in order",
+                    ok={
+                        "200": {
+                            "description": "Decisions",
+                            "content": _json("VerifyBatchResponse"),
+                        },
+                        **unverified,
+                    },
+                    errors=verify_errors,
+                    body="VerifyBatchRequest",
+                    security="terminalKey",
+                    tag="terminal",
+                )
+            },
+            "/v1/keys": {
+                "get": _op(
+                    "Published verification keys (JWK Set), for verifying passes offline",
+                    ok={
+                        "200": {"description": "Keys", "content": _json("KeySet")},
+                        "304": {"description": "Not modified (If-None-Match)"},
+                    },
+                    errors=(),
+                    tag="public",
+                )
+            },
+            "/v1/declarations": {
+                "post": _op(
+                    "File a health declaration (申报)",
+                    ok={
+                        "201": {
+                            "description": "Stored; the new status",
+                            "content": _json("DeclarationResponse"),
+                        }
+                    },
+                    errors=(400, 401, 409, 413, 415, 503),
+                    body="DeclarationRequest",
+                    security="idToken",
+                    tag="citizen",
+                    extra={"parameters": [idem_header]},
+                )
+            },
+            "/v1/pass": {
+                "get": _op(
+                    "The citizen's current pass (亮码) as JSON",
+                    ok={
+                        "200": {
+                            "description": "A freshly signed pass",
+                            "content": _json("PassResponse"),
+                        }
+                    },
+                    errors=(401, 404, 503),
+                    security="idToken",
+                    tag="citizen",
+                )
+            },
+            "/v1/pass.png": {
+                "get": _op(
+                    "The pass as a QR image coloured by status",
+                    ok={
+                        "200": {
+                            "description": "PNG",
+                            "content": {
+                                "image/png": {
+                                    "schema": {"type": "string", "contentMediaType": "image/png"}
+                                }
+                            },
+                        }
+                    },
+                    errors=(401, 404, 503),
+                    security="idToken",
+                    tag="citizen",
+                )
+            },
+            "/v1/pass.svg": {
+                "get": _op(
+                    "The pass as an SVG QR code coloured by status",
+                    ok={
+                        "200": {
+                            "description": "SVG",
+                            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                        }
+                    },
+                    errors=(401, 404, 503),
+                    security="idToken",
+                    tag="citizen",
+                )
+            },
+            "/v1/admin/overrides": {
+                "post": _op(
+                    "Set a citizen's colour by ruling (转码); reaches verify at once",
+                    ok={
+                        "201": {
+                            "description": "Recorded; the new status",
+                            "content": _json("OverrideResponse"),
+                        }
+                    },
+                    errors=(400, 401, 403, 413, 415, 503),
+                    body="OverrideRequest",
+                    security="adminKey",
+                    tag="admin",
+                )
+            },
+            "/v1/admin/terminals": {
+                "post": _op(
+                    "Register a terminal; its key is shown once",
+                    ok={"201": {"description": "Created", "content": _json("TerminalResponse")}},
+                    errors=(400, 401, 403, 413, 415, 503),
+                    body="TerminalRequest",
+                    security="adminKey",
+                    tag="admin",
+                )
+            },
+            "/v1/admin/terminals/{terminal_id}/revoke": {
+                "post": _op(
+                    "Revoke a terminal",
+                    ok={"204": {"description": "Revoked"}},
+                    errors=(401, 403, 404, 503),
+                    security="adminKey",
+                    tag="admin",
+                    extra={
+                        "parameters": [
+                            {
+                                "name": "terminal_id",
+                                "in": "path",
+                                "required": True,
+                                "schema": s.UUID,
+                            }
+                        ]
+                    },
+                )
+            },
+            "/healthz": {
+                "get": _op(
+                    "Liveness",
+                    ok={"200": {"description": "Up", "content": _json("Health")}},
+                    errors=(),
+                    tag="ops",
+                )
+            },
+            "/readyz": {
+                "get": _op(
+                    "Readiness: PostgreSQL and Redis answer",
+                    ok={
+                        "200": {"description": "Ready", "content": _json("Health")},
+                        "503": {"description": "Not ready", "content": _json("Health")},
+                    },
+                    errors=(),
+                    tag="ops",
+                )
+            },
+            "/openapi.json": {
+                "get": _op(
+                    "This document",
+                    ok={"200": {"description": "OpenAPI 3.1"}},
+                    errors=(),
+                    tag="ops",
+                )
+            },
+        },
+    }

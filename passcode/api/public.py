@@ -1,0 +1,79 @@
+"""Unauthenticated endpoints: published keys, liveness, readiness, the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+
+from aiohttp import web
+
+from passcode.api.openapi import openapi_document
+from passcode.api.responses import json_response, rfc3339
+from passcode.errors import StoreUnavailable
+from passcode.keys import CACHE, KEYRING, POOL, SETTINGS
+from passcode.store.pg import acquire
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def get_keys(request: web.Request) -> web.Response:
+    """A JWK Set of every key a verifier may meet now, cacheable with an ETag."""
+    holder = request.app[KEYRING]
+    published = holder.keyring.published(int(time.time()), retire_after=holder.retire_after)
+    body = {
+        "keys": [
+            {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": _b64url(p.key.public_raw),
+                "kid": _b64url(p.key.kid),
+                "alg": "EdDSA",
+                "use": "sig",
+                "not_before": rfc3339(p.not_before),
+                "not_after": rfc3339(p.not_after) if p.not_after is not None else None,
+            }
+            for p in published
+        ]
+    }
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    etag = '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
+    max_age = min(60, request.app[SETTINGS].key_publish_lead // 4)
+    headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=raw, content_type="application/json", headers=headers)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and serving; says nothing of its dependencies."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when both PostgreSQL and Redis answer within their deadlines."""
+    settings = request.app[SETTINGS]
+    checks: dict[str, str] = {}
+
+    async def postgres() -> None:
+        async with acquire(request.app[POOL], "readiness", settings.pg_timeout) as conn:
+            await conn.fetchval("SELECT 1", timeout=settings.pg_timeout)
+
+    for name, probe in (("postgres", postgres), ("redis", request.app[CACHE].ping)):
+        try:
+            async with asyncio.timeout(settings.pg_timeout):
+                await probe()
+            checks[name] = "ok"
+        except (StoreUnavailable, TimeoutError):
+            checks[name] = "unavailable"
+    failed = sum(1 for v in checks.values() if v != "ok")
+    status = "ok" if failed == 0 else "degraded" if failed == 1 else "unavailable"
+    return json_response({"status": status, "checks": checks}, status=200 if failed == 0 else 503)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document())

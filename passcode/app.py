@@ -1,0 +1,226 @@
+"""``create_app(settings)``: the one place that wires the service together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from passcode.api import admin, citizen, public, terminal
+from passcode.api.middleware import problem_middleware
+from passcode.config import Settings, SettingsError, mask_url
+from passcode.domain.identity import load_jwks
+from passcode.domain.privacy import Sealer
+from passcode.domain.ratelimit import TokenBuckets
+from passcode.keys import (
+    CACHE,
+    CITIZENS,
+    DRAIN,
+    IDP_KEYS,
+    KEYRING,
+    POOL,
+    SEALER,
+    SETTINGS,
+    TERMINAL_LIMITS,
+    TERMINALS,
+    VERIFIER,
+)
+from passcode.service.citizen import CitizenService
+from passcode.service.signing import KeyringHolder
+from passcode.service.verify import Verifier
+from passcode.store import cache as cache_store
+from passcode.store import pg
+from passcode.store.keyring import ensure_key, load_or_create_ed25519, load_or_create_secret
+from passcode.store.terminals import TerminalDirectory
+from passcode.workers.drain import ScanDrain
+
+log = logging.getLogger(__name__)
+
+DEV_IDP_KID = "dev"
+
+
+def dev_idp_key_path(settings: Settings) -> Path:
+    return settings.key_dir / "idp-dev.key"
+
+
+def server_secret(settings: Settings) -> str:
+    """The configured secret; dev mode keeps a generated one beside its keys."""
+    if settings.secret:
+        return settings.secret
+    if settings.dev_mode:
+        return load_or_create_secret(settings.key_dir / "server-secret")
+    raise SettingsError("PASSCODE_SECRET is required outside dev mode")
+
+
+def identity_keys(settings: Settings) -> dict[str, object]:
+    keys: dict[str, object] = {}
+    if settings.idp_jwks_file is not None:
+        keys.update(load_jwks(settings.idp_jwks_file.read_text(encoding="utf-8")))
+    if settings.dev_mode:
+        keys[DEV_IDP_KID] = load_or_create_ed25519(dev_idp_key_path(settings)).public_key()
+    if not keys:
+        log.warning("no identity-provider keys: set PASSCODE_IDP_JWKS_FILE; citizens get 401")
+    return keys
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url is not None
+    log.info("connecting to postgres %s", mask_url(settings.database_url))
+    pool = await pg.create_pool(
+        settings.database_url,
+        timeout=settings.pg_timeout,
+        min_size=settings.pg_pool_min,
+        max_size=settings.pg_pool_max,
+    )
+    try:
+        await pg.migrate(pool)
+        app[POOL] = pool
+        yield
+    finally:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pool.close(), timeout=10)
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.redis_url is not None
+    log.info("connecting to redis %s", mask_url(settings.redis_url))
+    client = cache_store.create_client(
+        settings.redis_url,
+        timeout=settings.redis_timeout,
+        max_connections=settings.redis_max_connections,
+    )
+    cache = cache_store.Cache(
+        client,
+        prefix=settings.redis_prefix,
+        shards=settings.scan_shards,
+        timeout=settings.redis_timeout,
+        dedupe_ttl=settings.scan_dedupe_ttl,
+    )
+    try:
+        await cache.ping()
+        app[CACHE] = cache
+        yield
+    finally:
+        await client.aclose()
+
+
+async def _keyring(app: web.Application) -> AsyncIterator[None]:
+    """Load keys (creating the first in dev mode) and reload them while running."""
+    settings = app[SETTINGS]
+    now = int(time.time())
+    keyring = ensure_key(settings.key_dir, now=now)
+    holder = KeyringHolder(
+        settings.key_dir, keyring, retire_after=settings.pass_ttl + settings.clock_skew
+    )
+    app[KEYRING] = holder
+
+    async def reload() -> None:
+        while True:
+            await asyncio.sleep(settings.key_reload_interval)
+            try:
+                holder.reload_if_changed()
+            except (OSError, ValueError, KeyError):
+                log.exception("could not reload signing keys; keeping the old set")
+
+    task = asyncio.create_task(reload())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    policy = settings.policy()
+    sealer = Sealer(server_secret(settings))
+    app[SEALER] = sealer
+    app[IDP_KEYS] = identity_keys(settings)
+    app[TERMINALS] = TerminalDirectory(
+        app[POOL], ttl=settings.terminal_cache_ttl, timeout=settings.pg_timeout
+    )
+    app[TERMINAL_LIMITS] = TokenBuckets(rate=settings.terminal_rate, burst=settings.terminal_burst)
+    app[VERIFIER] = Verifier(
+        keys=app[KEYRING],
+        cache=app[CACHE],
+        pool=app[POOL],
+        policy=policy,
+        issuer=settings.issuer,
+        leeway=settings.clock_skew,
+        pg_timeout=settings.pg_timeout,
+        fallback_concurrency=settings.pg_fallback_concurrency,
+    )
+    app[CITIZENS] = CitizenService(
+        pool=app[POOL],
+        cache=app[CACHE],
+        sealer=sealer,
+        keys=app[KEYRING],
+        policy=policy,
+        issuer=settings.issuer,
+        pass_ttl=settings.pass_ttl,
+        refresh_margin=settings.refresh_margin,
+        pg_timeout=settings.pg_timeout,
+    )
+    yield
+
+
+async def _drain(app: web.Application) -> AsyncIterator[None]:
+    """Move scans into Postgres in the background; flush what is left on shutdown."""
+    settings = app[SETTINGS]
+    drain = ScanDrain(
+        app[POOL],
+        app[CACHE],
+        consumer=f"{socket.gethostname()}:{settings.port}:{os.getpid()}",
+        batch=settings.drain_batch,
+        interval=settings.drain_interval,
+        pg_timeout=settings.pg_timeout,
+        claim_idle_ms=int(settings.drain_claim_idle * 1000),
+    )
+    app[DRAIN] = drain
+    task = asyncio.create_task(drain.run()) if settings.drain_enabled else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            async with asyncio.timeout(10):
+                await drain.ensure_groups()
+                flushed = await drain.drain_all()
+            log.info("drained %d scans on shutdown", flushed)
+        except Exception:  # shutdown must finish; the stream keeps what is left
+            log.warning("scan drain on shutdown incomplete; the stream keeps the rest")
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The whole service, from settings alone; the CLI and the tests both call this."""
+    if settings.database_url is None or settings.redis_url is None:
+        raise SettingsError("database_url and redis_url must be set (the CLI starts embedded ones)")
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=settings.max_batch_body + 1024,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _drain])
+    app.router.add_post("/v1/verify", terminal.verify)
+    app.router.add_post("/v1/verify/batch", terminal.verify_batch)
+    app.router.add_get("/v1/keys", public.get_keys)
+    app.router.add_post("/v1/declarations", citizen.declare)
+    app.router.add_get("/v1/pass", citizen.get_pass)
+    app.router.add_get("/v1/pass.png", citizen.get_pass_png)
+    app.router.add_get("/v1/pass.svg", citizen.get_pass_svg)
+    app.router.add_post("/v1/admin/overrides", admin.post_override)
+    app.router.add_post("/v1/admin/terminals", admin.post_terminal)
+    app.router.add_post("/v1/admin/terminals/{terminal_id}/revoke", admin.revoke)
+    app.router.add_get("/healthz", public.healthz)
+    app.router.add_get("/readyz", public.readyz)
+    app.router.add_get("/openapi.json", public.get_openapi)
+    return app

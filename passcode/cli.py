@@ -1,0 +1,261 @@
+"""The command line: serve, migrate, keys, terminals, overrides, dev tokens, embedded servers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from passcode.app import DEV_IDP_KID, create_app, dev_idp_key_path, server_secret
+from passcode.config import Settings, SettingsError
+from passcode.domain.identity import mint_dev_token
+from passcode.domain.model import Color, StatusReason
+from passcode.domain.privacy import Sealer
+from passcode.embedded import EmbeddedError, servers
+from passcode.errors import PasscodeError
+from passcode.service.authority import override_status
+from passcode.store import cache as cache_store
+from passcode.store import pg
+from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
+from passcode.store.terminals import add_terminal, revoke_terminal
+
+log = logging.getLogger("passcode")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _with_stores(
+    settings: Settings,
+    work: Callable[[Settings], Coroutine[Any, Any, int]],
+    *,
+    need_redis: bool = False,
+) -> int:
+    """Run ``work`` with the database (and Redis) the settings name, embedded when unset."""
+    redis_url = settings.redis_url if need_redis else settings.redis_url or "unused"
+    with servers(settings.data_dir, database_url=settings.database_url, redis_url=redis_url) as up:
+        resolved = dataclasses.replace(
+            settings, database_url=up.database_url, redis_url=up.redis_url
+        )
+        return asyncio.run(work(resolved))
+
+
+async def _pool(settings: Settings) -> pg.Pool:
+    assert settings.database_url is not None
+    pool = await pg.create_pool(
+        settings.database_url, timeout=settings.pg_timeout, min_size=1, max_size=2
+    )
+    await pg.migrate(pool)
+    return pool
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    with servers(
+        settings.data_dir, database_url=settings.database_url, redis_url=settings.redis_url
+    ) as up:
+        resolved = dataclasses.replace(
+            settings, database_url=up.database_url, redis_url=up.redis_url
+        )
+        log.info("starting %r", resolved)
+        web.run_app(
+            create_app(resolved),
+            host=resolved.host,
+            port=resolved.port,
+            access_log_format='%a "%r" %s %b %Tfs',
+            print=None,
+            shutdown_timeout=15.0,
+        )
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        await pool.close()
+        print("migrations applied")
+        return 0
+
+    return _with_stores(settings, work)
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    now = int(time.time())
+    if args.keys_command == "init":
+        ensure_key(settings.key_dir, now=now)
+    elif args.keys_command == "rotate":
+        ensure_key(settings.key_dir, now=now)
+        lead = args.lead if args.lead is not None else settings.key_publish_lead
+        key = rotate(settings.key_dir, now=now, publish_lead=lead)
+        print(f"added key {key.kid.hex()}: published now, signs from {_iso(key.activates_at)}")
+    keyring = load_keyring(settings.key_dir)
+    for key in keyring.keys:
+        state = (
+            "signing"
+            if key is keyring.signer(now)
+            else ("upcoming" if key.activates_at > now else "retired/verify-only")
+        )
+        print(f"{key.kid.hex()}  activates {_iso(key.activates_at)}  {state}")
+    return 0
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def cmd_dev_token(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.dev_mode:
+        print("dev-token needs PASSCODE_DEV_MODE=1", file=sys.stderr)
+        return 2
+    key = load_or_create_ed25519(dev_idp_key_path(settings))
+    print(
+        mint_dev_token(
+            key,
+            kid=DEV_IDP_KID,
+            issuer=settings.idp_issuer,
+            audience=settings.idp_audience,
+            user_id=args.user_id,
+            name=args.name,
+            now=int(time.time()),
+            ttl=args.ttl,
+        )
+    )
+    return 0
+
+
+def cmd_terminal(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        try:
+            if args.terminal_command == "add":
+                created = await add_terminal(pool, args.place, timeout=s.pg_timeout)
+                print(f"terminal {created.id} at {created.place!r}")
+                print(f"key (shown once, store it on the terminal): {created.key}")
+                return 0
+            found = await revoke_terminal(pool, uuid.UUID(args.terminal_id), timeout=s.pg_timeout)
+            print("revoked" if found else "no such terminal")
+            return 0 if found else 1
+        finally:
+            await pool.close()
+
+    return _with_stores(settings, work)
+
+
+def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(s: Settings) -> int:
+        assert s.redis_url is not None
+        pool = await _pool(s)
+        client = cache_store.create_client(s.redis_url, timeout=s.redis_timeout, max_connections=4)
+        cache = cache_store.Cache(
+            client,
+            prefix=s.redis_prefix,
+            shards=s.scan_shards,
+            timeout=s.redis_timeout,
+            dedupe_ttl=s.scan_dedupe_ttl,
+        )
+        try:
+            override_id, live = await override_status(
+                pool=pool,
+                cache=cache,
+                sealer=Sealer(server_secret(s)),
+                policy=s.policy(),
+                idp_issuer=s.idp_issuer,
+                user_id=args.user_id,
+                color=Color(args.color),
+                reason=StatusReason(args.reason),
+                valid_from=None,
+                valid_until=datetime.fromisoformat(args.until) if args.until else None,
+                created_by=f"cli:{os.environ.get('USER', 'unknown')}",
+                timeout=s.pg_timeout,
+            )
+        finally:
+            await client.aclose()
+            await pool.close()
+        color = live.color.value if live.color else "none (no valid declaration)"
+        print(f"override {override_id} recorded; status now {color}, version {live.version}")
+        return 0
+
+    return _with_stores(settings, work, need_redis=True)
+
+
+def cmd_embedded(settings: Settings, args: argparse.Namespace) -> int:
+    """Run a command with embedded servers (for those URLs not set), their URLs in its env."""
+    command = [c for c in args.command if c != "--"]
+    if not command:
+        print("usage: passcode embedded -- <command> [args…]", file=sys.stderr)
+        return 2
+    with servers(
+        settings.data_dir, database_url=settings.database_url, redis_url=settings.redis_url
+    ) as up:
+        env = dict(os.environ)
+        env["PASSCODE_DATABASE_URL"] = up.database_url or ""
+        env["PASSCODE_REDIS_URL"] = up.redis_url or ""
+        return subprocess.call(command, env=env)  # noqa: S603  # the operator's own command
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="passcode", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the HTTP service (embedded servers when URLs are unset)")
+    sub.add_parser("migrate", help="apply database migrations")
+    keys = sub.add_parser("keys", help="signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("init", help="create the first key if there is none")
+    keys_sub.add_parser("list", help="list keys")
+    rot = keys_sub.add_parser("rotate", help="add the next key (published before it signs)")
+    rot.add_argument("--lead", type=int, help="seconds between publishing and signing")
+    token = sub.add_parser("dev-token", help="print an ID token from the dev identity provider")
+    token.add_argument("user_id")
+    token.add_argument("--name", required=True, help="full name (only its mask is ever stored)")
+    token.add_argument("--ttl", type=int, default=24 * 3600)
+    term = sub.add_parser("terminal", help="scanner terminals")
+    term_sub = term.add_subparsers(dest="terminal_command", required=True)
+    add = term_sub.add_parser("add", help="register a terminal and print its key once")
+    add.add_argument("--place", required=True)
+    rev = term_sub.add_parser("revoke", help="revoke a terminal")
+    rev.add_argument("terminal_id")
+    over = sub.add_parser("override", help="set a citizen's colour by ruling")
+    over.add_argument("user_id")
+    over.add_argument("color", choices=[c.value for c in Color])
+    over.add_argument("--reason", required=True, choices=[r.value for r in StatusReason])
+    over.add_argument("--until", help="RFC 3339 end of the ruling (default: open-ended)")
+    emb = sub.add_parser("embedded", help="run a command with embedded PostgreSQL and Redis")
+    emb.add_argument("command", nargs=argparse.REMAINDER)
+    return top
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "migrate": cmd_migrate,
+    "keys": cmd_keys,
+    "dev-token": cmd_dev_token,
+    "terminal": cmd_terminal,
+    "override": cmd_override,
+    "embedded": cmd_embedded,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        _configure_logging(settings.log_level)
+        return COMMANDS[args.command](settings, args)
+    except (SettingsError, EmbeddedError, PasscodeError, ValueError) as exc:
+        print(f"passcode: {exc}", file=sys.stderr)
+        return 2

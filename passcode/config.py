@@ -1,0 +1,135 @@
+"""Settings: one frozen dataclass read from ``PASSCODE_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from passcode.domain.rules import Policy
+
+
+class SettingsError(ValueError):
+    """An environment variable is missing or malformed."""
+
+
+def mask_url(url: str | None) -> str | None:
+    """A DSN with its password replaced, safe for logs and ``repr``."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service needs to run; built by :meth:`from_env` or by tests."""
+
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "pc"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path(".data")
+    keys_dir: Path | None = None
+    secret: str | None = field(default=None, repr=False)
+    admin_key: str | None = field(default=None, repr=False)
+    dev_mode: bool = False
+    issuer: str = "passcode"
+    idp_jwks_file: Path | None = None
+    idp_issuer: str = "passcode-dev-idp"
+    idp_audience: str = "passcode"
+    pass_ttl: int = 60
+    refresh_margin: int = 15
+    clock_skew: int = 30
+    key_publish_lead: int = 300
+    key_reload_interval: float = 10.0
+    declaration_ttl: int = 7 * 24 * 3600
+    fever_threshold: float = 37.3
+    risk_regions: tuple[str, ...] = ()
+    pg_timeout: float = 2.0
+    pg_pool_min: int = 2
+    pg_pool_max: int = 10
+    pg_fallback_concurrency: int = 8
+    redis_timeout: float = 0.5
+    redis_max_connections: int = 64
+    scan_shards: int = 16
+    scan_dedupe_ttl: int = 2 * 24 * 3600
+    drain_batch: int = 5000
+    drain_interval: float = 0.2
+    drain_claim_idle: float = 30.0
+    drain_enabled: bool = True
+    terminal_cache_ttl: float = 5.0
+    terminal_rate: float = 20.0
+    terminal_burst: float = 600.0
+    max_body: int = 4096
+    max_batch_body: int = 512 * 1024
+    log_level: str = "INFO"
+
+    @property
+    def key_dir(self) -> Path:
+        """Where signing keys, the dev identity key and the dev secret live."""
+        return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"
+
+    def policy(self) -> Policy:
+        """The status rules' tunables."""
+        return Policy(
+            declaration_ttl=timedelta(seconds=self.declaration_ttl),
+            fever_threshold=self.fever_threshold,
+            risk_regions=frozenset(self.risk_regions),
+        )
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in {"database_url", "redis_url"}:
+                value = mask_url(value)
+            elif f.name in {"secret", "admin_key"}:
+                value = None if value is None else "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``PASSCODE_<FIELD>`` for each field; unknown ``PASSCODE_*`` names are an error."""
+        env = os.environ if environ is None else environ
+        known = {f"PASSCODE_{f.name.upper()}": f for f in fields(cls)}
+        unknown = sorted(k for k in env if k.startswith("PASSCODE_") and k not in known)
+        if unknown:
+            raise SettingsError(f"unknown settings: {', '.join(unknown)}")
+        values: dict[str, object] = {}
+        for name, f in known.items():
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(name, raw, f.default)
+        return cls(**values)  # type: ignore[arg-type]  # values are parsed to each field's type
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    """Parse one variable by the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if isinstance(default, Path) or name.endswith(("_DIR", "_FILE")):
+            return Path(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: cannot parse {raw!r}") from exc
+    return raw

@@ -1,0 +1,1 @@
+"""Pure domain core: pass format, status rules, masking, QR rendering. Imports no I/O."""

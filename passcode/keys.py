@@ -1,0 +1,35 @@
+"""Typed application state: the ``web.AppKey``s, and nothing else.
+
+Only the api layer and ``app.py`` import this module, so importing the state types here makes
+no cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from passcode.config import Settings
+from passcode.domain.privacy import Sealer
+from passcode.domain.ratelimit import TokenBuckets
+from passcode.service.citizen import CitizenService
+from passcode.service.signing import KeyringHolder
+from passcode.service.verify import Verifier
+from passcode.store.cache import Cache
+from passcode.store.terminals import TerminalDirectory
+from passcode.workers.drain import ScanDrain
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL: web.AppKey[asyncpg.Pool[asyncpg.Record]] = web.AppKey("pool")
+CACHE = web.AppKey("cache", Cache)
+KEYRING = web.AppKey("keyring", KeyringHolder)
+SEALER = web.AppKey("sealer", Sealer)
+IDP_KEYS: web.AppKey[Mapping[str, Any]] = web.AppKey("idp_keys")
+TERMINALS = web.AppKey("terminals", TerminalDirectory)
+TERMINAL_LIMITS = web.AppKey("terminal_limits", TokenBuckets)
+VERIFIER = web.AppKey("verifier", Verifier)
+CITIZENS = web.AppKey("citizens", CitizenService)
+DRAIN = web.AppKey("drain", ScanDrain)

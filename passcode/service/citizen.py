@@ -1,0 +1,141 @@
+"""Citizen use cases: declare (申报) and show the pass (亮码)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from passcode.domain.identity import Citizen
+from passcode.domain.masking import mask_name
+from passcode.domain.model import Color
+from passcode.domain.passfmt import PassClaims, sign_pass
+from passcode.domain.privacy import Sealer
+from passcode.domain.rules import Declaration, Policy
+from passcode.errors import NoDeclaration, StoreUnavailable
+from passcode.service.signing import KeyringHolder
+from passcode.store.cache import Cache, LiveStatus
+from passcode.store.pg import Pool, acquire
+from passcode.store.statuses import (
+    StoredDeclaration,
+    add_declaration,
+    find_subject,
+    read_status,
+    refresh_status,
+    upsert_subject,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PassView:
+    code: str
+    color: Color
+    issued_at: int
+    expires_at: int
+    refresh_in: int
+    holder: str
+
+
+class CitizenService:
+    def __init__(
+        self,
+        *,
+        pool: Pool,
+        cache: Cache,
+        sealer: Sealer,
+        keys: KeyringHolder,
+        policy: Policy,
+        issuer: str,
+        pass_ttl: int,
+        refresh_margin: int,
+        pg_timeout: float,
+    ) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.sealer = sealer
+        self.keys = keys
+        self.policy = policy
+        self.issuer = issuer
+        self.pass_ttl = pass_ttl
+        self.refresh_margin = refresh_margin
+        self.pg_timeout = pg_timeout
+
+    async def declare(
+        self, citizen: Citizen, decl: Declaration, *, idempotency_key: str | None, body: object
+    ) -> tuple[StoredDeclaration, LiveStatus]:
+        """Store the declaration durably, then derive and publish the new status."""
+        request_hash = hashlib.sha256(
+            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        ).digest()
+        async with acquire(self.pool, "declare", self.pg_timeout) as conn, conn.transaction():
+            subject = await upsert_subject(
+                conn,
+                subject_id=os.urandom(16),
+                user_hash=self.sealer.user_hash(citizen.issuer, citizen.user_id),
+                sealed=self.sealer.seal(citizen.user_id),
+                masked=mask_name(citizen.name),
+            )
+            stored = await add_declaration(
+                conn,
+                subject,
+                decl,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+        live = await refresh_status(
+            self.pool,
+            self.cache,
+            subject,
+            now=datetime.now(UTC),
+            policy=self.policy,
+            timeout=self.pg_timeout,
+        )
+        assert live is not None  # the subject was just written
+        return stored, live
+
+    async def live_status(self, citizen: Citizen) -> tuple[bytes, LiveStatus]:
+        """The citizen's current status: Redis first, Postgres when missing, stale or down."""
+        user_hash = self.sealer.user_hash(citizen.issuer, citizen.user_id)
+        subject = await find_subject(self.pool, user_hash, timeout=self.pg_timeout)
+        if subject is None:
+            raise NoDeclaration("no declaration yet: POST /v1/declarations first")
+        now = time.time()
+        try:
+            live = await self.cache.get_status(subject)
+        except StoreUnavailable:
+            live = await read_status(self.pool, subject, timeout=self.pg_timeout)
+        if live is None or live.valid_until <= now:
+            live = await refresh_status(
+                self.pool,
+                self.cache,
+                subject,
+                now=datetime.fromtimestamp(now, UTC),
+                policy=self.policy,
+                timeout=self.pg_timeout,
+            )
+        if live is None or live.color is None:
+            raise NoDeclaration("no valid declaration: declare again to get a pass")
+        return subject, live
+
+    async def current_pass(self, citizen: Citizen) -> PassView:
+        """A freshly signed pass that never outlives the status it shows."""
+        subject, live = await self.live_status(citizen)
+        assert live.color is not None
+        now = int(time.time())
+        expires_at = min(now + self.pass_ttl, live.valid_until)
+        key = self.keys.signer(now)
+        claims = PassClaims(
+            issuer=self.issuer,
+            subject=subject,
+            issued_at=now,
+            expires_at=expires_at,
+            token_id=os.urandom(8),
+            color=live.color,
+            version=live.version,
+        )
+        code = sign_pass(claims, key.private, key.kid)
+        refresh_in = max(1, expires_at - now - self.refresh_margin)
+        return PassView(code, live.color, now, expires_at, refresh_in, live.holder)

@@ -1,0 +1,1 @@
+"""I/O: PostgreSQL (truth) and Redis (hot copy, scan stream). Driver errors stop here."""

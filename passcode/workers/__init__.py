@@ -1,0 +1,1 @@
+"""Background tasks that run inside the service: scan-log drain, status sync, key reload."""

@@ -1,0 +1,170 @@
+"""Scan-log drain: Redis Stream shards → day-partitioned Postgres table, in batches.
+
+Entries are acknowledged (and deleted from the stream) only after the Postgres transaction that
+stored them committed, so a crash at any point re-delivers rather than loses. The insert is
+idempotent, so a re-delivery is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from passcode.domain.model import Color
+from passcode.domain.verdict import judge_live
+from passcode.errors import StoreUnavailable
+from passcode.store.cache import DRAIN_GROUP, Cache, redis_errors
+from passcode.store.pg import Pool
+from passcode.store.scans import ScanRow, insert_scans
+from passcode.store.statuses import sync_unsynced
+
+log = logging.getLogger(__name__)
+
+# (entry id, fields); fields are None for an entry deleted after it was delivered.
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+def scan_row(fields: Mapping[bytes, bytes]) -> ScanRow:
+    """A stream entry as a table row; the decision is re-derived from the status snapshot."""
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    if "sc" in text:
+        color = Color(text["sc"]) if text["sc"] else None
+        verdict = judge_live(int(text["pv"]), color, int(text["sv"]))
+        decision = verdict.decision.value
+        reason = verdict.reason.value
+        result_color = verdict.color.value if verdict.color else None
+    else:
+        decision, reason, result_color = text["d"], text["r"], text["c"] or None
+    return ScanRow(
+        scanned_at=datetime.fromtimestamp(int(text["t"]) / 1000, UTC),
+        scan_id=uuid.UUID(text["id"]),
+        terminal_time=datetime.fromisoformat(text["tt"]) if text["tt"] else None,
+        terminal_id=uuid.UUID(text["term"]),
+        place=text["pl"],
+        subject_id=bytes.fromhex(text["sub"]) if text["sub"] else None,
+        decision=decision,
+        reason=reason,
+        color=result_color,
+    )
+
+
+class ScanDrain:
+    def __init__(
+        self,
+        pool: Pool,
+        cache: Cache,
+        *,
+        consumer: str,
+        batch: int,
+        interval: float,
+        pg_timeout: float,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.consumer = consumer
+        self.batch = batch
+        self.interval = interval
+        self.pg_timeout = pg_timeout
+        self.claim_idle_ms = claim_idle_ms
+        self.stored = 0
+
+    async def ensure_groups(self) -> None:
+        client = self.cache.client
+        for stream in self.cache.stream_keys():
+            with redis_errors("create consumer group"):
+                try:
+                    await client.xgroup_create(stream, DRAIN_GROUP, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+
+    async def _take(self, stream: str) -> list[Entry]:
+        """Our own un-acked entries first, then ones a dead consumer left idle, then new ones."""
+        client = self.cache.client
+        with redis_errors("read scans"):
+            async with asyncio.timeout(self.cache.timeout * 4):
+                mine: Any = await client.xreadgroup(
+                    DRAIN_GROUP, self.consumer, {stream: "0"}, count=self.batch
+                )
+                entries: list[Entry] = list(mine[0][1]) if mine else []
+                if not entries:
+                    claimed: Any = await client.xautoclaim(
+                        stream, DRAIN_GROUP, self.consumer, self.claim_idle_ms, "0-0",
+                        count=self.batch,
+                    )  # fmt: skip
+                    entries = list(claimed[1])
+                if not entries:
+                    fresh: Any = await client.xreadgroup(
+                        DRAIN_GROUP, self.consumer, {stream: ">"}, count=self.batch
+                    )
+                    entries = list(fresh[0][1]) if fresh else []
+        return entries
+
+    async def drain_stream(self, stream: str) -> int:
+        entries = await self._take(stream)
+        if not entries:
+            return 0
+        rows = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted after delivery: nothing left to store, only to acknowledge
+                continue
+            try:
+                rows.append(scan_row(fields))
+            except (KeyError, ValueError):
+                log.error("dropping unreadable scan entry %s on %s", entry_id.decode(), stream)
+        await insert_scans(self.pool, rows, timeout=self.pg_timeout * 5)
+        ids = [entry_id for entry_id, _ in entries]
+        client = self.cache.client
+        with redis_errors("ack scans"):
+            async with asyncio.timeout(self.cache.timeout * 4):
+                pipe = client.pipeline(transaction=False)
+                pipe.xack(stream, DRAIN_GROUP, *ids)
+                pipe.xdel(stream, *ids)
+                await pipe.execute()
+        self.stored += len(rows)
+        return len(entries)
+
+    async def drain_once(self) -> int:
+        """One pass over every shard; returns how many entries were stored and acknowledged."""
+        total = 0
+        for stream in self.cache.stream_keys():
+            total += await self.drain_stream(stream)
+        return total
+
+    async def drain_all(self) -> int:
+        """Drain until the streams are empty (shutdown flush, tests)."""
+        total = 0
+        while moved := await self.drain_once():
+            total += moved
+        return total
+
+    async def run(self) -> None:
+        """Forever: drain, repair unsynced statuses now and then, back off while a store is down."""
+        await self._until_ready()
+        idle_rounds = 0
+        while True:
+            try:
+                moved = await self.drain_once()
+                idle_rounds = 0 if moved else idle_rounds + 1
+                if idle_rounds % 25 == 1:
+                    await sync_unsynced(self.pool, self.cache, limit=500, timeout=self.pg_timeout)
+            except StoreUnavailable:
+                moved = 0
+                await asyncio.sleep(1.0)
+            if not moved:
+                await asyncio.sleep(self.interval)
+
+    async def _until_ready(self) -> None:
+        while True:
+            try:
+                await self.ensure_groups()
+                return
+            except StoreUnavailable:
+                await asyncio.sleep(1.0)

@@ -1,0 +1,145 @@
+"""Shared fixtures: a throwaway database and Redis key prefix per run, on real servers.
+
+``PASSCODE_DATABASE_URL`` and ``PASSCODE_REDIS_URL`` name the servers (``make test`` sets them,
+starting embedded ones when they are unset); without them the machine's standard loopback ports
+are used. Each run creates its own database and drops it at the end, and deletes its keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from passcode.app import DEV_IDP_KID, create_app, dev_idp_key_path
+from passcode.config import Settings
+from passcode.domain.identity import mint_dev_token
+from passcode.store.keyring import load_or_create_ed25519
+
+ADMIN_KEY = "test-admin-key-0123456789"
+RUN_ID = secrets.token_hex(4)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def base_database_url() -> str:
+    return os.environ.get("PASSCODE_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("PASSCODE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def database_url(base_database_url: str) -> Iterator[str]:
+    """A database made for this run and dropped after it."""
+    name = f"passcode_test_{RUN_ID}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(base_database_url, timeout=10)
+        try:
+            await conn.execute(sql, timeout=30)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(base_database_url, name)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """This run's key prefix; every key under it is deleted at the end."""
+    prefix = f"pctest-{RUN_ID}"
+    yield prefix
+
+    async def cleanup() -> None:
+        client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+        try:
+            batch = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+            for start in range(0, len(batch), 500):
+                await client.delete(*batch[start : start + 500])
+        finally:
+            await client.aclose()
+
+    asyncio.run(cleanup())
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
+    """Dev-mode settings on the run's database, with a key prefix of the test's own."""
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=f"{redis_prefix}:{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path,
+        secret="test-secret-" + RUN_ID,
+        admin_key=ADMIN_KEY,
+        dev_mode=True,
+        drain_interval=0.02,
+        pg_pool_min=1,
+        pg_pool_max=5,
+        scan_shards=4,
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
+    return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
+
+
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture
+def make_token(settings: Settings) -> TokenFactory:
+    """Mint dev ID tokens for ``user_id`` (a fresh random user by default)."""
+    key = load_or_create_ed25519(dev_idp_key_path(settings))
+
+    def make(user_id: str | None = None, name: str = "张小三", ttl: int = 3600) -> str:
+        return mint_dev_token(
+            key,
+            kid=DEV_IDP_KID,
+            issuer=settings.idp_issuer,
+            audience=settings.idp_audience,
+            user_id=user_id or f"user-{uuid.uuid4().hex}",
+            name=name,
+            now=int(time.time()),
+            ttl=ttl,
+        )
+
+    return make
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+ADMIN = auth(ADMIN_KEY)
+
+HEALTHY = {"temperature_c": 36.6, "symptoms": [], "regions_visited": [], "close_contact": False}
+
+
+@pytest.fixture
+async def terminal_key(client: TestClient[Any, Any]) -> AsyncIterator[str]:
+    response = await client.post("/v1/admin/terminals", json={"place": "Metro Line 2, Gate A"}, headers=ADMIN)
+    assert response.status == 201, await response.text()
+    yield (await response.json())["key"]

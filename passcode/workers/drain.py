@@ -8,6 +8,7 @@ idempotent, so a re-delivery is stored once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
@@ -74,6 +75,16 @@ class ScanDrain:
         self.pg_timeout = pg_timeout
         self.claim_idle_ms = claim_idle_ms
         self.stored = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish its current batch and return."""
+        self._stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def ensure_groups(self) -> None:
         client = self.cache.client
@@ -146,10 +157,11 @@ class ScanDrain:
         return total
 
     async def run(self) -> None:
-        """Forever: drain, repair unsynced statuses now and then, back off while a store is down."""
-        await self._until_ready()
+        """Until stopped: drain, repair unsynced statuses now and then, back off while down."""
+        if not await self._until_ready():
+            return
         idle_rounds = 0
-        while True:
+        while not self._stopping.is_set():
             try:
                 moved = await self.drain_once()
                 idle_rounds = 0 if moved else idle_rounds + 1
@@ -157,14 +169,15 @@ class ScanDrain:
                     await sync_unsynced(self.pool, self.cache, limit=500, timeout=self.pg_timeout)
             except StoreUnavailable:
                 moved = 0
-                await asyncio.sleep(1.0)
+                await self._pause(1.0)
             if not moved:
-                await asyncio.sleep(self.interval)
+                await self._pause(self.interval)
 
-    async def _until_ready(self) -> None:
-        while True:
+    async def _until_ready(self) -> bool:
+        while not self._stopping.is_set():
             try:
                 await self.ensure_groups()
-                return
+                return True
             except StoreUnavailable:
-                await asyncio.sleep(1.0)
+                await self._pause(1.0)
+        return False

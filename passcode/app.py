@@ -108,6 +108,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     )
     try:
         await cache.ping()
+        await cache.check_layout()
         app[CACHE] = cache
         yield
     finally:

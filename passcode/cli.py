@@ -27,6 +27,7 @@ from passcode.errors import PasscodeError
 from passcode.service.authority import override_status
 from passcode.store import cache as cache_store
 from passcode.store import pg
+from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
 from passcode.store.terminals import add_terminal, revoke_terminal
 
@@ -170,6 +171,7 @@ def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
             dedupe_ttl=s.scan_dedupe_ttl,
         )
         try:
+            await cache.check_layout()
             override_id, live = await override_status(
                 pool=pool,
                 cache=cache,
@@ -257,6 +259,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         _configure_logging(settings.log_level)
         return COMMANDS[args.command](settings, args)
-    except (SettingsError, EmbeddedError, PasscodeError, ValueError) as exc:
+    except (SettingsError, EmbeddedError, PasscodeError, LayoutMismatchError, ValueError) as exc:
         print(f"passcode: {exc}", file=sys.stderr)
         return 2

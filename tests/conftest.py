@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,7 +38,9 @@ def _with_database(url: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def base_database_url() -> str:
-    return os.environ.get("PASSCODE_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    return (
+        os.environ.get("PASSCODE_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +141,10 @@ HEALTHY = {"temperature_c": 36.6, "symptoms": [], "regions_visited": [], "close_
 
 
 @pytest.fixture
-async def terminal_key(client: TestClient[Any, Any]) -> AsyncIterator[str]:
-    response = await client.post("/v1/admin/terminals", json={"place": "Metro Line 2, Gate A"}, headers=ADMIN)
+async def terminal_key(client: TestClient[Any, Any]) -> str:
+    response = await client.post(
+        "/v1/admin/terminals", json={"place": "Metro Line 2, Gate A"}, headers=ADMIN
+    )
     assert response.status == 201, await response.text()
-    yield (await response.json())["key"]
+    key: str = (await response.json())["key"]
+    return key

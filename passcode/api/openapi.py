@@ -20,8 +20,32 @@ def _json(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": _ref(name)}}
 
 
-def _problem(description: str, schema: str = "Problem") -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_CT: {"schema": _ref(schema)}}}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "Always `Bearer`",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _problem(
+    description: str, schema: dict[str, Any] | None = None, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_CT: {"schema": schema or _ref("Problem")}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -36,7 +60,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         429: "Rate limited; see Retry-After",
         503: "A backing service is unavailable; see Retry-After",
     }
-    return {str(code): _problem(text[code]) for code in codes}
+    headers = {401: WWW_AUTHENTICATE, 429: RETRY_AFTER, 503: RETRY_AFTER}
+    return {str(code): _problem(text[code], headers=headers.get(code)) for code in codes}
 
 
 def _op(
@@ -67,7 +92,29 @@ def _op(
 def openapi_document() -> dict[str, Any]:
     """Built once; every response the service gives is described here (tests check that)."""
     verify_errors = (400, 401, 403, 413, 415, 429)
-    unverified = {"503": _problem("Live status unavailable: never admitted blind", "Unverified")}
+    unverified = {
+        "503": _problem(
+            "Live status unavailable: never admitted blind (`Unverified`); or the terminal"
+            " credential could not be checked (a plain `Problem`, type store-unavailable)",
+            {"anyOf": [_ref("Unverified"), _ref("Problem")]},
+            RETRY_AFTER,
+        )
+    }
+    etag = {
+        "ETag": {
+            "description": "Version of the key set",
+            "required": True,
+            "schema": {"type": "string"},
+        },
+        "Cache-Control": {"required": True, "schema": {"type": "string"}},
+    }
+    no_store = {
+        "Cache-Control": {
+            "description": "Always `no-store`",
+            "required": True,
+            "schema": {"const": "no-store"},
+        }
+    }
     idem_header = {
         "name": "Idempotency-Key",
         "in": "header",
@@ -145,8 +192,8 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op(
                     "Published verification keys (JWK Set), for verifying passes offline",
                     ok={
-                        "200": {"description": "Keys", "content": _json("KeySet")},
-                        "304": {"description": "Not modified (If-None-Match)"},
+                        "200": {"description": "Keys", "content": _json("KeySet"), "headers": etag},
+                        "304": {"description": "Not modified (If-None-Match)", "headers": etag},
                     },
                     errors=(),
                     tag="public",
@@ -159,6 +206,15 @@ def openapi_document() -> dict[str, Any]:
                         "201": {
                             "description": "Stored; the new status",
                             "content": _json("DeclarationResponse"),
+                            "headers": {
+                                **no_store,
+                                "Idempotent-Replayed": {
+                                    "description": "`true` when this answers a retry (same"
+                                    " Idempotency-Key and body) from the stored declaration",
+                                    "required": False,
+                                    "schema": {"const": "true"},
+                                },
+                            },
                         }
                     },
                     errors=(400, 401, 409, 413, 415, 503),
@@ -175,6 +231,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": {
                             "description": "A freshly signed pass",
                             "content": _json("PassResponse"),
+                            "headers": no_store,
                         }
                     },
                     errors=(401, 404, 503),
@@ -188,6 +245,7 @@ def openapi_document() -> dict[str, Any]:
                     ok={
                         "200": {
                             "description": "PNG",
+                            "headers": no_store,
                             "content": {
                                 "image/png": {
                                     "schema": {"type": "string", "contentMediaType": "image/png"}
@@ -206,6 +264,7 @@ def openapi_document() -> dict[str, Any]:
                     ok={
                         "200": {
                             "description": "SVG",
+                            "headers": no_store,
                             "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                         }
                     },
@@ -232,7 +291,13 @@ def openapi_document() -> dict[str, Any]:
             "/v1/admin/terminals": {
                 "post": _op(
                     "Register a terminal; its key is shown once",
-                    ok={"201": {"description": "Created", "content": _json("TerminalResponse")}},
+                    ok={
+                        "201": {
+                            "description": "Created",
+                            "content": _json("TerminalResponse"),
+                            "headers": no_store,
+                        }
+                    },
                     errors=(400, 401, 403, 413, 415, 503),
                     body="TerminalRequest",
                     security="adminKey",
@@ -280,7 +345,19 @@ def openapi_document() -> dict[str, Any]:
             "/openapi.json": {
                 "get": _op(
                     "This document",
-                    ok={"200": {"description": "OpenAPI 3.1"}},
+                    ok={
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["openapi", "info", "paths"],
+                                    }
+                                }
+                            },
+                        }
+                    },
                     errors=(),
                     tag="ops",
                 )

@@ -180,6 +180,7 @@ PROBLEM: Schema = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "errors": {"type": "array", "items": {"type": "string"}},
+        "limit": {"type": "integer", "description": "413 only: the body limit in bytes"},
     },
 }
 

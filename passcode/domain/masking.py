@@ -11,7 +11,7 @@ def _is_cjk(ch: str) -> bool:
 
 def _mask_word(word: str) -> str:
     if len(word) <= 1:
-        return word
+        return "*"  # a one-letter word shown as is would leave names like "张 三" unmasked
     return word[0] + "*" * (len(word) - 1)
 
 

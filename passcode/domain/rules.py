@@ -86,6 +86,7 @@ def derive_status(
     if not declaration.declared_at - timedelta(minutes=5) <= now < decl_until:
         return None
 
+    overrides = tuple(overrides)  # read twice below: a one-shot iterable would lose horizons
     active_overrides = [o for o in overrides if o.active(now)]
     ruling = max(active_overrides, key=lambda o: o.created_at, default=None)
     settled_before = ruling.created_at if ruling is not None else None

@@ -64,6 +64,10 @@ return 1
 """
 
 
+class LayoutMismatchError(RuntimeError):
+    """The configured key layout differs from the one the data in Redis was written with."""
+
+
 @dataclass(frozen=True, slots=True)
 class LiveStatus:
     """A subject's status as cached: colour (None = no valid status), version, expiry, name."""
@@ -184,6 +188,23 @@ class Cache:
                     keys=[self.status_key(subject)],
                     args=[status.version, color, status.valid_until, status.holder],
                 )
+
+    async def check_layout(self) -> None:
+        """Refuse to run with another shard count than the data was written with.
+
+        The shard is part of every key, so two processes disagreeing on it would read and write
+        different status keys for the same subject (a CLI override the service never sees).
+        """
+        key = f"{self.prefix}:layout:shards"
+        with redis_errors("check layout"):
+            async with asyncio.timeout(self.timeout):
+                await self.client.set(key, self.shards, nx=True)
+                stored = await self.client.get(key)
+        if stored is not None and int(stored) != self.shards:
+            raise LayoutMismatchError(
+                f"Redis under prefix {self.prefix!r} was written with {int(stored)} scan shards;"
+                f" set PASSCODE_SCAN_SHARDS={int(stored)}"
+            )
 
     async def ping(self) -> None:
         with redis_errors("ping"):

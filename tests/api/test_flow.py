@@ -27,7 +27,9 @@ async def test_declare_then_pass_then_verify_admits_and_records_the_scan(
     assert view["code"].startswith("PC1:")
     assert view["holder"] == {"name": "张*三"}
 
-    verified = await client.post("/v1/verify", json={"code": view["code"]}, headers=auth(terminal_key))
+    verified = await client.post(
+        "/v1/verify", json={"code": view["code"]}, headers=auth(terminal_key)
+    )
     assert verified.status == 200, await verified.text()
     result = await verified.json()
     assert result["decision"] == "admit"
@@ -51,7 +53,9 @@ async def test_override_to_red_denies_a_pass_issued_green(
         headers=ADMIN,
     )
     assert ruled.status == 201, await ruled.text()
-    result = await (await client.post("/v1/verify", json={"code": code}, headers=auth(terminal_key))).json()
+    result = await (
+        await client.post("/v1/verify", json={"code": code}, headers=auth(terminal_key))
+    ).json()
     assert result["decision"] == "deny"
     assert result["reason"] in {"status_red", "superseded"}
     assert result["color"] == "red"

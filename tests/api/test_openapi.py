@@ -1,0 +1,449 @@
+"""The OpenAPI document is valid 3.1, complete, and true: real responses match what it declares."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse, hdrs
+from aiohttp.test_utils import TestClient
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
+
+from passcode.api.openapi import openapi_document
+from passcode.app import create_app
+from passcode.config import Settings
+from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
+
+BASE = "urn:passcode:openapi"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _pointer(*parts: str) -> str:
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    pieces = re.split(r"(\{[^/{}]+\})", template)
+    return re.compile(
+        "^" + "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in pieces) + "$"
+    )
+
+
+@dataclass
+class Contract:
+    """Checks each real response against the operation the document declares for it."""
+
+    document: dict[str, Any]
+    seen: set[tuple[str, str, int]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        resource = DRAFT202012.create_resource(self.document)
+        self.registry: Registry[Any] = Registry().with_resource(BASE, resource)
+        self.templates = {t: _template_regex(t) for t in self.document["paths"]}
+
+    def validator(self, *pointer: str) -> Draft202012Validator:
+        """A 2020-12 validator for the schema at ``pointer``; its ``$ref``s resolve in the document."""
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": f"{BASE}#{_pointer(*pointer)}",
+        }
+        return Draft202012Validator(
+            schema, registry=self.registry, format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+
+    def template(self, path: str) -> str:
+        matches = [t for t, regex in self.templates.items() if regex.match(path)]
+        assert len(matches) == 1, f"{path} matches document paths {matches}"
+        return matches[0]
+
+    def operation(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
+        template = self.template(path)
+        operation = self.document["paths"][template].get(method.lower())
+        assert operation is not None, f"{method} {template} is not in the document"
+        return template, operation
+
+    def check_request(self, method: str, path: str, body: Any) -> None:
+        """A body the service accepted is valid under the declared request schema."""
+        template, operation = self.operation(method, path)
+        assert "requestBody" in operation, f"{method} {template} takes a body, undeclared"
+        content = operation["requestBody"]["content"]
+        assert "application/json" in content
+        errors = list(
+            self.validator(
+                "paths",
+                template,
+                method.lower(),
+                "requestBody",
+                "content",
+                "application/json",
+                "schema",
+            ).iter_errors(body)
+        )
+        assert not errors, [e.message for e in errors]
+
+    async def check(self, response: ClientResponse) -> bytes:
+        """The response's status, headers, content type and body are as declared; returns the body."""
+        method = response.method.lower()
+        template, operation = self.operation(method, response.url.path)
+        raw = await response.read()
+        status = str(response.status)
+        declared = operation["responses"].get(status)
+        assert declared is not None, (
+            f"{method.upper()} {template} answered {status}, which the document does not declare "
+            f"(declared: {sorted(operation['responses'])}): {raw[:300]!r}"
+        )
+        for name, header in declared.get("headers", {}).items():
+            if header.get("required"):
+                assert name in response.headers, f"{method} {template} {status}: no {name} header"
+            if name in response.headers:
+                value: Any = response.headers[name]
+                if header["schema"].get("type") == "integer":
+                    value = int(value)
+                Draft202012Validator(header["schema"]).validate(value)
+        content = declared.get("content")
+        if not content:
+            assert raw == b"", (
+                f"{method} {template} {status} declares no content but sent {raw[:80]!r}"
+            )
+        else:
+            media = response.content_type
+            assert media in content, (
+                f"{method} {template} {status}: {media} not in {sorted(content)}"
+            )
+            if media == "application/json" or media.endswith("+json"):
+                assert response.charset in {None, "utf-8"}
+                body = json.loads(raw.decode("utf-8"))
+                errors = list(
+                    self.validator(
+                        "paths", template, method, "responses", status, "content", media, "schema"
+                    ).iter_errors(body)
+                )
+                assert not errors, (template, status, [e.message for e in errors], body)
+                if media == "application/problem+json":
+                    assert body["status"] == response.status
+                    schemas = self.document["components"]["schemas"]
+                    known = {
+                        *schemas["Problem"]["properties"],
+                        *schemas["Unverified"]["properties"],
+                    }
+                    assert set(body) <= known, f"undocumented problem fields {set(body) - known}"
+            elif media == "image/png":
+                assert raw.startswith(PNG_SIGNATURE)
+            elif media == "image/svg+xml":
+                assert b"<svg" in raw[:300]
+            else:  # pragma: no cover - a new media type needs a check here
+                pytest.fail(f"no body check for {media}")
+        self.seen.add((method, template, response.status))
+        return raw
+
+
+@pytest.fixture
+async def contract(client: TestClient[Any, Any]) -> Contract:
+    response = await client.get("/openapi.json")
+    assert response.status == 200
+    document = await response.json()
+    made = Contract(document)
+    await made.check(response)
+    return made
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in _refs(value)]
+    return []
+
+
+def _resolve_every_ref(document: dict[str, Any]) -> int:
+    """Resolve each ``$ref`` in the document (openapi-spec-validator leaves unused ones alone)."""
+    resolver = Registry().with_resource(BASE, DRAFT202012.create_resource(document)).resolver(BASE)
+    refs = _refs(document)
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/"), ref
+        resolver.lookup(ref)
+    return len(refs)
+
+
+async def test_openapi_json_is_a_valid_openapi_3_1_document(client: TestClient[Any, Any]) -> None:
+    """GET /openapi.json serves the built document; it passes openapi-spec-validator's OpenAPI 3.1
+    rules, every component schema is a valid 2020-12 schema, and every $ref resolves. Controls show
+    each check bites: an invalid schema keyword, a response without a description, an unknown
+    operation field and a dangling $ref are each caught."""
+    response = await client.get("/openapi.json")
+    assert response.status == 200
+    assert response.content_type == "application/json"
+    document = await response.json()
+    assert document == json.loads(json.dumps(openapi_document()))
+    assert document["openapi"].startswith("3.1.")
+    validate(document)
+    validate(document, cls=OpenAPIV31SpecValidator)
+    for schema in document["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    assert _resolve_every_ref(document) > 20
+
+    bad_type = copy.deepcopy(document)
+    bad_type["components"]["schemas"]["Health"]["properties"]["status"]["type"] = "strang"
+    no_description = copy.deepcopy(document)
+    del no_description["paths"]["/healthz"]["get"]["responses"]["200"]["description"]
+    unknown_field = copy.deepcopy(document)
+    unknown_field["paths"]["/v1/verify"]["post"]["bogus"] = True
+    for bad in (bad_type, no_description, unknown_field):
+        with pytest.raises(OpenAPIValidationError):
+            validate(bad, cls=OpenAPIV31SpecValidator)
+    dangling = copy.deepcopy(document)
+    dangling["paths"]["/v1/verify"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ] = {"$ref": "#/components/schemas/NoSuchSchema"}
+    with pytest.raises(Unresolvable):
+        _resolve_every_ref(dangling)
+
+
+async def test_every_route_is_documented_and_every_operation_is_routed(
+    client: TestClient[Any, Any], contract: Contract
+) -> None:
+    """The aiohttp router and the document list the same paths and, per path, the same methods
+    (HEAD, which aiohttp adds beside every GET, aside)."""
+    routed: dict[str, set[str]] = {}
+    for resource in client.app.router.resources():
+        methods = {route.method.lower() for route in resource if route.method != hdrs.METH_HEAD}
+        routed.setdefault(resource.canonical, set()).update(methods)
+    methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+    documented = {
+        path: {m for m in item if m in methods} for path, item in contract.document["paths"].items()
+    }
+    assert set(routed) == set(documented)
+    assert routed == documented
+
+
+async def test_real_responses_match_the_document(
+    client: TestClient[Any, Any], contract: Contract, make_token: TokenFactory
+) -> None:
+    """A full flow (declare, pass as JSON/PNG/SVG, keys and 304, verify admit/deny/invalid, batch,
+    override, terminal create/revoke, health, readiness) and errors 400/401/403/404/409/413/415 on
+    each kind of endpoint: every status is declared for its operation, with its content type, its
+    required headers, and a JSON body valid under the declared 2020-12 schema. Every documented
+    operation is exercised at least once."""
+    c = contract
+
+    async def call(
+        method: str,
+        path: str,
+        status: int,
+        *,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> Any:
+        if json_body is not None and status < 300:
+            c.check_request(method, path, json_body)
+        response = await client.request(
+            method, path, json=json_body, data=data, headers=headers or {}
+        )
+        raw = await c.check(response)
+        assert response.status == status, raw[:300]
+        if response.content_type.endswith("json"):
+            return json.loads(raw)
+        return raw
+
+    await call("GET", "/healthz", 200)
+    await call("GET", "/readyz", 200)
+    keys = await client.get("/v1/keys")
+    await c.check(keys)
+    assert keys.status == 200
+    await call("GET", "/v1/keys", 304, headers={"If-None-Match": keys.headers["ETag"]})
+
+    created = await call(
+        "POST", "/v1/admin/terminals", 201, json_body={"place": "OpenAPI Gate"}, headers=ADMIN
+    )
+    terminal = auth(created["key"])
+
+    green_user, red_user = f"oa-green-{uuid.uuid4().hex}", f"oa-red-{uuid.uuid4().hex}"
+    green, red = auth(make_token(user_id=green_user)), auth(make_token(user_id=red_user))
+    await call("GET", "/v1/pass", 404, headers=green)
+    await call("GET", "/v1/pass.png", 404, headers=green)
+    await call("GET", "/v1/pass.svg", 404, headers=green)
+    keyed = {**green, "Idempotency-Key": "oa-decl-1"}
+    first = await call("POST", "/v1/declarations", 201, json_body=HEALTHY, headers=keyed)
+    replay = await call("POST", "/v1/declarations", 201, json_body=HEALTHY, headers=keyed)
+    assert replay == first
+    await call(
+        "POST", "/v1/declarations", 409, json_body={**HEALTHY, "close_contact": True}, headers=keyed
+    )
+    await call("POST", "/v1/declarations", 201, json_body=HEALTHY, headers=red)
+    green_pass = await call("GET", "/v1/pass", 200, headers=green)
+    await call("GET", "/v1/pass.png", 200, headers=green)
+    await call("GET", "/v1/pass.svg", 200, headers=green)
+    red_code = (await call("GET", "/v1/pass", 200, headers=red))["code"]
+    await call(
+        "POST",
+        "/v1/admin/overrides",
+        201,
+        json_body={
+            "user_id": red_user,
+            "color": "red",
+            "reason": "positive_test",
+            "valid_from": "2020-01-01T00:00:00Z",
+            "valid_until": "2099-01-01T00:00:00+08:00",
+        },
+        headers=ADMIN,
+    )
+
+    scan = {
+        "code": green_pass["code"],
+        "scan_id": str(uuid.uuid4()),
+        "scanned_at": "2026-01-01T08:00:00.5+08:00",
+    }
+    admitted = await call("POST", "/v1/verify", 200, json_body=scan, headers=terminal)
+    assert (admitted["decision"], admitted["scan_id"]) == ("admit", scan["scan_id"])
+    denied = await call("POST", "/v1/verify", 200, json_body={"code": red_code}, headers=terminal)
+    assert denied["decision"] == "deny"
+    invalid = await call(
+        "POST", "/v1/verify", 200, json_body={"code": "PC1:GARBAGE"}, headers=terminal
+    )
+    assert invalid["decision"] == "invalid"
+    unsupported = await call(
+        "POST", "/v1/verify", 200, json_body={"code": "https://x.example/"}, headers=terminal
+    )
+    assert unsupported["decision"] == "invalid"
+    batch = await call(
+        "POST",
+        "/v1/verify/batch",
+        200,
+        json_body={"scans": [{"code": green_pass["code"]}, {"code": red_code}, {"code": "nope"}]},
+        headers=terminal,
+    )
+    assert [r["decision"] for r in batch["results"]] == ["admit", "deny", "invalid"]
+
+    # 400 on every body-taking operation, and on the Idempotency-Key header.
+    await call("POST", "/v1/verify", 400, json_body={"code": ""}, headers=terminal)
+    await call(
+        "POST",
+        "/v1/verify",
+        400,
+        json_body={"code": "x", "scanned_at": "2026-13-45T00:00:00Z"},
+        headers=terminal,
+    )
+    await call("POST", "/v1/verify/batch", 400, json_body={"scans": []}, headers=terminal)
+    await call(
+        "POST", "/v1/declarations", 400, json_body={**HEALTHY, "temperature_c": 80}, headers=green
+    )
+    await call(
+        "POST",
+        "/v1/declarations",
+        400,
+        json_body=HEALTHY,
+        headers={**green, "Idempotency-Key": "é"},
+    )
+    await call(
+        "POST",
+        "/v1/admin/overrides",
+        400,
+        json_body={"user_id": "u", "color": "blue", "reason": "x"},
+        headers=ADMIN,
+    )
+    await call(
+        "POST",
+        "/v1/admin/terminals",
+        400,
+        data=b"{",
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    # 401 on every authenticated operation.
+    for method, path in (
+        ("POST", "/v1/verify"),
+        ("POST", "/v1/verify/batch"),
+        ("POST", "/v1/declarations"),
+        ("GET", "/v1/pass"),
+        ("GET", "/v1/pass.png"),
+        ("GET", "/v1/pass.svg"),
+        ("POST", "/v1/admin/overrides"),
+        ("POST", "/v1/admin/terminals"),
+        ("POST", f"/v1/admin/terminals/{created['id']}/revoke"),
+    ):
+        await call(method, path, 401, headers={"Authorization": "Bearer nope"})
+    # 403: a citizen token on admin operations.
+    await call(
+        "POST",
+        "/v1/admin/overrides",
+        403,
+        json_body={"user_id": "u", "color": "red", "reason": "positive_test"},
+        headers=green,
+    )
+    await call("POST", "/v1/admin/terminals", 403, json_body={"place": "x"}, headers=green)
+    await call("POST", f"/v1/admin/terminals/{created['id']}/revoke", 403, headers=green)
+    # 413 and 415 on every body-taking operation.
+    for path, headers, limit in (
+        ("/v1/verify", terminal, 4096),
+        ("/v1/verify/batch", terminal, 512 * 1024),
+        ("/v1/declarations", green, 4096),
+        ("/v1/admin/overrides", ADMIN, 4096),
+        ("/v1/admin/terminals", ADMIN, 4096),
+    ):
+        too_big = b"{" + b" " * limit + b"}"
+        big = await call(
+            "POST", path, 413, data=too_big, headers={**headers, "Content-Type": "application/json"}
+        )
+        assert big["limit"] == limit
+        await call("POST", path, 415, data=b"{}", headers={**headers, "Content-Type": "text/plain"})
+    # Revocation: 204, then 403 for the revoked terminal, 404 for unknown terminals.
+    await call("POST", f"/v1/admin/terminals/{created['id']}/revoke", 204, headers=ADMIN)
+    await call("POST", "/v1/verify", 403, json_body={"code": green_pass["code"]}, headers=terminal)
+    await call(
+        "POST", "/v1/verify/batch", 403, json_body={"scans": [{"code": "x"}]}, headers=terminal
+    )
+    await call("POST", f"/v1/admin/terminals/{uuid.uuid4()}/revoke", 404, headers=ADMIN)
+    await call("POST", "/v1/admin/terminals/not-a-uuid/revoke", 404, headers=ADMIN)
+
+    exercised = {(m, t) for m, t, status in c.seen if status < 400}
+    documented = {
+        (m, t) for t, item in c.document["paths"].items() for m in item if m != "parameters"
+    }
+    assert exercised == documented
+    errors = {status for _, _, status in c.seen if status >= 400}
+    assert errors >= {400, 401, 403, 404, 409, 413, 415}
+
+
+async def test_rate_limited_responses_match_the_document(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """A terminal over its rate gets 429 on verify and batch, declared with a Problem body and a
+    Retry-After header."""
+    slow = await aiohttp_client(create_app(replace(settings, terminal_rate=0.01, terminal_burst=1)))
+    contract = Contract(openapi_document())
+    created = await slow.post("/v1/admin/terminals", json={"place": "Slow Gate"}, headers=ADMIN)
+    assert created.status == 201
+    terminal = auth((await created.json())["key"])
+    ok = await slow.post("/v1/verify", json={"code": "PC1:X"}, headers=terminal)
+    await contract.check(ok)
+    assert ok.status == 200
+    for path, body in (
+        ("/v1/verify", {"code": "PC1:X"}),
+        ("/v1/verify/batch", {"scans": [{"code": "PC1:X"}] * 3}),
+    ):
+        limited = await slow.post(path, json=body, headers=terminal)
+        await contract.check(limited)
+        assert limited.status == 429
+        assert int(limited.headers["Retry-After"]) >= 1
+
+
+async def test_an_undeclared_status_fails_the_contract(client: TestClient[Any, Any]) -> None:
+    """Control: the checker really fails on a status the operation does not declare (GET /healthz
+    answering 200, checked against a copy of the document that declares only 503 for it)."""
+    document = copy.deepcopy(openapi_document())
+    document["paths"]["/healthz"]["get"]["responses"] = {"503": {"description": "x"}}
+    contract = Contract(document)
+    response = await client.get("/healthz")
+    with pytest.raises(AssertionError, match="does not declare"):
+        await contract.check(response)

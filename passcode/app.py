@@ -158,6 +158,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         leeway=settings.clock_skew,
         pg_timeout=settings.pg_timeout,
         fallback_concurrency=settings.pg_fallback_concurrency,
+        dedupe_window=settings.scan_dedupe_ttl,
     )
     app[CITIZENS] = CitizenService(
         pool=app[POOL],
@@ -184,6 +185,7 @@ async def _drain(app: web.Application) -> AsyncIterator[None]:
         interval=settings.drain_interval,
         pg_timeout=settings.pg_timeout,
         claim_idle_ms=int(settings.drain_claim_idle * 1000),
+        dedupe_window=settings.scan_dedupe_ttl,
     )
     app[DRAIN] = drain
     task = asyncio.create_task(drain.run()) if settings.drain_enabled else None

@@ -56,6 +56,7 @@ class Verifier:
         leeway: int,
         pg_timeout: float,
         fallback_concurrency: int,
+        dedupe_window: int,
     ) -> None:
         self.keys = keys
         self.cache = cache
@@ -65,6 +66,7 @@ class Verifier:
         self.leeway = leeway
         self.pg_timeout = pg_timeout
         self._fallback = asyncio.Semaphore(fallback_concurrency)
+        self.dedupe_window = dedupe_window
 
     async def verify(self, terminal: Terminal, scan: ScanRequest) -> VerifyOutcome:
         now = time.time()
@@ -157,7 +159,9 @@ class Verifier:
         verdict = _judge(claims, live)
         row = _row(scan, scan_id, server_time, terminal, claims.subject, verdict)
         try:
-            await insert_scans(self.pool, [row], timeout=self.pg_timeout)
+            await insert_scans(
+                self.pool, [row], timeout=self.pg_timeout, dedupe_window=self.dedupe_window
+            )
         except StoreUnavailable as exc:
             raise StatusUnavailable("the scan cannot be recorded; do not admit") from exc
         return VerifyOutcome(verdict, live.holder if live else None, scan_id, server_time)
@@ -168,7 +172,9 @@ class Verifier:
             await self.cache.record(shard_key, sid, fields)
         except StoreUnavailable:
             try:
-                await insert_scans(self.pool, [row], timeout=self.pg_timeout)
+                await insert_scans(
+                    self.pool, [row], timeout=self.pg_timeout, dedupe_window=self.dedupe_window
+                )
             except StoreUnavailable as exc:
                 raise StatusUnavailable("the scan cannot be recorded") from exc
 

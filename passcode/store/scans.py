@@ -55,11 +55,15 @@ async def ensure_partitions(conn: Connection, days: Iterable[date]) -> None:
             continue
 
 
-async def insert_scans(pool: Pool, rows: Sequence[ScanRow], *, timeout: float) -> int:
-    """COPY into a staging table, then insert what is new: a re-delivered scan is stored once.
+async def insert_scans(
+    pool: Pool, rows: Sequence[ScanRow], *, timeout: float, dedupe_window: int
+) -> int:
+    """COPY into a staging table, then insert what is new: a scan id is stored once.
 
-    Returns the number of rows newly stored. Commits before returning, so the caller may then
-    acknowledge the source.
+    A re-delivered stream entry conflicts on the key; a retry that reached Postgres another way
+    (and so has another server time) is caught by the scan_id check within ``dedupe_window``
+    seconds. Returns the number of rows newly stored. Commits before returning, so the caller
+    may then acknowledge the source.
     """
     if not rows:
         return 0
@@ -77,8 +81,14 @@ async def insert_scans(pool: Pool, rows: Sequence[ScanRow], *, timeout: float) -
             )
             status = await conn.execute(
                 f"INSERT INTO scans ({', '.join(COLUMNS)})"  # noqa: S608  # constant column list
-                f" SELECT {', '.join(COLUMNS)} FROM scan_stage"
-                " ON CONFLICT (scanned_at, scan_id) DO NOTHING"
+                f" SELECT DISTINCT ON (s.scan_id) {', '.join('s.' + c for c in COLUMNS)}"
+                " FROM scan_stage s WHERE NOT EXISTS (SELECT 1 FROM scans x"
+                "  WHERE x.scan_id = s.scan_id"
+                "  AND x.scanned_at >= s.scanned_at - make_interval(secs => $1)"
+                "  AND x.scanned_at <= s.scanned_at + make_interval(secs => $1))"
+                " ORDER BY s.scan_id, s.scanned_at"
+                " ON CONFLICT (scanned_at, scan_id) DO NOTHING",
+                float(dedupe_window),
             )
     return int(status.rsplit(" ", 1)[1])
 

@@ -65,6 +65,7 @@ class ScanDrain:
         batch: int,
         interval: float,
         pg_timeout: float,
+        dedupe_window: int,
         claim_idle_ms: int = 30_000,
     ) -> None:
         self.pool = pool
@@ -74,6 +75,7 @@ class ScanDrain:
         self.interval = interval
         self.pg_timeout = pg_timeout
         self.claim_idle_ms = claim_idle_ms
+        self.dedupe_window = dedupe_window
         self.stored = 0
         self._stopping = asyncio.Event()
 
@@ -130,7 +132,9 @@ class ScanDrain:
                 rows.append(scan_row(fields))
             except (KeyError, ValueError):
                 log.error("dropping unreadable scan entry %s on %s", entry_id.decode(), stream)
-        await insert_scans(self.pool, rows, timeout=self.pg_timeout * 5)
+        await insert_scans(
+            self.pool, rows, timeout=self.pg_timeout * 5, dedupe_window=self.dedupe_window
+        )
         ids = [entry_id for entry_id, _ in entries]
         client = self.cache.client
         with redis_errors("ack scans"):

@@ -702,12 +702,6 @@ async def test_same_scan_id_twice_is_recorded_once(
     assert {str(r["scan_id"]): r["n"] for r in counts} == {valid_id: 1, invalid_id: 1}
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="known gap: with Redis down, scans go straight to Postgres, whose key is"
-    " (scanned_at, scan_id) with the server clock; a retry gets a new scanned_at, so it is"
-    " stored again. Needs a scan_id-keyed dedupe in Postgres (see the report).",
-)
 async def test_same_scan_id_twice_is_recorded_once_while_redis_is_down(
     aiohttp_client: ClientFactory,
     settings: Settings,

@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +69,20 @@ async def _pool(settings: Settings) -> pg.Pool:
     return pool
 
 
+def _run_server(settings: Settings, *, reuse_port: bool) -> None:
+    """One serving process; SIGTERM stops accepting, finishes requests, flushes, exits."""
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        access_log_format='%a "%r" %s %b %Tfs',
+        print=None,
+        shutdown_timeout=15.0,
+        reuse_port=reuse_port or None,
+    )
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     with servers(
         settings.data_dir, database_url=settings.database_url, redis_url=settings.redis_url
@@ -74,16 +90,38 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         resolved = dataclasses.replace(
             settings, database_url=up.database_url, redis_url=up.redis_url
         )
-        log.info("starting %r", resolved)
-        web.run_app(
-            create_app(resolved),
-            host=resolved.host,
-            port=resolved.port,
-            access_log_format='%a "%r" %s %b %Tfs',
-            print=None,
-            shutdown_timeout=15.0,
-        )
-    return 0
+        log.info("starting %d worker(s): %r", args.workers, resolved)
+        if args.workers == 1:
+            _run_server(resolved, reuse_port=False)
+            return 0
+        return _run_workers(resolved, args.workers)
+
+
+def _run_workers(settings: Settings, count: int) -> int:
+    """N processes sharing the port (SO_REUSEPORT): the kernel spreads connections."""
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker_main, args=(settings,), name=f"passcode-{n}")
+        for n in range(count)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    return max((w.exitcode or 0) for w in workers)
+
+
+def _worker_main(settings: Settings) -> None:
+    _configure_logging(settings.log_level)
+    _run_server(settings, reuse_port=True)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -214,7 +252,10 @@ def cmd_embedded(settings: Settings, args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="passcode", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the HTTP service (embedded servers when URLs are unset)")
+    serve = sub.add_parser("serve", help="run the service (embedded servers when URLs are unset)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+    )
     sub.add_parser("migrate", help="apply database migrations")
     keys = sub.add_parser("keys", help="signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

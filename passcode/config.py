@@ -78,6 +78,7 @@ class Settings:
     max_body: int = 4096
     max_batch_body: int = 512 * 1024
     log_level: str = "INFO"
+    access_log: bool = True
 
     @property
     def key_dir(self) -> Path:

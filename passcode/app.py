@@ -159,6 +159,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         pg_timeout=settings.pg_timeout,
         fallback_concurrency=settings.pg_fallback_concurrency,
         dedupe_window=settings.scan_dedupe_ttl,
+        authenticated_cache=settings.authenticated_cache,
     )
     app[CITIZENS] = CitizenService(
         pool=app[POOL],

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from passcode.domain.model import Color, StatusReason
 from passcode.domain.privacy import Sealer
 from passcode.embedded import EmbeddedError, servers
 from passcode.errors import PasscodeError
+from passcode.seed import seed
 from passcode.service.authority import override_status
 from passcode.store import cache as cache_store
 from passcode.store import pg
@@ -73,6 +75,7 @@ def _run_server(settings: Settings, *, reuse_port: bool) -> None:
     """One serving process; SIGTERM stops accepting, finishes requests, flushes, exits."""
     web.run_app(
         create_app(settings),
+        loop=new_event_loop(),
         host=settings.host,
         port=settings.port,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
@@ -81,6 +84,15 @@ def _run_server(settings: Settings, *, reuse_port: bool) -> None:
         shutdown_timeout=15.0,
         reuse_port=reuse_port or None,
     )
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (a faster loop for the same code), else asyncio's own."""
+    try:
+        import uvloop  # noqa: PLC0415  # optional speed-up, checked at run time
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -234,6 +246,22 @@ def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
     return _with_stores(settings, work, need_redis=True)
 
 
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(s: Settings) -> int:
+        report = await seed(
+            s,
+            citizens=args.citizens,
+            terminals=args.terminals,
+            colors=(1 - args.yellow - args.red, args.yellow, args.red),
+            out=args.out,
+            run_id=args.run,
+        )
+        print(report.summary())
+        return 0
+
+    return _with_stores(settings, work, need_redis=True)
+
+
 def cmd_embedded(settings: Settings, args: argparse.Namespace) -> int:
     """Run a command with embedded servers (for those URLs not set), their URLs in its env."""
     command = [c for c in args.argv if c != "--"]
@@ -278,6 +306,20 @@ def parser() -> argparse.ArgumentParser:
     over.add_argument("color", choices=[c.value for c in Color])
     over.add_argument("--reason", required=True, choices=[r.value for r in StatusReason])
     over.add_argument("--until", help="RFC 3339 end of the ruling (default: open-ended)")
+    seed_cmd = sub.add_parser(
+        "seed", help="create load-test citizens and terminals at COPY speed (see loadtest/)"
+    )
+    seed_cmd.add_argument("--citizens", type=int, default=100_000)
+    seed_cmd.add_argument("--terminals", type=int, default=200)
+    seed_cmd.add_argument("--yellow", type=float, default=0.05, help="share of yellow citizens")
+    seed_cmd.add_argument("--red", type=float, default=0.02, help="share of red citizens")
+    seed_cmd.add_argument("--run", help="run id in the user ids load-<run>-<n> (default: random)")
+    seed_cmd.add_argument(
+        "--out",
+        type=Path,
+        default=Path("loadtest/data/seed.json"),
+        help="where to write what the Locust scenarios read (holds terminal keys)",
+    )
     emb = sub.add_parser("embedded", help="run a command with embedded PostgreSQL and Redis")
     emb.add_argument("argv", nargs=argparse.REMAINDER, help="the command to run")
     return top
@@ -290,6 +332,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "dev-token": cmd_dev_token,
     "terminal": cmd_terminal,
     "override": cmd_override,
+    "seed": cmd_seed,
     "embedded": cmd_embedded,
 }
 

@@ -73,6 +73,7 @@ class Settings:
     drain_claim_idle: float = 30.0
     drain_enabled: bool = True
     terminal_cache_ttl: float = 5.0
+    authenticated_cache: int = 100_000
     terminal_rate: float = 20.0
     terminal_burst: float = 600.0
     max_body: int = 4096

@@ -54,6 +54,8 @@ def _finite(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
 # A \uD800-\uDFFF escape: the only way a lone surrogate gets past strict UTF-8 decoding.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -66,7 +68,7 @@ def _parse(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        data = _DECODER.decode(text)
     except RecursionError as exc:
         raise BadRequest("body is not valid JSON: nested too deeply") from exc
     except ValueError as exc:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import json
+import math
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 
 def rfc3339(moment: datetime | int | float) -> str:
-    if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(moment, UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC, milliseconds truncated, ``Z``: ``2026-11-23T08:00:00.123Z`` (on every verify answer)."""
+    if isinstance(moment, datetime):
+        utc = moment.astimezone(UTC)
+        return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    seconds = math.floor(moment)
+    millis = int((moment - seconds) * 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
 
 
 def json_response(
@@ -20,7 +26,7 @@ def json_response(
 ) -> web.Response:
     return web.Response(
         status=status,
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        body=orjson.dumps(body),
         content_type="application/json",
         charset="utf-8",
         headers=headers,

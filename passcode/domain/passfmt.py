@@ -282,18 +282,13 @@ def _open_envelope(raw: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     return kid, to_be_signed, raw[sig_start:sig_end], raw[payload_start:payload_end]
 
 
-def verify_pass(
-    text: str,
-    keys: Mapping[bytes, Ed25519PublicKey],
-    *,
-    now: int,
-    leeway: int,
-    issuer: str | None = None,
-) -> PassClaims:
-    """Check a scanned code and return its claims, or raise PassError with the reason.
+def authenticate_pass(
+    text: str, keys: Mapping[bytes, Ed25519PublicKey], *, issuer: str | None = None
+) -> tuple[PassClaims, bytes]:
+    """The claims and kid of a genuine pass, or PassError; says nothing about its time window.
 
     Order fixes the reason reported: kind of code, envelope, key, signature, and only then the
-    (now authenticated) claims and their time window.
+    (now authenticated) claims.
     """
     if not text.startswith(PREFIX):
         raise PassError(Reason.UNSUPPORTED, "not a PC1 pass")
@@ -315,8 +310,26 @@ def verify_pass(
     claims = _parse_claims(payload)
     if issuer is not None and claims.issuer != issuer:
         raise _malformed(f"issuer {claims.issuer!r} is not {issuer!r}")
+    return claims, kid
+
+
+def check_window(claims: PassClaims, *, now: int, leeway: int) -> None:
+    """Raise EXPIRED or NOT_YET_VALID when ``now`` is outside the pass's window (± leeway)."""
     if now > claims.expires_at + leeway:
         raise PassError(Reason.EXPIRED, "pass expired")
     if claims.issued_at > now + leeway:
         raise PassError(Reason.NOT_YET_VALID, "pass issued in the future")
+
+
+def verify_pass(
+    text: str,
+    keys: Mapping[bytes, Ed25519PublicKey],
+    *,
+    now: int,
+    leeway: int,
+    issuer: str | None = None,
+) -> PassClaims:
+    """Check a scanned code and return its claims, or raise PassError with the reason."""
+    claims, _ = authenticate_pass(text, keys, issuer=issuer)
+    check_window(claims, now=now, leeway=leeway)
     return claims

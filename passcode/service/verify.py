@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from passcode.domain.model import Decision, Reason
-from passcode.domain.passfmt import PassClaims, PassError, verify_pass
+from passcode.domain.passcache import Authenticated, AuthenticatedPasses
+from passcode.domain.passfmt import PassClaims, PassError, authenticate_pass, check_window
 from passcode.domain.rules import Policy
 from passcode.domain.verdict import Verdict, invalid, judge_live
 from passcode.errors import StatusUnavailable, StoreUnavailable
 from passcode.service.signing import KeyringHolder
 from passcode.store.cache import Cache, LiveStatus
 from passcode.store.pg import Pool
-from passcode.store.scans import ScanRow, insert_scans
+from passcode.store.scans import ScanRow, encode_record, insert_scans
 from passcode.store.statuses import push_to_cache, read_status, refresh_status
 from passcode.store.terminals import Terminal
 
@@ -57,6 +58,7 @@ class Verifier:
         pg_timeout: float,
         fallback_concurrency: int,
         dedupe_window: int,
+        authenticated_cache: int,
     ) -> None:
         self.keys = keys
         self.cache = cache
@@ -67,6 +69,7 @@ class Verifier:
         self.pg_timeout = pg_timeout
         self._fallback = asyncio.Semaphore(fallback_concurrency)
         self.dedupe_window = dedupe_window
+        self.authenticated = AuthenticatedPasses(authenticated_cache, leeway=leeway)
 
     async def verify(self, terminal: Terminal, scan: ScanRequest) -> VerifyOutcome:
         now = time.time()
@@ -74,45 +77,58 @@ class Verifier:
         server_time = datetime.fromtimestamp(now, UTC)
         scan_id = scan.scan_id or uuid.uuid4()
         sid = str(scan_id)
-        fields = [
-            "id", sid,
-            "t", str(int(now * 1000)),
-            "tt", scan.scanned_at.isoformat() if scan.scanned_at else "",
-            "term", str(terminal.id),
-            "pl", terminal.place,
-        ]  # fmt: skip
-        try:
-            claims = verify_pass(
-                scan.code,
-                self.keys.verification_keys(now_s),
-                now=now_s,
-                leeway=self.leeway,
-                issuer=self.issuer,
+
+        def record(subject: bytes | None, version: int, verdict: Verdict | None) -> str:
+            return encode_record(
+                scan_id=sid,
+                at_ms=int(now * 1000),
+                terminal_time=scan.scanned_at,
+                terminal_id=str(terminal.id),
+                subject=subject,
+                pass_version=version,
+                verdict=verdict,
             )
+
+        try:
+            claims = self._authenticate(scan.code, now_s)
+            check_window(claims, now=now_s, leeway=self.leeway)
         except PassError as exc:
             verdict = invalid(exc.reason)
-            fields += ["sub", "", "pv", "0", *_decided(verdict)]
             row = _row(scan, scan_id, server_time, terminal, None, verdict)
-            await self._record(scan_id.bytes, sid, fields, row)
+            await self._record(scan_id.bytes, sid, record(None, 0, verdict), row)
             return VerifyOutcome(verdict, None, scan_id, server_time)
 
-        fields += ["sub", claims.subject.hex(), "pv", str(claims.version)]
         try:
             live = await self.cache.verify_and_record(
-                claims.subject, now=now_s, pass_version=claims.version, scan_id=sid, fields=fields
+                claims.subject,
+                now=now_s,
+                pass_version=claims.version,
+                scan_id=sid,
+                record=record(claims.subject, claims.version, None),
             )
         except StoreUnavailable:
             return await self._without_cache(claims, scan, scan_id, server_time, terminal, now)
         if live is None:
             live = await self._load_live(claims, now, cache_up=True)
             verdict = _judge(claims, live)
-            fields += _decided(verdict)
             row = _row(scan, scan_id, server_time, terminal, claims.subject, verdict)
-            await self._record(claims.subject, sid, fields, row)
+            await self._record(
+                claims.subject, sid, record(claims.subject, claims.version, verdict), row
+            )
         else:
             verdict = _judge(claims, live)
         holder = live.holder if live is not None else None
         return VerifyOutcome(verdict, holder, scan_id, server_time)
+
+    def _authenticate(self, code: str, now: int) -> PassClaims:
+        """Signature and structure, checked once per distinct code while its key is published."""
+        keys = self.keys.verification_keys(now)
+        hit = self.authenticated.get(code)
+        if hit is not None and hit.kid in keys:
+            return hit.claims
+        claims, kid = authenticate_pass(code, keys, issuer=self.issuer)
+        self.authenticated.put(code, Authenticated(claims, kid), now=now)
+        return claims
 
     async def _load_live(
         self, claims: PassClaims, now: float, *, cache_up: bool
@@ -166,10 +182,10 @@ class Verifier:
             raise StatusUnavailable("the scan cannot be recorded; do not admit") from exc
         return VerifyOutcome(verdict, live.holder if live else None, scan_id, server_time)
 
-    async def _record(self, shard_key: bytes, sid: str, fields: list[str], row: ScanRow) -> None:
+    async def _record(self, shard_key: bytes, sid: str, record: str, row: ScanRow) -> None:
         """Append a decided scan to the stream, or straight to Postgres when Redis fails."""
         try:
-            await self.cache.record(shard_key, sid, fields)
+            await self.cache.record(shard_key, sid, record)
         except StoreUnavailable:
             try:
                 await insert_scans(
@@ -183,11 +199,6 @@ def _judge(claims: PassClaims, live: LiveStatus | None) -> Verdict:
     if live is None:
         return Verdict(Decision.DENY, Reason.SUPERSEDED, None)
     return judge_live(claims.version, live.color, live.version)
-
-
-def _decided(verdict: Verdict) -> list[str]:
-    color = verdict.color.value if verdict.color else ""
-    return ["d", verdict.decision.value, "r", verdict.reason.value, "c", color]
 
 
 def _row(

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from passcode.domain.model import Color
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_GROUP = "drain"
 
-# KEYS: status, stream, dedupe.  ARGV: now (s), pass version, dedupe ttl, scan field/values…
+# KEYS: status, stream, dedupe.  ARGV: now (s), pass version, dedupe ttl, scan record.
 # Reads the live status and, when it is fresh enough to decide on, appends the scan with a
 # snapshot of that status in the same round trip. Returns nil when the caller must go to
 # Postgres (missing, expired, or older than the pass), without appending anything.
@@ -41,15 +43,15 @@ if tonumber(st[3]) < tonumber(ARGV[1]) or tonumber(ARGV[2]) > tonumber(st[2]) th
   return nil
 end
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then
-  redis.call('XADD', KEYS[2], '*', 'sc', st[1], 'sv', st[2], unpack(ARGV, 4))
+  redis.call('XADD', KEYS[2], '*', 'sc', st[1], 'sv', st[2], 'r', ARGV[4])
 end
 return st
 """
 
-# KEYS: stream, dedupe.  ARGV: dedupe ttl, scan field/values…  Appends once per scan id.
+# KEYS: stream, dedupe.  ARGV: dedupe ttl, scan record.  Appends once per scan id.
 _APPEND_LUA = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+  redis.call('XADD', KEYS[1], '*', 'r', ARGV[2])
   return 1
 end
 return 0
@@ -62,6 +64,86 @@ if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'c', ARGV[2], 'u', ARGV[3], 'n', ARGV[4])
 return 1
 """
+
+
+class _Batcher:
+    """Sends the commands callers submit in the same event-loop turn as one pipeline.
+
+    Each command is still one script call with its own result (the verify path stays one
+    round trip); many of them share a write, a read and redis-py's per-call bookkeeping, which
+    at thousands of scans a second costs more than the commands themselves.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, timeout: float) -> None:
+        self.client = client
+        self.timeout = timeout
+        self._pending: list[tuple[tuple[object, ...], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._running: set[asyncio.Task[None]] = set()
+
+    def submit(self, command: tuple[object, ...]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((command, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._send(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _send(self, batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                pipe = self.client.pipeline(transaction=False)
+                for command, _ in batch:
+                    pipe.execute_command(*command)
+                results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError, TimeoutError) as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(ConnectionError(f"redis pipeline failed: {exc!r}"))
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller gave up (its deadline passed)
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+class _Script:
+    """A Lua script run by EVALSHA, loaded on first NOSCRIPT; ``keys`` count fixed per script.
+
+    Lighter than redis-py's ``AsyncScript`` on the hot path, which re-checks its client's type
+    with a ``typing.Protocol`` ``isinstance`` on every call.
+    """
+
+    def __init__(self, client: aioredis.Redis, source: str, batcher: _Batcher) -> None:
+        self.client = client
+        self.source = source
+        self.batcher = batcher
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self.numkeys = _numkeys(source)
+
+    async def __call__(self, *keys_and_args: object) -> Any:
+        command = ("EVALSHA", self.sha, self.numkeys, *keys_and_args)
+        try:
+            return await self.batcher.submit(command)
+        except NoScriptError:
+            await self.client.script_load(self.source)
+            return await self.batcher.submit(command)
+
+
+def _numkeys(source: str) -> int:
+    """The number of KEYS a script uses: the highest ``KEYS[n]`` it mentions."""
+    return max(int(n) for n in re.findall(r"KEYS\[(\d+)\]", source))
 
 
 class LayoutMismatchError(RuntimeError):
@@ -89,10 +171,15 @@ class LiveStatus:
 
 
 def create_client(url: str, *, timeout: float, max_connections: int) -> aioredis.Redis:
-    """A client that fails within ``timeout`` instead of redis-py's minute of retries."""
+    """A client that fails within ``timeout`` instead of redis-py's minute of retries.
+
+    Connecting has its own timeout; every command runs under ``asyncio.timeout`` in
+    :class:`Cache` (redis-py's ``socket_timeout`` would add an ``asyncio.wait_for`` task to
+    every write on the hot path for the same effect), and a cancelled read drops its connection.
+    """
     return aioredis.Redis.from_url(
         url,
-        socket_timeout=timeout,
+        socket_timeout=None,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 1),
         retry_on_timeout=False,
@@ -124,52 +211,61 @@ class Cache:
         self.shards = shards
         self.timeout = timeout
         self.dedupe_ttl = dedupe_ttl
-        self._verify = client.register_script(_VERIFY_LUA)
-        self._append = client.register_script(_APPEND_LUA)
-        self._put_status = client.register_script(_PUT_STATUS_LUA)
+        batcher = _Batcher(client, timeout=timeout)
+        self._verify = _Script(client, _VERIFY_LUA, batcher)
+        self._append = _Script(client, _APPEND_LUA, batcher)
+        self._put_status = _Script(client, _PUT_STATUS_LUA, batcher)
 
     def shard_of(self, key: bytes) -> int:
         """Subjects and scan ids are random, so their first bytes spread evenly."""
         return int.from_bytes(key[:4], "big") % self.shards
 
+    def _tag(self, shard: int) -> str:
+        """The hash-tagged start of every key of one shard (see the module docstring)."""
+        return f"{self.prefix}:{{{shard}}}"
+
     def status_key(self, subject: bytes) -> str:
-        return f"{self.prefix}:{{{self.shard_of(subject)}}}:st:{subject.hex()}"
+        return f"{self._tag(self.shard_of(subject))}:st:{subject.hex()}"
 
     def stream_key(self, shard: int) -> str:
-        return f"{self.prefix}:{{{shard}}}:scans"
+        return f"{self._tag(shard)}:scans"
 
     def dedupe_key(self, shard: int, scan_id: str) -> str:
-        return f"{self.prefix}:{{{shard}}}:sid:{scan_id}"
+        return f"{self._tag(shard)}:sid:{scan_id}"
 
     def stream_keys(self) -> list[str]:
         return [self.stream_key(shard) for shard in range(self.shards)]
 
     async def verify_and_record(
-        self, subject: bytes, *, now: int, pass_version: int, scan_id: str, fields: list[str]
+        self, subject: bytes, *, now: int, pass_version: int, scan_id: str, record: str
     ) -> LiveStatus | None:
-        """One round trip: live status plus the scan appended with its snapshot, or None."""
+        """One round trip: live status plus the scan appended with its snapshot, or None.
+
+        Batched calls need no deadline of their own: the batch they ride in has one.
+        """
         shard = self.shard_of(subject)
-        with redis_errors("verify"):
-            async with asyncio.timeout(self.timeout):
-                found = await self._verify(
-                    keys=[
-                        self.status_key(subject),
-                        self.stream_key(shard),
-                        self.dedupe_key(shard, scan_id),
-                    ],
-                    args=[now, pass_version, self.dedupe_ttl, *fields],
-                )
+        try:
+            found = await self._verify(
+                self.status_key(subject),
+                self.stream_key(shard),
+                self.dedupe_key(shard, scan_id),
+                now,
+                pass_version,
+                self.dedupe_ttl,
+                record,
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis unavailable during verify: %s", type(exc).__name__)
+            raise StoreUnavailable("cache unavailable (verify)") from exc
         return None if found is None else LiveStatus.from_fields(found)
 
-    async def record(self, shard_key: bytes, scan_id: str, fields: list[str]) -> bool:
+    async def record(self, shard_key: bytes, scan_id: str, record: str) -> bool:
         """Append a scan whose decision is already known; False when the scan id was seen."""
         shard = self.shard_of(shard_key)
         with redis_errors("record scan"):
-            async with asyncio.timeout(self.timeout):
-                added = await self._append(
-                    keys=[self.stream_key(shard), self.dedupe_key(shard, scan_id)],
-                    args=[self.dedupe_ttl, *fields],
-                )
+            added = await self._append(
+                self.stream_key(shard), self.dedupe_key(shard, scan_id), self.dedupe_ttl, record
+            )
         return bool(added)
 
     async def get_status(self, subject: bytes) -> LiveStatus | None:
@@ -183,11 +279,43 @@ class Cache:
     async def put_status(self, subject: bytes, status: LiveStatus) -> None:
         color = "" if status.color is None else status.color.value
         with redis_errors("write status"):
+            await self._put_status(
+                self.status_key(subject),
+                status.version,
+                color,
+                status.valid_until,
+                status.holder,
+            )
+
+    async def put_statuses(
+        self, items: Sequence[tuple[bytes, LiveStatus]], *, batch: int = 1000
+    ) -> int:
+        """:meth:`put_status` for many subjects at once (seeding): the same script and keys,
+        pipelined, one round trip per ``batch`` under its own deadline (the per-call timeout
+        plus a millisecond per item). Returns how many were written; the others already held a
+        newer version, which the script never moves back."""
+        written = 0
+        with redis_errors("write statuses"):
             async with asyncio.timeout(self.timeout):
-                await self._put_status(
-                    keys=[self.status_key(subject)],
-                    args=[status.version, color, status.valid_until, status.holder],
-                )
+                sha = await self.client.script_load(_PUT_STATUS_LUA)
+            for start in range(0, len(items), batch):
+                chunk = items[start : start + batch]
+                async with asyncio.timeout(self.timeout + 0.001 * len(chunk)):
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for subject, status in chunk:
+                            color = "" if status.color is None else status.color.value
+                            pipe.evalsha(
+                                sha,
+                                1,
+                                self.status_key(subject),
+                                status.version,
+                                color,
+                                status.valid_until,
+                                status.holder,
+                            )
+                        results = await pipe.execute()
+                written += sum(int(r) for r in results)
+        return written
 
     async def check_layout(self) -> None:
         """Refuse to run with another shard count than the data was written with.

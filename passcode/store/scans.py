@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
+from passcode.domain.model import Color, Decision, Reason
+from passcode.domain.verdict import Verdict, judge_live
 from passcode.store.pg import Connection, Pool, acquire
 
 COLUMNS = (
@@ -24,17 +26,79 @@ COLUMNS = (
 )
 
 
+_SELECTED = ["coalesce(s.place, t.place, '')" if c == "place" else f"s.{c}" for c in COLUMNS]
+
+
 @dataclass(frozen=True, slots=True)
 class ScanRow:
     scanned_at: datetime
     scan_id: uuid.UUID
     terminal_time: datetime | None
     terminal_id: uuid.UUID
-    place: str
+    place: str | None  # None: taken from the terminal when stored
     subject_id: bytes | None
     decision: str
     reason: str
     color: str | None
+
+
+SEP = "|"
+
+
+def encode_record(
+    *,
+    scan_id: str,
+    at_ms: int,
+    terminal_time: datetime | None,
+    terminal_id: str,
+    subject: bytes | None,
+    pass_version: int,
+    verdict: Verdict | None,
+) -> str:
+    """One scan as the stream carries it: ``|``-separated, no free text (the place is joined
+    from ``terminals`` when stored). ``verdict`` is None when the verify script adds a snapshot
+    of the live status instead, from which :func:`decode_entry` derives the decision.
+    """
+    decided = ("", "", "")
+    if verdict is not None:
+        color = verdict.color.value if verdict.color else ""
+        decided = (verdict.decision.value, verdict.reason.value, color)
+    return SEP.join(
+        (
+            scan_id,
+            str(at_ms),
+            terminal_time.isoformat() if terminal_time else "",
+            terminal_id,
+            subject.hex() if subject else "",
+            str(pass_version),
+            *decided,
+        )
+    )
+
+
+def decode_entry(fields: Mapping[bytes, bytes]) -> ScanRow:
+    """A stream entry as a table row (place left for the insert to join); ValueError if bad."""
+    try:
+        parts = fields[b"r"].decode().split(SEP)
+        scan_id, at_ms, tt, terminal_id, subject, pv, decision, reason, color = parts
+    except (KeyError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"unreadable scan entry: {exc}") from exc
+    if b"sc" in fields:
+        live = fields[b"sc"].decode()
+        verdict = judge_live(int(pv), Color(live) if live else None, int(fields[b"sv"]))
+        decision, reason = verdict.decision.value, verdict.reason.value
+        color = verdict.color.value if verdict.color else ""
+    return ScanRow(
+        scanned_at=datetime.fromtimestamp(int(at_ms) / 1000, UTC),
+        scan_id=uuid.UUID(scan_id),
+        terminal_time=datetime.fromisoformat(tt) if tt else None,
+        terminal_id=uuid.UUID(terminal_id),
+        place=None,
+        subject_id=bytes.fromhex(subject) if subject else None,
+        decision=Decision(decision).value,
+        reason=Reason(reason).value,
+        color=color or None,
+    )
 
 
 def partition_name(day: date) -> str:
@@ -71,7 +135,8 @@ async def insert_scans(
         await ensure_partitions(conn, (r.scanned_at.astimezone(UTC).date() for r in rows))
         async with conn.transaction():
             await conn.execute(
-                "CREATE TEMP TABLE scan_stage (LIKE scans INCLUDING DEFAULTS) ON COMMIT DROP"
+                "CREATE TEMP TABLE scan_stage (LIKE scans INCLUDING DEFAULTS) ON COMMIT DROP;"
+                " ALTER TABLE scan_stage ALTER COLUMN place DROP NOT NULL"
             )
             await conn.copy_records_to_table(
                 "scan_stage",
@@ -81,8 +146,9 @@ async def insert_scans(
             )
             status = await conn.execute(
                 f"INSERT INTO scans ({', '.join(COLUMNS)})"  # noqa: S608  # constant column list
-                f" SELECT DISTINCT ON (s.scan_id) {', '.join('s.' + c for c in COLUMNS)}"
-                " FROM scan_stage s WHERE NOT EXISTS (SELECT 1 FROM scans x"
+                f" SELECT DISTINCT ON (s.scan_id) {', '.join(_SELECTED)}"
+                " FROM scan_stage s LEFT JOIN terminals t ON t.id = s.terminal_id"
+                " WHERE NOT EXISTS (SELECT 1 FROM scans x"
                 "  WHERE x.scan_id = s.scan_id"
                 "  AND x.scanned_at >= s.scanned_at - make_interval(secs => $1)"
                 "  AND x.scanned_at <= s.scanned_at + make_interval(secs => $1))"

@@ -10,49 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import ResponseError
 
-from passcode.domain.model import Color
-from passcode.domain.verdict import judge_live
 from passcode.errors import StoreUnavailable
 from passcode.store.cache import DRAIN_GROUP, Cache, redis_errors
 from passcode.store.pg import Pool
-from passcode.store.scans import ScanRow, insert_scans
+from passcode.store.scans import decode_entry, insert_scans
 from passcode.store.statuses import sync_unsynced
 
 log = logging.getLogger(__name__)
 
 # (entry id, fields); fields are None for an entry deleted after it was delivered.
 Entry = tuple[bytes, dict[bytes, bytes] | None]
-
-
-def scan_row(fields: Mapping[bytes, bytes]) -> ScanRow:
-    """A stream entry as a table row; the decision is re-derived from the status snapshot."""
-    text = {k.decode(): v.decode() for k, v in fields.items()}
-    if "sc" in text:
-        color = Color(text["sc"]) if text["sc"] else None
-        verdict = judge_live(int(text["pv"]), color, int(text["sv"]))
-        decision = verdict.decision.value
-        reason = verdict.reason.value
-        result_color = verdict.color.value if verdict.color else None
-    else:
-        decision, reason, result_color = text["d"], text["r"], text["c"] or None
-    return ScanRow(
-        scanned_at=datetime.fromtimestamp(int(text["t"]) / 1000, UTC),
-        scan_id=uuid.UUID(text["id"]),
-        terminal_time=datetime.fromisoformat(text["tt"]) if text["tt"] else None,
-        terminal_id=uuid.UUID(text["term"]),
-        place=text["pl"],
-        subject_id=bytes.fromhex(text["sub"]) if text["sub"] else None,
-        decision=decision,
-        reason=reason,
-        color=result_color,
-    )
 
 
 class ScanDrain:
@@ -129,8 +100,8 @@ class ScanDrain:
             if not fields:  # deleted after delivery: nothing left to store, only to acknowledge
                 continue
             try:
-                rows.append(scan_row(fields))
-            except (KeyError, ValueError):
+                rows.append(decode_entry(fields))
+            except ValueError:
                 log.error("dropping unreadable scan entry %s on %s", entry_id.decode(), stream)
         await insert_scans(
             self.pool, rows, timeout=self.pg_timeout * 5, dedupe_window=self.dedupe_window

@@ -90,29 +90,48 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait_for(pool.close(), timeout=10)
 
 
-async def _redis(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+def open_cache(settings: Settings) -> cache_store.Cache:
+    """The Redis client and key layout the settings describe (service, CLI, workers alike)."""
     assert settings.redis_url is not None
-    log.info("connecting to redis %s", mask_url(settings.redis_url))
     client = cache_store.create_client(
         settings.redis_url,
         timeout=settings.redis_timeout,
         max_connections=settings.redis_max_connections,
     )
-    cache = cache_store.Cache(
+    return cache_store.Cache(
         client,
         prefix=settings.redis_prefix,
         shards=settings.scan_shards,
         timeout=settings.redis_timeout,
         dedupe_ttl=settings.scan_dedupe_ttl,
     )
+
+
+def make_drain(settings: Settings, pool: pg.Pool, cache: cache_store.Cache) -> ScanDrain:
+    """A scan-log drain; one consumer per process, named after host, port and pid."""
+    return ScanDrain(
+        pool,
+        cache,
+        consumer=f"{socket.gethostname()}:{settings.port}:{os.getpid()}",
+        batch=settings.drain_batch,
+        interval=settings.drain_interval,
+        pg_timeout=settings.pg_timeout,
+        claim_idle_ms=int(settings.drain_claim_idle * 1000),
+        dedupe_window=settings.scan_dedupe_ttl,
+    )
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    log.info("connecting to redis %s", mask_url(settings.redis_url))
+    cache = open_cache(settings)
     try:
         await cache.ping()
         await cache.check_layout()
         app[CACHE] = cache
         yield
     finally:
-        await client.aclose()
+        await cache.client.aclose()
 
 
 async def _keyring(app: web.Application) -> AsyncIterator[None]:
@@ -178,16 +197,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 async def _drain(app: web.Application) -> AsyncIterator[None]:
     """Move scans into Postgres in the background; flush what is left on shutdown."""
     settings = app[SETTINGS]
-    drain = ScanDrain(
-        app[POOL],
-        app[CACHE],
-        consumer=f"{socket.gethostname()}:{settings.port}:{os.getpid()}",
-        batch=settings.drain_batch,
-        interval=settings.drain_interval,
-        pg_timeout=settings.pg_timeout,
-        claim_idle_ms=int(settings.drain_claim_idle * 1000),
-        dedupe_window=settings.scan_dedupe_ttl,
-    )
+    drain = make_drain(settings, app[POOL], app[CACHE])
     app[DRAIN] = drain
     task = asyncio.create_task(drain.run()) if settings.drain_enabled else None
     yield

@@ -20,7 +20,14 @@ from typing import Any
 
 from aiohttp import web
 
-from passcode.app import DEV_IDP_KID, create_app, dev_idp_key_path, server_secret
+from passcode.app import (
+    DEV_IDP_KID,
+    create_app,
+    dev_idp_key_path,
+    make_drain,
+    open_cache,
+    server_secret,
+)
 from passcode.config import Settings, SettingsError
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Color, StatusReason
@@ -29,7 +36,6 @@ from passcode.embedded import EmbeddedError, servers
 from passcode.errors import PasscodeError
 from passcode.seed import seed
 from passcode.service.authority import override_status
-from passcode.store import cache as cache_store
 from passcode.store import pg
 from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
@@ -212,14 +218,7 @@ def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
     async def work(s: Settings) -> int:
         assert s.redis_url is not None
         pool = await _pool(s)
-        client = cache_store.create_client(s.redis_url, timeout=s.redis_timeout, max_connections=4)
-        cache = cache_store.Cache(
-            client,
-            prefix=s.redis_prefix,
-            shards=s.scan_shards,
-            timeout=s.redis_timeout,
-            dedupe_ttl=s.scan_dedupe_ttl,
-        )
+        cache = open_cache(s)
         try:
             await cache.check_layout()
             override_id, live = await override_status(
@@ -237,10 +236,37 @@ def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
                 timeout=s.pg_timeout,
             )
         finally:
-            await client.aclose()
+            await cache.client.aclose()
             await pool.close()
         color = live.color.value if live.color else "none (no valid declaration)"
         print(f"override {override_id} recorded; status now {color}, version {live.version}")
+        return 0
+
+    return _with_stores(settings, work, need_redis=True)
+
+
+def cmd_drain(settings: Settings, args: argparse.Namespace) -> int:
+    """A process that only drains the scan log, so API processes can run with it off."""
+
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        cache = open_cache(s)
+        try:
+            await cache.check_layout()
+            drain = make_drain(s, pool, cache)
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, drain.stop)
+            log.info("draining scans from %d shards", s.scan_shards)
+            await drain.run()
+            async with asyncio.timeout(30):
+                flushed = await drain.drain_all()
+            log.info(
+                "stopped; %d scans stored in all, %d in the final flush", drain.stored, flushed
+            )
+        finally:
+            await cache.client.aclose()
+            await pool.close()
         return 0
 
     return _with_stores(settings, work, need_redis=True)
@@ -320,6 +346,7 @@ def parser() -> argparse.ArgumentParser:
         default=Path("loadtest/data/seed.json"),
         help="where to write what the Locust scenarios read (holds terminal keys)",
     )
+    sub.add_parser("drain", help="only drain the scan log into PostgreSQL (until SIGTERM)")
     emb = sub.add_parser("embedded", help="run a command with embedded PostgreSQL and Redis")
     emb.add_argument("argv", nargs=argparse.REMAINDER, help="the command to run")
     return top
@@ -334,6 +361,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "override": cmd_override,
     "seed": cmd_seed,
     "embedded": cmd_embedded,
+    "drain": cmd_drain,
 }
 
 

@@ -44,3 +44,33 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+## Benchmark: the service on one pinned core against wrk on another; prints a table and writes
+## loadtest/results/bench-<UTC time>.json (BENCH_DURATION, BENCH_CITIZENS tune it).
+.PHONY: bench
+bench: $(STAMP)
+	PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/bench} $(BIN)/passcode embedded -- \
+		$(BIN)/python loadtest/bench.py
+
+## Load test (Locust) against a service already running at HOST (e.g. `make run` in another
+## shell): installs the loadtest extra, seeds its stores once (loadtest/data/seed.json; delete it
+## to seed again), runs headless and writes CSV, HTML, plot and summary to loadtest/results/.
+## Seeding uses the same PASSCODE_* settings (and so the same stores) as `make run`.
+HOST        ?= http://127.0.0.1:8080
+LOCUST_ARGS ?= --users 200 --spawn-rate 50 --run-time 1m
+SEED_ARGS   ?= --citizens 100000 --terminals 200
+SEED_FILE   ?= loadtest/data/seed.json
+LOADTEST_STAMP := $(VENV)/.loadtest-stamp
+.PHONY: loadtest
+
+$(LOADTEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test,loadtest]'
+	touch $(LOADTEST_STAMP)
+
+loadtest: $(LOADTEST_STAMP)
+	test -f $(SEED_FILE) || PASSCODE_DEV_MODE=$${PASSCODE_DEV_MODE:-1} \
+		$(BIN)/passcode seed $(SEED_ARGS) --out $(SEED_FILE)
+	mkdir -p loadtest/results
+	$(BIN)/locust -f loadtest/locustfile.py --headless --host $(HOST) --seed-file $(SEED_FILE) \
+		--csv loadtest/results/run --csv-full-history --html loadtest/results/run.html \
+		$(LOCUST_ARGS)

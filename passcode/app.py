@@ -16,7 +16,7 @@ from aiohttp import web
 from passcode.api import admin, citizen, public, terminal
 from passcode.api.middleware import problem_middleware
 from passcode.config import Settings, SettingsError, mask_url
-from passcode.domain.identity import load_jwks
+from passcode.domain.identity import IdTokenVerifier, load_jwks
 from passcode.domain.privacy import Sealer
 from passcode.domain.ratelimit import TokenBuckets
 from passcode.errors import StoreUnavailable
@@ -24,7 +24,7 @@ from passcode.keys import (
     CACHE,
     CITIZENS,
     DRAIN,
-    IDP_KEYS,
+    ID_TOKENS,
     KEYRING,
     POOL,
     SEALER,
@@ -163,7 +163,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     policy = settings.policy()
     sealer = Sealer(server_secret(settings))
     app[SEALER] = sealer
-    app[IDP_KEYS] = identity_keys(settings)
+    app[ID_TOKENS] = IdTokenVerifier(
+        identity_keys(settings),
+        issuer=settings.idp_issuer,
+        audience=settings.idp_audience,
+        leeway=settings.clock_skew,
+    )
     app[TERMINALS] = TerminalDirectory(
         app[POOL], ttl=settings.terminal_cache_ttl, timeout=settings.pg_timeout
     )

@@ -6,13 +6,11 @@ no cycle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import asyncpg
 from aiohttp import web
 
 from passcode.config import Settings
+from passcode.domain.identity import IdTokenVerifier
 from passcode.domain.privacy import Sealer
 from passcode.domain.ratelimit import TokenBuckets
 from passcode.service.citizen import CitizenService
@@ -27,7 +25,7 @@ POOL: web.AppKey[asyncpg.Pool[asyncpg.Record]] = web.AppKey("pool")
 CACHE = web.AppKey("cache", Cache)
 KEYRING = web.AppKey("keyring", KeyringHolder)
 SEALER = web.AppKey("sealer", Sealer)
-IDP_KEYS: web.AppKey[Mapping[str, Any]] = web.AppKey("idp_keys")
+ID_TOKENS = web.AppKey("id_tokens", IdTokenVerifier)
 TERMINALS = web.AppKey("terminals", TerminalDirectory)
 TERMINAL_LIMITS = web.AppKey("terminal_limits", TokenBuckets)
 VERIFIER = web.AppKey("verifier", Verifier)

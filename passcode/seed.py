@@ -34,13 +34,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from passcode.app import DEV_IDP_KID, dev_idp_key_path, server_secret
+from passcode.app import DEV_IDP_KID, dev_idp_key_path, open_cache, server_secret
 from passcode.config import Settings
 from passcode.domain.masking import mask_name
 from passcode.domain.model import Color, Symptom
 from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Declaration, Policy, derive_status
-from passcode.store import cache as cache_store
 from passcode.store import pg
 from passcode.store.cache import Cache, LiveStatus
 from passcode.store.keyring import load_or_create_ed25519
@@ -399,16 +398,7 @@ async def seed(
     pool = await pg.create_pool(
         settings.database_url, timeout=settings.pg_timeout, min_size=1, max_size=2
     )
-    client = cache_store.create_client(
-        settings.redis_url, timeout=settings.redis_timeout, max_connections=4
-    )
-    cache = Cache(
-        client,
-        prefix=settings.redis_prefix,
-        shards=settings.scan_shards,
-        timeout=settings.redis_timeout,
-        dedupe_ttl=settings.scan_dedupe_ttl,
-    )
+    cache = open_cache(settings)
     try:
         await pg.migrate(pool)
         await cache.check_layout()
@@ -422,7 +412,7 @@ async def seed(
         ]
         phases["terminals"] = time.perf_counter() - mark
     finally:
-        await client.aclose()
+        await cache.client.aclose()
         await pool.close()
 
     mark = time.perf_counter()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hmac
+import time
 
 from aiohttp import web
 
 from passcode.api.body import bearer
-from passcode.domain.identity import Citizen, IdentityError, verify_id_token
+from passcode.domain.identity import Citizen, IdentityError
 from passcode.domain.privacy import secret_hash
 from passcode.errors import Forbidden, TerminalRevoked, Unauthorized
-from passcode.keys import IDP_KEYS, SETTINGS, TERMINALS
+from passcode.keys import ID_TOKENS, SETTINGS, TERMINALS
 from passcode.store.terminals import KEY_PREFIX, Terminal
 
 
@@ -18,15 +19,8 @@ def citizen_of(request: web.Request) -> Citizen:
     token = bearer(request)
     if token is None:
         raise Unauthorized("send Authorization: Bearer <ID token>")
-    settings = request.app[SETTINGS]
     try:
-        return verify_id_token(
-            token,
-            request.app[IDP_KEYS],
-            issuer=settings.idp_issuer,
-            audience=settings.idp_audience,
-            leeway=settings.clock_skew,
-        )
+        return request.app[ID_TOKENS].verify(token, now=time.time())
     except IdentityError as exc:
         raise Unauthorized("the ID token is not valid") from exc
 

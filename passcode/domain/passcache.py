@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from passcode.domain.expiring import ExpiringCache
 from passcode.domain.passfmt import PassClaims
 
 
@@ -26,29 +27,15 @@ class AuthenticatedPasses:
     def __init__(self, max_entries: int, *, leeway: int) -> None:
         self.max_entries = max_entries
         self.leeway = leeway
-        self._entries: dict[str, Authenticated] = {}
+        self._cache: ExpiringCache[str, Authenticated] = ExpiringCache(max_entries)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._cache)
 
-    def get(self, code: str) -> Authenticated | None:
-        return self._entries.get(code)
+    def get(self, code: str, *, now: int | None = None) -> Authenticated | None:
+        """The entry for ``code``; with ``now``, only while the pass has not expired."""
+        return self._cache.get(code, now=float("-inf") if now is None else now)
 
     def put(self, code: str, found: Authenticated, *, now: int) -> None:
-        if self.max_entries <= 0:
-            return
-        if len(self._entries) >= self.max_entries:
-            self._evict(now)
-        self._entries[code] = found
-
-    def _evict(self, now: int) -> None:
-        """Drop expired entries; if that frees too little, drop the oldest half."""
-        live = {
-            code: entry
-            for code, entry in self._entries.items()
-            if entry.claims.expires_at + self.leeway >= now
-        }
-        if len(live) > self.max_entries // 2:
-            keep = list(live.items())[len(live) - self.max_entries // 2 :]
-            live = dict(keep)
-        self._entries = live
+        expires_at = found.claims.expires_at + self.leeway
+        self._cache.put(code, found, expires_at=expires_at, now=now)

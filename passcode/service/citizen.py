@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from passcode.domain.expiring import ExpiringCache
 from passcode.domain.identity import Citizen
 from passcode.domain.masking import mask_name
 from passcode.domain.model import Color
@@ -27,6 +28,9 @@ from passcode.store.statuses import (
     refresh_status,
     upsert_subject,
 )
+
+# A subject's id never changes once created; the bound only caps memory.
+SUBJECT_CACHE_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ class CitizenService:
         pass_ttl: int,
         refresh_margin: int,
         pg_timeout: float,
+        cache_entries: int = 100_000,
     ) -> None:
         self.pool = pool
         self.cache = cache
@@ -62,6 +67,8 @@ class CitizenService:
         self.pass_ttl = pass_ttl
         self.refresh_margin = refresh_margin
         self.pg_timeout = pg_timeout
+        self._subjects: ExpiringCache[bytes, bytes] = ExpiringCache(cache_entries)
+        self._passes: ExpiringCache[bytes, _Issued] = ExpiringCache(cache_entries)
 
     async def declare(
         self, citizen: Citizen, decl: Declaration, *, idempotency_key: str | None, body: object
@@ -98,11 +105,14 @@ class CitizenService:
 
     async def live_status(self, citizen: Citizen) -> tuple[bytes, LiveStatus]:
         """The citizen's current status: Redis first, Postgres when missing, stale or down."""
-        user_hash = self.sealer.user_hash(citizen.issuer, citizen.user_id)
-        subject = await find_subject(self.pool, user_hash, timeout=self.pg_timeout)
-        if subject is None:
-            raise NoDeclaration("no declaration yet: POST /v1/declarations first")
         now = time.time()
+        user_hash = self.sealer.user_hash(citizen.issuer, citizen.user_id)
+        subject = self._subjects.get(user_hash, now=now)
+        if subject is None:
+            subject = await find_subject(self.pool, user_hash, timeout=self.pg_timeout)
+            if subject is None:
+                raise NoDeclaration("no declaration yet: POST /v1/declarations first")
+            self._subjects.put(user_hash, subject, expires_at=now + SUBJECT_CACHE_SECONDS, now=now)
         try:
             live = await self.cache.get_status(subject)
         except StoreUnavailable:
@@ -121,12 +131,27 @@ class CitizenService:
         return subject, live
 
     async def current_pass(self, citizen: Citizen) -> PassView:
-        """A freshly signed pass that never outlives the status it shows."""
+        """A signed pass that never outlives the status it shows.
+
+        A pass signed earlier for the same status version, by the key that signs now, and with at
+        least half its lifetime left is handed out again: an app refreshing early (or a citizen
+        tapping twice) costs no new signature.
+        """
         subject, live = await self.live_status(citizen)
         assert live.color is not None
         now = int(time.time())
-        expires_at = min(now + self.pass_ttl, live.valid_until)
         key = self.keys.signer(now)
+        issued = self._passes.get(subject, now=now)
+        if (
+            issued is not None
+            and issued.version == live.version
+            and issued.kid == key.kid
+            and issued.view.color is live.color
+            and issued.view.holder == live.holder
+        ):
+            view = issued.view
+            return replace(view, refresh_in=max(1, view.expires_at - now - self.refresh_margin))
+        expires_at = min(now + self.pass_ttl, live.valid_until)
         claims = PassClaims(
             issuer=self.issuer,
             subject=subject,
@@ -138,4 +163,16 @@ class CitizenService:
         )
         code = sign_pass(claims, key.private, key.kid)
         refresh_in = max(1, expires_at - now - self.refresh_margin)
-        return PassView(code, live.color, now, expires_at, refresh_in, live.holder)
+        view = PassView(code, live.color, now, expires_at, refresh_in, live.holder)
+        reuse_until = expires_at - self.pass_ttl // 2
+        self._passes.put(
+            subject, _Issued(view, live.version, key.kid), expires_at=reuse_until, now=now
+        )
+        return view
+
+
+@dataclass(frozen=True, slots=True)
+class _Issued:
+    view: PassView
+    version: int
+    kid: bytes

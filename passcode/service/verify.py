@@ -123,7 +123,7 @@ class Verifier:
     def _authenticate(self, code: str, now: int) -> PassClaims:
         """Signature and structure, checked once per distinct code while its key is published."""
         keys = self.keys.verification_keys(now)
-        hit = self.authenticated.get(code)
+        hit = self.authenticated.get(code, now=now)
         if hit is not None and hit.kid in keys:
             return hit.claims
         claims, kid = authenticate_pass(code, keys, issuer=self.issuer)

@@ -104,10 +104,17 @@ class _Batcher:
                 for command, _ in batch:
                     pipe.execute_command(*command)
                 results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except BaseException as exc:
+            # Whatever ends the send (Redis down, the deadline, an argument redis-py cannot
+            # encode, this task cancelled at shutdown) must wake every caller: batched calls
+            # have no deadline of their own, so a future left pending would wait forever.
             for _, future in batch:
                 if not future.done():
                     future.set_exception(ConnectionError(f"redis pipeline failed: {exc!r}"))
+            if not isinstance(exc, Exception):
+                raise
+            if not isinstance(exc, (RedisError, OSError, TimeoutError)):
+                log.error("redis pipeline failed unexpectedly", exc_info=exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the caller gave up (its deadline passed)
@@ -137,7 +144,10 @@ class _Script:
         try:
             return await self.batcher.submit(command)
         except NoScriptError:
-            await self.client.script_load(self.source)
+            # Batched too: after a SCRIPT FLUSH or a restart every caller of a pipeline gets
+            # NOSCRIPT at once; one pipeline of loads (under its deadline) instead of a
+            # connection each, which would exhaust the pool and push them all to Postgres.
+            await self.batcher.submit(("SCRIPT", "LOAD", self.source))
             return await self.batcher.submit(command)
 
 
@@ -211,7 +221,7 @@ class Cache:
         self.shards = shards
         self.timeout = timeout
         self.dedupe_ttl = dedupe_ttl
-        batcher = _Batcher(client, timeout=timeout)
+        self._batcher = batcher = _Batcher(client, timeout=timeout)
         self._verify = _Script(client, _VERIFY_LUA, batcher)
         self._append = _Script(client, _APPEND_LUA, batcher)
         self._put_status = _Script(client, _PUT_STATUS_LUA, batcher)
@@ -270,8 +280,9 @@ class Cache:
 
     async def get_status(self, subject: bytes) -> LiveStatus | None:
         with redis_errors("read status"):
-            async with asyncio.timeout(self.timeout):
-                found = await self.client.hmget(self.status_key(subject), ["c", "v", "u", "n"])
+            found = await self._batcher.submit(
+                ("HMGET", self.status_key(subject), "c", "v", "u", "n")
+            )
         if found[1] is None:
             return None
         return LiveStatus.from_fields(cast("list[bytes]", found))

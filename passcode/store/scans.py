@@ -43,6 +43,8 @@ class ScanRow:
 
 
 SEP = "|"
+_SCAN_LOCK = 0x5C4D  # advisory lock namespace (first key) of scan-id buckets
+_SCAN_LOCK_BUCKETS = 64
 
 
 def encode_record(
@@ -143,6 +145,15 @@ async def insert_scans(
                 records=[tuple(getattr(r, c) for c in COLUMNS) for r in rows],
                 columns=COLUMNS,
                 timeout=timeout,
+            )
+            # The NOT EXISTS below cannot see a concurrent transaction's row: two attempts of
+            # one scan id at once (a retry while the first is in flight, Redis down) would both
+            # insert. Inserters of the same scan id serialize on its bucket's lock (in order:
+            # no deadlock) until commit; a few dozen locks at most per transaction.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1::int, b) FROM unnest($2::int[]) AS b",
+                _SCAN_LOCK,
+                sorted({r.scan_id.int % _SCAN_LOCK_BUCKETS for r in rows}),
             )
             status = await conn.execute(
                 f"INSERT INTO scans ({', '.join(COLUMNS)})"  # noqa: S608  # constant column list

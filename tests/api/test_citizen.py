@@ -257,7 +257,9 @@ async def test_pass_json_carries_code_colour_times_and_masked_holder(
     assert len(claims.token_id) >= 8
 
     again = await fetch_pass(client, token)
-    assert again["code"] != view["code"]  # every pass has its own token id
+    # Within the first half of its lifetime the same signed pass is handed out again.
+    assert again["code"] == view["code"]
+    assert again["expires_at"] == view["expires_at"]
     assert verify_with_service(client, again["code"]).subject == claims.subject
 
 
@@ -479,3 +481,18 @@ async def test_keys_published_after_a_restart_on_the_same_folder_are_the_same(
     first = await jwks(client)
     other: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
     assert await jwks(other) == first
+
+
+async def test_a_reused_pass_is_replaced_once_the_status_changes(
+    client: TestClient[Any, Any], make_token: TokenFactory
+) -> None:
+    """The pass handed out again is never one of an older status: after a re-declaration that
+    changes the colour, the next fetch is a new pass of the new colour and version."""
+    token = make_token()
+    assert (await client.post("/v1/declarations", json=HEALTHY, headers=auth(token))).status == 201
+    first = await fetch_pass(client, token)
+    fever = {**HEALTHY, "temperature_c": 38.6}
+    assert (await client.post("/v1/declarations", json=fever, headers=auth(token))).status == 201
+    second = await fetch_pass(client, token)
+    assert second["code"] != first["code"]
+    assert second["color"] == "yellow"

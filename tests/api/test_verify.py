@@ -797,7 +797,9 @@ async def test_cached_verify_sends_no_query_to_postgres(
         after = await observer.fetch(_ACTIVITY)
         assert [tuple(r) for r in after] == [tuple(r) for r in before]
 
-        await fetch_pass(client, token)  # positive control: this does query Postgres
+        # Positive control: a declaration does query Postgres, and the check sees it.
+        declared = await client.post("/v1/declarations", json=HEALTHY, headers=auth(token))
+        assert declared.status == 201
         control = await observer.fetch(_ACTIVITY)
         assert [tuple(r) for r in control] != [tuple(r) for r in before]
     finally:

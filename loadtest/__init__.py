@@ -1,0 +1,1 @@
+"""Locust scenarios, load shapes and SLO reporting for passcode (see README.md here)."""

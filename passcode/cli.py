@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
@@ -77,10 +78,26 @@ async def _pool(settings: Settings) -> pg.Pool:
     return pool
 
 
+async def _settle_gc(_app: web.Application) -> None:
+    """After start-up: move what exists to the permanent generation, collect less often.
+
+    The service allocates short-lived objects per request; with CPython's default thresholds
+    the collector ran hundreds of times a second and its pauses showed in the p99.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+
+
+GC_GEN0_THRESHOLD = 20_000
+
+
 def _run_server(settings: Settings, *, reuse_port: bool) -> None:
     """One serving process; SIGTERM stops accepting, finishes requests, flushes, exits."""
+    app = create_app(settings)
+    app.on_startup.append(_settle_gc)
     web.run_app(
-        create_app(settings),
+        app,
         loop=new_event_loop(),
         host=settings.host,
         port=settings.port,

@@ -20,9 +20,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import DataError, NoScriptError, RedisError
 from redis.retry import Retry
 
 from passcode.domain.model import Color
@@ -180,6 +181,23 @@ class LiveStatus:
         )
 
 
+class _HiredisPacking:
+    """Packs commands with hiredis (C) instead of redis-py's Python packer.
+
+    redis-py's asyncio connections always pack in Python; on the verify path that was about a
+    tenth of the service's CPU. Same wire bytes, same arguments accepted.
+    """
+
+    def pack_command(self, *args: str | int | float | bytes) -> list[bytes]:
+        first = args[0].encode() if isinstance(args[0], str) else args[0]
+        if isinstance(first, bytes) and b" " in first:  # "XGROUP CREATE": words go separately
+            args = (*first.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]  # type: ignore[arg-type]  # stub wants 1-tuple
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
+
+
 def create_client(url: str, *, timeout: float, max_connections: int) -> aioredis.Redis:
     """A client that fails within ``timeout`` instead of redis-py's minute of retries.
 
@@ -187,7 +205,7 @@ def create_client(url: str, *, timeout: float, max_connections: int) -> aioredis
     :class:`Cache` (redis-py's ``socket_timeout`` would add an ``asyncio.wait_for`` task to
     every write on the hot path for the same effect), and a cancelled read drops its connection.
     """
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         url,
         socket_timeout=None,
         socket_connect_timeout=timeout,
@@ -198,6 +216,10 @@ def create_client(url: str, *, timeout: float, max_connections: int) -> aioredis
         decode_responses=False,
         protocol=2,
     )
+    pool = client.connection_pool
+    base = pool.connection_class
+    pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+    return client
 
 
 @contextlib.contextmanager

@@ -36,13 +36,11 @@ from typing import Any
 
 import aiohttp
 
-from passcode.app import DEV_IDP_KID, dev_idp_key_path
+from passcode.app import DEV_IDP_KID, dev_idp_key_path, make_drain, open_cache
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
-from passcode.store import cache as cache_store
 from passcode.store import pg
 from passcode.store.keyring import load_or_create_ed25519
-from passcode.workers.drain import ScanDrain
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
@@ -458,30 +456,11 @@ async def measure_drain(settings: Settings, terminal_id: str) -> DrainResult:
         min_size=settings.pg_pool_min,
         max_size=settings.pg_pool_max,
     )
-    client = cache_store.create_client(
-        settings.redis_url,
-        timeout=settings.redis_timeout,
-        max_connections=settings.redis_max_connections,
-    )
-    cache = cache_store.Cache(
-        client,
-        prefix=settings.redis_prefix,
-        shards=settings.scan_shards,
-        timeout=settings.redis_timeout,
-        dedupe_ttl=settings.scan_dedupe_ttl,
-    )
+    cache = open_cache(settings)
+    client = cache.client
     try:
         await cache.check_layout()
-        drain = ScanDrain(
-            pool,
-            cache,
-            consumer=f"bench:{os.getpid()}",
-            batch=settings.drain_batch,
-            interval=settings.drain_interval,
-            pg_timeout=settings.pg_timeout,
-            claim_idle_ms=int(settings.drain_claim_idle * 1000),
-            dedupe_window=settings.scan_dedupe_ttl,
-        )
+        drain = make_drain(settings, pool, cache)
         await drain.ensure_groups()
         started = time.perf_counter()
         entries = await drain.drain_all()
@@ -498,6 +477,7 @@ async def measure_drain(settings: Settings, terminal_id: str) -> DrainResult:
             )
         by_decision = {r["decision"]: int(r["n"]) for r in records}
     finally:
+        await _forget_prefix(client, settings.redis_prefix)
         await client.aclose()
         await pool.close()
     return DrainResult(
@@ -743,6 +723,18 @@ def render(results: dict[str, Any]) -> str:
         f"  {'met ' if ok else 'MISS'}  {name:<36} {value}" for name, value, ok in targets(results)
     ]
     return "\n".join(lines)
+
+
+async def _forget_prefix(client: Any, prefix: str) -> None:
+    """Delete this run's Redis keys (statuses, dedupe marks, streams) so runs do not pile up."""
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await client.delete(*batch)
+            batch.clear()
+    if batch:
+        await client.delete(*batch)
 
 
 def main() -> int:

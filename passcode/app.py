@@ -121,12 +121,28 @@ def make_drain(settings: Settings, pool: pg.Pool, cache: cache_store.Cache) -> S
     )
 
 
+REDIS_STARTUP_WAIT = 60.0
+
+
+async def _until_answering(cache: cache_store.Cache, *, deadline: float) -> None:
+    """Wait for Redis (e.g. still loading its append-only file) up to a deadline, then fail."""
+    while True:
+        try:
+            await cache.ping()
+            return
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting for redis to answer")
+            await asyncio.sleep(0.5)
+
+
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     log.info("connecting to redis %s", mask_url(settings.redis_url))
     cache = open_cache(settings)
     try:
-        await cache.ping()
+        await _until_answering(cache, deadline=time.monotonic() + REDIS_STARTUP_WAIT)
         await cache.check_layout()
         app[CACHE] = cache
         yield

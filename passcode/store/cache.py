@@ -23,7 +23,7 @@ from typing import Any, cast
 import hiredis
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import DataError, NoScriptError, RedisError
+from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
 from passcode.domain.model import Color
@@ -99,31 +99,55 @@ class _Batcher:
         task.add_done_callback(self._running.discard)
 
     async def _send(self, batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]) -> None:
+        """Write every command at once on one pooled connection, then read the replies in order.
+
+        Lighter than redis-py's ``Pipeline`` (no command stack, no per-command callbacks). An
+        error reply belongs to its own command only; anything else (Redis gone, the deadline)
+        fails the whole batch and the connection is dropped, never returned half-read.
+        """
+        pool = self.client.connection_pool
+        connection = None
         try:
             async with asyncio.timeout(self.timeout):
-                pipe = self.client.pipeline(transaction=False)
-                for command, _ in batch:
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
+                connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                packed = b"".join(
+                    chunk for command, _ in batch for chunk in connection.pack_command(*command)
+                )
+                await connection.send_packed_command(packed, check_health=False)
+                await _deliver(connection, batch)
         except BaseException as exc:
-            # Whatever ends the send (Redis down, the deadline, an argument redis-py cannot
-            # encode, this task cancelled at shutdown) must wake every caller: batched calls
+            # Whatever ends the send (Redis down, the deadline, an argument that cannot be
+            # encoded, this task cancelled at shutdown) must wake every caller: batched calls
             # have no deadline of their own, so a future left pending would wait forever.
+            if connection is not None:
+                await connection.disconnect(nowait=True)
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(ConnectionError(f"redis pipeline failed: {exc!r}"))
+                    future.set_exception(ConnectionError(f"redis batch failed: {exc!r}"))
             if not isinstance(exc, Exception):
                 raise
             if not isinstance(exc, (RedisError, OSError, TimeoutError)):
-                log.error("redis pipeline failed unexpectedly", exc_info=exc)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():  # the caller gave up (its deadline passed)
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+                log.error("redis batch failed unexpectedly", exc_info=exc)
+        finally:
+            if connection is not None:
+                await pool.release(connection)
+
+
+async def _deliver(
+    connection: Any, batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]
+) -> None:
+    """Read one reply per command, in order; an error reply goes to its own caller only."""
+    for _, future in batch:
+        try:
+            result: Any = await connection.read_response()
+        except ResponseError as error:
+            result = error
+        if future.done():  # the caller gave up (its deadline passed)
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 class _Script:

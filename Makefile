@@ -74,3 +74,22 @@ loadtest: $(LOADTEST_STAMP)
 	$(BIN)/locust -f loadtest/locustfile.py --headless --host $(HOST) --seed-file $(SEED_FILE) \
 		--csv loadtest/results/run --csv-full-history --html loadtest/results/run.html \
 		$(LOCUST_ARGS)
+
+## Fault tests (DESIGN §5): each starts its own Redis, PostgreSQL and service, breaks one of them
+## under load for CHAOS_SECONDS (10 here; the normal suite runs the same tests with short faults)
+## and prints a row per fault.
+CHAOS_SECONDS ?= 10
+.PHONY: chaos
+chaos: $(STAMP)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
+
+## Fuzzing (atheris/libFuzzer): each harness in fuzz/ for FUZZ_TIME seconds. New corpus entries go
+## to .fuzz/<harness>/, crashes to .fuzz/crash-*; turn each crash into a regression test.
+FUZZ_TIME ?= 300
+.PHONY: fuzz
+fuzz: $(STAMP)
+	mkdir -p .fuzz/pass_decoder .fuzz/verify_request
+	$(BIN)/python fuzz/pass_decoder.py .fuzz/pass_decoder \
+		-max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/
+	$(BIN)/python fuzz/verify_request.py .fuzz/verify_request fuzz/corpus/verify_request \
+		-dict=fuzz/json.dict -max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/

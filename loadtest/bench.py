@@ -510,6 +510,8 @@ def service_env(data_dir: Path, port: int, admin_key: str) -> dict[str, str]:
             "PASSCODE_ADMIN_KEY": admin_key,
             "PASSCODE_TERMINAL_RATE": "1000000000",
             "PASSCODE_TERMINAL_BURST": "1000000000",
+            "PASSCODE_CITIZEN_RATE": "1000000000",
+            "PASSCODE_CITIZEN_BURST": "1000000000",
             "PASSCODE_PASS_TTL": "1800",
             "PASSCODE_DRAIN_ENABLED": "0",  # scans pile up in the stream for the drain measurement
             "PASSCODE_REDIS_PREFIX": f"bench-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}",

@@ -15,13 +15,14 @@ from aiohttp import web
 
 from passcode.api import admin, citizen, public, terminal
 from passcode.api.middleware import problem_middleware
+from passcode.api.shedding import SHEDDER, LoadShedder, shed_middleware
 from passcode.config import Settings, SettingsError, mask_url
 from passcode.domain.identity import IdTokenVerifier, load_jwks
 from passcode.domain.privacy import Sealer
-from passcode.domain.ratelimit import TokenBuckets
 from passcode.errors import StoreUnavailable
 from passcode.keys import (
     CACHE,
+    CITIZEN_LIMITS,
     CITIZENS,
     DRAIN,
     ID_TOKENS,
@@ -34,6 +35,7 @@ from passcode.keys import (
     VERIFIER,
 )
 from passcode.service.citizen import CitizenService
+from passcode.service.limits import Limiter
 from passcode.service.signing import KeyringHolder
 from passcode.service.verify import Verifier
 from passcode.store import cache as cache_store
@@ -153,7 +155,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 async def _keyring(app: web.Application) -> AsyncIterator[None]:
     """Load keys (creating the first in dev mode) and reload them while running."""
     settings = app[SETTINGS]
-    now = int(time.time())
+    now = int(settings.clock.now())
     keyring = ensure_key(settings.key_dir, now=now)
     holder = KeyringHolder(
         settings.key_dir, keyring, retire_after=settings.pass_ttl + settings.clock_skew
@@ -188,7 +190,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[TERMINALS] = TerminalDirectory(
         app[POOL], ttl=settings.terminal_cache_ttl, timeout=settings.pg_timeout
     )
-    app[TERMINAL_LIMITS] = TokenBuckets(rate=settings.terminal_rate, burst=settings.terminal_burst)
+    app[TERMINAL_LIMITS] = Limiter(
+        app[CACHE],
+        kind="t",
+        rate=settings.terminal_rate,
+        burst=settings.terminal_burst,
+        what="terminal",
+    )
+    app[CITIZEN_LIMITS] = Limiter(
+        app[CACHE],
+        kind="c",
+        rate=settings.citizen_rate,
+        burst=settings.citizen_burst,
+        what="citizen",
+    )
     app[VERIFIER] = Verifier(
         keys=app[KEYRING],
         cache=app[CACHE],
@@ -200,6 +215,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         fallback_concurrency=settings.pg_fallback_concurrency,
         dedupe_window=settings.scan_dedupe_ttl,
         authenticated_cache=settings.authenticated_cache,
+        clock=settings.clock,
     )
     app[CITIZENS] = CitizenService(
         pool=app[POOL],
@@ -211,6 +227,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         pass_ttl=settings.pass_ttl,
         refresh_margin=settings.refresh_margin,
         pg_timeout=settings.pg_timeout,
+        clock=settings.clock,
     )
     yield
 
@@ -250,11 +267,19 @@ def create_app(settings: Settings) -> web.Application:
     if settings.database_url is None or settings.redis_url is None:
         raise SettingsError("database_url and redis_url must be set (the CLI starts embedded ones)")
     app = web.Application(
-        middlewares=[problem_middleware],
+        middlewares=[problem_middleware, shed_middleware],
         client_max_size=settings.max_batch_body + 1024,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _drain])
+    shedder = LoadShedder(
+        issue_inflight=settings.shed_issue_inflight,
+        verify_inflight=settings.shed_verify_inflight,
+        issue_lag=settings.shed_issue_lag,
+        lag_interval=settings.shed_lag_interval,
+        retry_after=settings.shed_retry_after,
+    )
+    app[SHEDDER] = shedder
+    app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _drain, shedder.watch_lag])
     app.router.add_post("/v1/verify", terminal.verify)
     app.router.add_post("/v1/verify/batch", terminal.verify_batch)
     app.router.add_get("/v1/keys", public.get_keys)

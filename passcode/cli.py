@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from passcode.api.accesslog import AccessLogger
 from passcode.app import (
     DEV_IDP_KID,
     create_app,
@@ -102,7 +103,7 @@ def _run_server(settings: Settings, *, reuse_port: bool) -> None:
         host=settings.host,
         port=settings.port,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        access_log_format='%a "%r" %s %b %Tfs',
+        access_log_class=AccessLogger,
         print=None,
         shutdown_timeout=15.0,
         reuse_port=reuse_port or None,

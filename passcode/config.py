@@ -10,9 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.domain.rules import Policy
 
 _QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
+
+
+_NOT_FROM_ENV = frozenset({"clock"})
 
 
 class SettingsError(ValueError):
@@ -76,10 +80,19 @@ class Settings:
     authenticated_cache: int = 100_000
     terminal_rate: float = 20.0
     terminal_burst: float = 600.0
+    citizen_rate: float = 5.0
+    citizen_burst: float = 20.0
+    shed_issue_inflight: int = 256
+    shed_verify_inflight: int = 1024
+    shed_issue_lag: float = 0.25
+    shed_lag_interval: float = 0.05
+    shed_retry_after: int = 1
     max_body: int = 4096
     max_batch_body: int = 512 * 1024
     log_level: str = "INFO"
     access_log: bool = True
+    # Not read from the environment: a hook for tests (and embedders) to replace "now".
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
 
     @property
     def key_dir(self) -> Path:
@@ -97,6 +110,8 @@ class Settings:
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):
+            if f.name in _NOT_FROM_ENV:
+                continue
             value = getattr(self, f.name)
             if f.name in {"database_url", "redis_url"}:
                 value = mask_url(value)
@@ -109,7 +124,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``PASSCODE_<FIELD>`` for each field; unknown ``PASSCODE_*`` names are an error."""
         env = os.environ if environ is None else environ
-        known = {f"PASSCODE_{f.name.upper()}": f for f in fields(cls)}
+        known = {
+            f"PASSCODE_{f.name.upper()}": f for f in fields(cls) if f.name not in _NOT_FROM_ENV
+        }
         unknown = sorted(k for k in env if k.startswith("PASSCODE_") and k not in known)
         if unknown:
             raise SettingsError(f"unknown settings: {', '.join(unknown)}")

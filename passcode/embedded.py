@@ -71,7 +71,9 @@ def embedded_redis(folder: Path) -> Iterator[str]:
         "--unixsocketperm", "700",
         "--dir", str(folder.resolve()),
         "--appendonly", "yes",
-        "--appendfsync", "everysec",
+        # fsync before every reply: a scan Redis acknowledged survives a Redis or machine
+        # crash (everysec can lose the last second of acknowledged scans).
+        "--appendfsync", "always",
         "--save", "",
         "--logfile", str((folder / "redis.log").resolve()),
     ]  # fmt: skip

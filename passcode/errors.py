@@ -128,6 +128,13 @@ class ServiceUnavailable(PasscodeError):
         self.headers["Retry-After"] = str(retry_after)
 
 
+class Overloaded(ServiceUnavailable):
+    """The process is saturated: the request is refused at once rather than answered late."""
+
+    slug = "overloaded"
+    title = "Overloaded; try again shortly"
+
+
 class StatusUnavailable(ServiceUnavailable):
     """Verify could not read the live status: answer ``unverified``, never admit blind."""
 
@@ -161,6 +168,7 @@ ALL_ERRORS: tuple[type[PasscodeError], ...] = (
     UnsupportedMediaType,
     RateLimited,
     ServiceUnavailable,
+    Overloaded,
     StatusUnavailable,
     StoreUnavailable,
 )

@@ -12,8 +12,8 @@ from aiohttp import web
 from passcode.config import Settings
 from passcode.domain.identity import IdTokenVerifier
 from passcode.domain.privacy import Sealer
-from passcode.domain.ratelimit import TokenBuckets
 from passcode.service.citizen import CitizenService
+from passcode.service.limits import Limiter
 from passcode.service.signing import KeyringHolder
 from passcode.service.verify import Verifier
 from passcode.store.cache import Cache
@@ -27,7 +27,8 @@ KEYRING = web.AppKey("keyring", KeyringHolder)
 SEALER = web.AppKey("sealer", Sealer)
 ID_TOKENS = web.AppKey("id_tokens", IdTokenVerifier)
 TERMINALS = web.AppKey("terminals", TerminalDirectory)
-TERMINAL_LIMITS = web.AppKey("terminal_limits", TokenBuckets)
+TERMINAL_LIMITS = web.AppKey("terminal_limits", Limiter)
+CITIZEN_LIMITS = web.AppKey("citizen_limits", Limiter)
 VERIFIER = web.AppKey("verifier", Verifier)
 CITIZENS = web.AppKey("citizens", CitizenService)
 DRAIN = web.AppKey("drain", ScanDrain)

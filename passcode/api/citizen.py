@@ -14,10 +14,11 @@ from passcode.api.body import read_json
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import DECLARATION_REQUEST, compile_schema
 from passcode.domain import qr
+from passcode.domain.identity import Citizen
 from passcode.domain.model import Symptom
 from passcode.domain.rules import Declaration
 from passcode.errors import BadRequest
-from passcode.keys import CITIZENS, SETTINGS
+from passcode.keys import CITIZEN_LIMITS, CITIZENS, SEALER, SETTINGS
 from passcode.service.citizen import PassView
 from passcode.store.cache import LiveStatus
 
@@ -34,24 +35,38 @@ def status_body(live: LiveStatus) -> dict[str, Any]:
     }
 
 
-async def declare(request: web.Request) -> web.Response:
+async def _limited_citizen(request: web.Request) -> Citizen:
+    """The caller, once its rate limit (GCRA in Redis, keyed by the user hash) lets it pass.
+
+    As on verify, the GCRA call is queued in the same turn as the request's first Redis call
+    (the status read), so it shares that write (see :meth:`Limiter.speculate`).
+    """
     citizen = citizen_of(request)
+    limits = request.app[CITIZEN_LIMITS]
+    user_hash = request.app[SEALER].user_hash(citizen.issuer, citizen.user_id)
+    key = limits.key(user_hash, user_hash.hex())
+    if not limits.speculate(key):
+        await limits.check(key)
+    return citizen
+
+
+async def declare(request: web.Request) -> web.Response:
+    citizen = await _limited_citizen(request)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
         raise BadRequest("Idempotency-Key must be 1-128 printable ASCII characters")
     data = await read_json(
         request, limit=request.app[SETTINGS].max_body, validate=_validate_declaration
     )
+    service = request.app[CITIZENS]
     declaration = Declaration(
-        declared_at=datetime.now(UTC),
+        declared_at=datetime.fromtimestamp(service.clock.now(), UTC),
         temperature_c=round(float(data["temperature_c"]), 1),
         symptoms=frozenset(Symptom(s) for s in data["symptoms"]),
         regions=frozenset(r.strip() for r in data["regions_visited"]),
         close_contact=data["close_contact"],
     )
-    stored, live = await request.app[CITIZENS].declare(
-        citizen, declaration, idempotency_key=key, body=data
-    )
+    stored, live = await service.declare(citizen, declaration, idempotency_key=key, body=data)
     body = {
         "declaration_id": stored.id,
         "declared_at": rfc3339(stored.declared_at),
@@ -75,12 +90,12 @@ def _pass_body(view: PassView) -> dict[str, Any]:
 
 
 async def get_pass(request: web.Request) -> web.Response:
-    view = await request.app[CITIZENS].current_pass(citizen_of(request))
+    view = await request.app[CITIZENS].current_pass(await _limited_citizen(request))
     return json_response(_pass_body(view), headers=NO_STORE)
 
 
 async def get_pass_png(request: web.Request) -> web.Response:
-    view = await request.app[CITIZENS].current_pass(citizen_of(request))
+    view = await request.app[CITIZENS].current_pass(await _limited_citizen(request))
     png = await asyncio.get_running_loop().run_in_executor(
         None, qr.render_png, view.code, view.color
     )
@@ -88,7 +103,7 @@ async def get_pass_png(request: web.Request) -> web.Response:
 
 
 async def get_pass_svg(request: web.Request) -> web.Response:
-    view = await request.app[CITIZENS].current_pass(citizen_of(request))
+    view = await request.app[CITIZENS].current_pass(await _limited_citizen(request))
     svg = await asyncio.get_running_loop().run_in_executor(
         None, qr.render_svg, view.code, view.color
     )

@@ -57,8 +57,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "Conflict (Idempotency-Key reused with another body)",
         413: "Body too large",
         415: "Body is not application/json (UTF-8)",
-        429: "Rate limited; see Retry-After",
-        503: "A backing service is unavailable; see Retry-After",
+        429: "Rate limited (per terminal or per citizen); see Retry-After",
+        503: "A backing service is unavailable, or the process is overloaded and sheds this"
+        " request (type overloaded); see Retry-After",
     }
     headers = {401: WWW_AUTHENTICATE, 429: RETRY_AFTER, 503: RETRY_AFTER}
     return {str(code): _problem(text[code], headers=headers.get(code)) for code in codes}
@@ -95,7 +96,9 @@ def openapi_document() -> dict[str, Any]:
     unverified = {
         "503": _problem(
             "Live status unavailable: never admitted blind (`Unverified`); or the terminal"
-            " credential could not be checked (a plain `Problem`, type store-unavailable)",
+            " credential could not be checked (a plain `Problem`, type store-unavailable); or"
+            " the process is overloaded and sheds the request (a plain `Problem`, type"
+            " overloaded; pass issuance is shed long before verify)",
             {"anyOf": [_ref("Unverified"), _ref("Problem")]},
             RETRY_AFTER,
         )
@@ -217,7 +220,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                         }
                     },
-                    errors=(400, 401, 409, 413, 415, 503),
+                    errors=(400, 401, 409, 413, 415, 429, 503),
                     body="DeclarationRequest",
                     security="idToken",
                     tag="citizen",
@@ -234,7 +237,7 @@ def openapi_document() -> dict[str, Any]:
                             "headers": no_store,
                         }
                     },
-                    errors=(401, 404, 503),
+                    errors=(401, 404, 429, 503),
                     security="idToken",
                     tag="citizen",
                 )
@@ -253,7 +256,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                         }
                     },
-                    errors=(401, 404, 503),
+                    errors=(401, 404, 429, 503),
                     security="idToken",
                     tag="citizen",
                 )
@@ -268,7 +271,7 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                         }
                     },
-                    errors=(401, 404, 503),
+                    errors=(401, 404, 429, 503),
                     security="idToken",
                     tag="citizen",
                 )

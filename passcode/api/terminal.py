@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -12,10 +11,8 @@ from passcode.api.auth import terminal_of
 from passcode.api.body import parse_datetime, read_json
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import VERIFY_BATCH_REQUEST, VERIFY_REQUEST, compile_schema
-from passcode.errors import RateLimited
 from passcode.keys import SETTINGS, TERMINAL_LIMITS, VERIFIER
 from passcode.service.verify import ScanRequest, VerifyOutcome
-from passcode.store.terminals import Terminal
 
 _validate_one = compile_schema(VERIFY_REQUEST)
 _validate_batch = compile_schema(VERIFY_BATCH_REQUEST)
@@ -43,21 +40,18 @@ def outcome_body(outcome: VerifyOutcome) -> dict[str, Any]:
     }
 
 
-def _limit(request: web.Request, terminal: Terminal, cost: int) -> None:
-    limits = request.app[TERMINAL_LIMITS]
-    wait = limits.take(str(terminal.id), time.monotonic(), cost)
-    if wait:
-        raise RateLimited(
-            "this terminal is sending faster than its rate limit",
-            retry_after=limits.retry_after(wait),
-        )
-
-
 async def verify(request: web.Request) -> web.Response:
+    """The rate limit's GCRA call is submitted right before the verify, in the same event-loop
+    turn, so both ride in one Redis write (see :meth:`Limiter.speculate`)."""
     terminal = await terminal_of(request)
-    _limit(request, terminal, 1)
-    data = await read_json(request, limit=request.app[SETTINGS].max_body, validate=_validate_one)
-    outcome = await request.app[VERIFIER].verify(terminal, _scan(data))
+    app = request.app
+    data = await read_json(request, limit=app[SETTINGS].max_body, validate=_validate_one)
+    scan = _scan(data)
+    limits = app[TERMINAL_LIMITS]
+    key = limits.key(terminal.id.bytes, str(terminal.id))
+    if not limits.speculate(key):
+        await limits.check(key)
+    outcome = await app[VERIFIER].verify(terminal, scan)
     return json_response(outcome_body(outcome))
 
 
@@ -66,7 +60,8 @@ async def verify_batch(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_batch_body, validate=_validate_batch)
     scans = [_scan(item) for item in data["scans"]]
-    _limit(request, terminal, len(scans))
+    limits = request.app[TERMINAL_LIMITS]
+    await limits.check(limits.key(terminal.id.bytes, str(terminal.id)), len(scans))
     verifier = request.app[VERIFIER]
     results = [outcome_body(await verifier.verify(terminal, scan)) for scan in scans]
     return json_response({"results": results})

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.domain.expiring import ExpiringCache
 from passcode.domain.identity import Citizen
 from passcode.domain.masking import mask_name
@@ -57,7 +57,9 @@ class CitizenService:
         refresh_margin: int,
         pg_timeout: float,
         cache_entries: int = 100_000,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
         self.pool = pool
         self.cache = cache
         self.sealer = sealer
@@ -96,7 +98,7 @@ class CitizenService:
             self.pool,
             self.cache,
             subject,
-            now=datetime.now(UTC),
+            now=datetime.fromtimestamp(self.clock.now(), UTC),
             policy=self.policy,
             timeout=self.pg_timeout,
         )
@@ -105,7 +107,7 @@ class CitizenService:
 
     async def live_status(self, citizen: Citizen) -> tuple[bytes, LiveStatus]:
         """The citizen's current status: Redis first, Postgres when missing, stale or down."""
-        now = time.time()
+        now = self.clock.now()
         user_hash = self.sealer.user_hash(citizen.issuer, citizen.user_id)
         subject = self._subjects.get(user_hash, now=now)
         if subject is None:
@@ -139,7 +141,7 @@ class CitizenService:
         """
         subject, live = await self.live_status(citizen)
         assert live.color is not None
-        now = int(time.time())
+        now = int(self.clock.now())
         key = self.keys.signer(now)
         issued = self._passes.get(subject, now=now)
         if (

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.domain.model import Decision, Reason
 from passcode.domain.passcache import Authenticated, AuthenticatedPasses
 from passcode.domain.passfmt import PassClaims, PassError, authenticate_pass, check_window
@@ -59,7 +59,10 @@ class Verifier:
         fallback_concurrency: int,
         dedupe_window: int,
         authenticated_cache: int,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
+        self._now = clock.now  # bound once: the hot path makes one call, no allocation
         self.keys = keys
         self.cache = cache
         self.pool = pool
@@ -72,7 +75,7 @@ class Verifier:
         self.authenticated = AuthenticatedPasses(authenticated_cache, leeway=leeway)
 
     async def verify(self, terminal: Terminal, scan: ScanRequest) -> VerifyOutcome:
-        now = time.time()
+        now = self._now()
         now_s = int(now)
         server_time = datetime.fromtimestamp(now, UTC)
         scan_id = scan.scan_id or uuid.uuid4()

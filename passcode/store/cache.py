@@ -7,6 +7,11 @@ the subject's shard, so the verify script stays legal on Redis Cluster::
                                             u valid-until (unix s), n masked name
     {prefix}:{<shard>}:scans               stream of scan records
     {prefix}:{<shard>}:sid:<scan id>       marks a scan id already recorded (retry safety)
+    {prefix}:{<shard>}:rl:t:<terminal id>  GCRA rate limit of a terminal (string: TAT, ms)
+    {prefix}:{<shard>}:rl:c:<user hash>    GCRA rate limit of a citizen (hex user hash)
+
+A rate-limit key is alone in its script call; its shard is that of the terminal id's or the
+user hash's bytes, so the keys spread over the cluster like the statuses do.
 """
 
 from __future__ import annotations
@@ -64,6 +69,25 @@ local v = redis.call('HGET', KEYS[1], 'v')
 if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'c', ARGV[2], 'u', ARGV[3], 'n', ARGV[4])
 return 1
+"""
+
+
+# KEYS: limit.  ARGV: now (ms), emission interval (ms per unit), tolerance (ms, burst ×
+# interval), cost (units).  GCRA: the key holds the theoretical arrival time (TAT). Returns
+# {1, new TAT} when allowed (and stores it), {0, TAT} when not (nothing written); the TAT comes
+# back as a string (Lua numbers would be truncated to integers), so the caller can tell when the
+# next request could pass without asking again.
+_GCRA_LUA = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+if tat < now then tat = now end
+local new = tat + interval * tonumber(ARGV[4])
+if new - tonumber(ARGV[3]) > now then
+  return {0, string.format('%.3f', tat)}
+end
+redis.call('SET', KEYS[1], string.format('%.3f', new), 'PX', math.ceil(new - now) + 1000)
+return {1, string.format('%.3f', new)}
 """
 
 
@@ -164,6 +188,10 @@ class _Script:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         self.numkeys = _numkeys(source)
 
+    def submit(self, *keys_and_args: object) -> asyncio.Future[Any]:
+        """Queue the call in this event-loop turn's batch; NOSCRIPT is the caller's to handle."""
+        return self.batcher.submit(("EVALSHA", self.sha, self.numkeys, *keys_and_args))
+
     async def __call__(self, *keys_and_args: object) -> Any:
         command = ("EVALSHA", self.sha, self.numkeys, *keys_and_args)
         try:
@@ -179,6 +207,12 @@ class _Script:
 def _numkeys(source: str) -> int:
     """The number of KEYS a script uses: the highest ``KEYS[n]`` it mentions."""
     return max(int(n) for n in re.findall(r"KEYS\[(\d+)\]", source))
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Done callback of a call nobody awaits: retrieve its outcome so none is reported lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 class LayoutMismatchError(RuntimeError):
@@ -271,6 +305,7 @@ class Cache:
         self._verify = _Script(client, _VERIFY_LUA, batcher)
         self._append = _Script(client, _APPEND_LUA, batcher)
         self._put_status = _Script(client, _PUT_STATUS_LUA, batcher)
+        self._gcra = _Script(client, _GCRA_LUA, batcher)
 
     def shard_of(self, key: bytes) -> int:
         """Subjects and scan ids are random, so their first bytes spread evenly."""
@@ -288,6 +323,43 @@ class Cache:
 
     def dedupe_key(self, shard: int, scan_id: str) -> str:
         return f"{self._tag(shard)}:sid:{scan_id}"
+
+    def rate_key(self, kind: str, shard_key: bytes, ident: str) -> str:
+        """A rate-limit key: ``kind`` is ``t`` (terminal) or ``c`` (citizen)."""
+        return f"{self._tag(self.shard_of(shard_key))}:rl:{kind}:{ident}"
+
+    def rate_limit_submit(
+        self, key: str, *, now_ms: str, interval_ms: str, tolerance_ms: str, cost: int
+    ) -> asyncio.Future[Any]:
+        """Queue one GCRA call in this event-loop turn's batch and return its raw reply.
+
+        It rides in the same write as whatever else is submitted in this turn (the verify
+        script), so a limit costs no round trip of its own. Read the reply with
+        :meth:`rate_limit_result`. Numbers are passed as text (``repr`` of floats).
+        """
+        return self._gcra.submit(key, now_ms, interval_ms, tolerance_ms, cost)
+
+    def rate_limit_result(self, future: asyncio.Future[Any]) -> tuple[bool, float]:
+        """(allowed, TAT in ms) from a finished :meth:`rate_limit_submit`, or
+        :class:`StoreUnavailable`. After NOSCRIPT the script is loaded again for the next call."""
+        error = asyncio.CancelledError() if future.cancelled() else future.exception()
+        if error is not None:
+            if isinstance(error, NoScriptError):
+                loading = self._batcher.submit(("SCRIPT", "LOAD", _GCRA_LUA))
+                loading.add_done_callback(_consume)
+            log.warning("redis unavailable during rate limit: %s", type(error).__name__)
+            raise StoreUnavailable("cache unavailable (rate limit)") from error
+        reply = future.result()
+        return bool(reply[0]), float(reply[1])
+
+    async def rate_limit(
+        self, key: str, *, now_ms: str, interval_ms: str, tolerance_ms: str, cost: int
+    ) -> tuple[bool, float]:
+        """:meth:`rate_limit_submit` and wait for it (loading the script on NOSCRIPT)."""
+        args = (key, now_ms, interval_ms, tolerance_ms, cost)
+        with redis_errors("rate limit"):
+            reply = await self._gcra(*args)
+        return bool(reply[0]), float(reply[1])
 
     def stream_keys(self) -> list[str]:
         return [self.stream_key(shard) for shard in range(self.shards)]

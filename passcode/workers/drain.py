@@ -1,5 +1,8 @@
 """Scan-log drain: Redis Stream shards → day-partitioned Postgres table, in batches.
 
+Reading the next shard overlaps storing the previous one, and a batch is stored by two
+transactions at once (split by advisory-lock bucket): ``loadtest/drain_bench.py`` measures it.
+
 Entries are acknowledged (and deleted from the stream) only after the Postgres transaction that
 stored them committed, so a crash at any point re-delivers rather than loses. The insert is
 idempotent, so a re-delivery is stored once.
@@ -50,8 +53,9 @@ class Batch:
 
 def _unparsed_reads(client: aioredis.Redis) -> aioredis.Redis:
     """A client on the same connections (same deadlines and retries) whose XREADGROUP replies
-    stay as Redis sent them: redis-py would turn every entry into a dict, and those dicts
-    (and the collector passes they cause) were a third of the drain's CPU."""
+    stay as Redis sent them (RESP2, as :func:`~passcode.store.cache.create_client` asks):
+    redis-py would turn every entry into a dict, and those dicts (and the collector passes
+    they caused) were a third of the drain's CPU."""
     streams = aioredis.Redis(connection_pool=client.connection_pool)
     streams.set_response_callback("XREADGROUP", _as_sent)
     return streams
@@ -126,7 +130,9 @@ class ScanDrain:
                         stream, DRAIN_GROUP, self.consumer, self.claim_idle_ms, "0-0",
                         count=self.batch,
                     )  # fmt: skip
-                    entries = [(i, _flat(fields)) for i, fields in claimed[1]]
+                    # Redis 6.2 answers a claimed entry deleted since with no id at all: it
+                    # is ours now, and the read of our own entries above acknowledges it next.
+                    entries = [(i, _flat(fields)) for i, fields in claimed[1] if i is not None]
                 if not entries:
                     fresh: Any = await streams.xreadgroup(
                         DRAIN_GROUP, self.consumer, {stream: ">"}, count=self.batch

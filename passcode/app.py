@@ -106,6 +106,7 @@ def open_cache(settings: Settings) -> cache_store.Cache:
         shards=settings.scan_shards,
         timeout=settings.redis_timeout,
         dedupe_ttl=settings.scan_dedupe_ttl,
+        replay_window=settings.replay_window,
     )
 
 
@@ -290,6 +291,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/admin/overrides", admin.post_override)
     app.router.add_post("/v1/admin/terminals", admin.post_terminal)
     app.router.add_post("/v1/admin/terminals/{terminal_id}/revoke", admin.revoke)
+    app.router.add_get("/v1/admin/replays", admin.get_replays)
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/openapi.json", public.get_openapi)

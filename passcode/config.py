@@ -72,6 +72,7 @@ class Settings:
     redis_max_connections: int = 64
     scan_shards: int = 16
     scan_dedupe_ttl: int = 2 * 24 * 3600
+    replay_window: int = 300  # s: a pass scanned at another place within it is flagged
     drain_batch: int = 5000
     drain_interval: float = 0.2
     drain_claim_idle: float = 30.0

@@ -155,6 +155,7 @@ def openapi_document() -> dict[str, Any]:
                 "OverrideResponse": s.OVERRIDE_RESPONSE,
                 "TerminalRequest": s.TERMINAL_REQUEST,
                 "TerminalResponse": s.TERMINAL_RESPONSE,
+                "ReplayCount": s.REPLAY_COUNT_RESPONSE,
                 "KeySet": s.KEY_SET,
                 "Health": s.HEALTH,
                 "Problem": s.PROBLEM,
@@ -322,6 +323,35 @@ def openapi_document() -> dict[str, Any]:
                                 "required": True,
                                 "schema": s.UUID,
                             }
+                        ]
+                    },
+                )
+            },
+            "/v1/admin/replays": {
+                "get": _op(
+                    "Count replays: scans of one pass at another place within the replay"
+                    " window (admitted, flagged in the scan record)",
+                    ok={"200": {"description": "Counts", "content": _json("ReplayCount")}},
+                    errors=(400, 401, 403, 503),
+                    security="adminKey",
+                    tag="admin",
+                    extra={
+                        "parameters": [
+                            {
+                                "name": name,
+                                "in": "query",
+                                "required": False,
+                                "schema": s.DATETIME,
+                                "description": text,
+                            }
+                            for name, text in (
+                                ("since", "Start, inclusive (RFC 3339); default: until - 24 h"),
+                                (
+                                    "until",
+                                    "End, exclusive (RFC 3339); default: now, or since + 24 h;"
+                                    " at most 31 days after since",
+                                ),
+                            )
                         ]
                     },
                 )

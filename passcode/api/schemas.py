@@ -171,6 +171,30 @@ TERMINAL_RESPONSE: Schema = {
     },
 }
 
+REPLAY_COUNT_RESPONSE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["since", "until", "replays", "by_place"],
+    "properties": {
+        "since": DATETIME,
+        "until": DATETIME,
+        "replays": {"type": "integer", "minimum": 0},
+        "by_place": {
+            "type": "array",
+            "maxItems": 50,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["place", "replays"],
+                "properties": {
+                    "place": {"type": "string"},
+                    "replays": {"type": "integer", "minimum": 1},
+                },
+            },
+        },
+    },
+}
+
 PROBLEM: Schema = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],

@@ -108,6 +108,8 @@ class Verifier:
                 pass_version=claims.version,
                 scan_id=sid,
                 record=record(claims.subject, claims.version, None),
+                token_id=claims.token_id,
+                place=terminal.place,
             )
         except StoreUnavailable:
             return await self._without_cache(claims, scan, scan_id, server_time, terminal, now)

@@ -7,6 +7,8 @@ the subject's shard, so the verify script stays legal on Redis Cluster::
                                             u valid-until (unix s), n masked name
     {prefix}:{<shard>}:scans               stream of scan records
     {prefix}:{<shard>}:sid:<scan id>       marks a scan id already recorded (retry safety)
+    {prefix}:{<shard>}:rp:<token id hex>   the place a pass was last scanned at (replay
+                                            window; shard of the pass's subject)
     {prefix}:{<shard>}:rl:t:<terminal id>  GCRA rate limit of a terminal (string: TAT, ms)
     {prefix}:{<shard>}:rl:c:<user hash>    GCRA rate limit of a citizen (hex user hash)
 
@@ -38,18 +40,29 @@ log = logging.getLogger(__name__)
 
 DRAIN_GROUP = "drain"
 
-# KEYS: status, stream, dedupe.  ARGV: now (s), pass version, dedupe ttl, scan record.
+# KEYS: status, stream, dedupe, last place.  ARGV: now (s), pass version, dedupe ttl, scan
+# record, place, replay window (s).
 # Reads the live status and, when it is fresh enough to decide on, appends the scan with a
 # snapshot of that status in the same round trip. Returns nil when the caller must go to
-# Postgres (missing, expired, or older than the pass), without appending anything.
+# Postgres (missing, expired, or older than the pass), without appending anything; else the
+# status fields and a fifth, the replay flag ('1' or '0'). Replay: the pass's last place is kept
+# for the window; a scan at another place within it is flagged ('rp' in the entry, added only
+# then), never refused. A retried scan id changes nothing and is not flagged again.
 _VERIFY_LUA = """
 local st = redis.call('HMGET', KEYS[1], 'c', 'v', 'u', 'n')
 if not st[2] then return nil end
 if tonumber(st[3]) < tonumber(ARGV[1]) or tonumber(ARGV[2]) > tonumber(st[2]) then
   return nil
 end
+st[5] = '0'
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then
-  redis.call('XADD', KEYS[2], '*', 'sc', st[1], 'sv', st[2], 'r', ARGV[4])
+  local prev = redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6], 'GET')
+  if prev and prev ~= ARGV[5] then
+    st[5] = '1'
+    redis.call('XADD', KEYS[2], '*', 'sc', st[1], 'sv', st[2], 'r', ARGV[4], 'rp', '1')
+  else
+    redis.call('XADD', KEYS[2], '*', 'sc', st[1], 'sv', st[2], 'r', ARGV[4])
+  end
 end
 return st
 """
@@ -230,7 +243,7 @@ class LiveStatus:
 
     @classmethod
     def from_fields(cls, fields: Sequence[bytes]) -> LiveStatus:
-        color_raw, version, until, name = fields
+        color_raw, version, until, name = fields[0], fields[1], fields[2], fields[3]
         return cls(
             color=Color(color_raw.decode()) if color_raw else None,
             version=int(version),
@@ -294,13 +307,21 @@ class Cache:
     """Status cache and scan stream over one Redis client, every call under a deadline."""
 
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str, shards: int, timeout: float, dedupe_ttl: int
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        shards: int,
+        timeout: float,
+        dedupe_ttl: int,
+        replay_window: int = 300,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.shards = shards
         self.timeout = timeout
         self.dedupe_ttl = dedupe_ttl
+        self.replay_window = max(1, replay_window)  # EX 0 is an error in Redis
         self._batcher = batcher = _Batcher(client, timeout=timeout)
         self._verify = _Script(client, _VERIFY_LUA, batcher)
         self._append = _Script(client, _APPEND_LUA, batcher)
@@ -323,6 +344,9 @@ class Cache:
 
     def dedupe_key(self, shard: int, scan_id: str) -> str:
         return f"{self._tag(shard)}:sid:{scan_id}"
+
+    def replay_key(self, shard: int, token_id: bytes) -> str:
+        return f"{self._tag(shard)}:rp:{token_id.hex()}"
 
     def rate_key(self, kind: str, shard_key: bytes, ident: str) -> str:
         """A rate-limit key: ``kind`` is ``t`` (terminal) or ``c`` (citizen)."""
@@ -365,10 +389,20 @@ class Cache:
         return [self.stream_key(shard) for shard in range(self.shards)]
 
     async def verify_and_record(
-        self, subject: bytes, *, now: int, pass_version: int, scan_id: str, record: str
+        self,
+        subject: bytes,
+        *,
+        now: int,
+        pass_version: int,
+        scan_id: str,
+        record: str,
+        token_id: bytes,
+        place: str,
     ) -> LiveStatus | None:
         """One round trip: live status plus the scan appended with its snapshot, or None.
 
+        The scan is flagged as a replay in the stream when the same pass (``token_id``) was
+        scanned at another ``place`` within the replay window; the decision is not affected.
         Batched calls need no deadline of their own: the batch they ride in has one.
         """
         shard = self.shard_of(subject)
@@ -377,10 +411,13 @@ class Cache:
                 self.status_key(subject),
                 self.stream_key(shard),
                 self.dedupe_key(shard, scan_id),
+                self.replay_key(shard, token_id),
                 now,
                 pass_version,
                 self.dedupe_ttl,
                 record,
+                place,
+                self.replay_window,
             )
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("redis unavailable during verify: %s", type(exc).__name__)

@@ -25,6 +25,7 @@ COLUMNS = (
     "decision",
     "reason",
     "color",
+    "replay",
 )
 
 
@@ -42,6 +43,7 @@ class ScanRow:
     decision: str
     reason: str
     color: str | None
+    replay: bool = False  # the direct-to-Postgres path has no replay window: always False
 
 
 SEP = "|"
@@ -85,7 +87,7 @@ def encode_record(
 # Ids are UUID text, which asyncpg encodes in C: a tuple of strings, bytes, datetimes and None
 # is one the garbage collector stops tracking (a UUID object is tracked, and so its tuple).
 ScanRecord = tuple[
-    datetime, str, datetime | None, str, str | None, bytes | None, str, str, str | None
+    datetime, str, datetime | None, str, str | None, bytes | None, str, str, str | None, bool
 ]
 
 
@@ -107,19 +109,28 @@ def _judged(pass_version: str, live: bytes, live_version: bytes) -> tuple[str, s
 
 def decode_entry(fields: Sequence[bytes]) -> ScanRecord:
     """A stream entry's fields, as Redis sends them (name, value, ...), as a COPY record (place
-    left for the insert to join); ValueError if the entry is unreadable.
+    left for the insert to join); ValueError if the entry is unreadable. The replay flag is the
+    verify script's ``rp`` field (absent: not a replay).
 
     Ids are checked by parsing them as asyncpg will when it sends them (its C ``UUID``);
     decision, reason and colour against their enums' values.
     """
     try:
-        if len(fields) == 2 and fields[0] == b"r":  # decided: as the append script writes it
-            raw, live, live_version = fields[1], None, b""
-        elif len(fields) == 6 and fields[0] == b"sc" and fields[2] == b"sv" and fields[4] == b"r":
-            raw, live, live_version = fields[5], fields[1], fields[3]  # as the verify script
+        n = len(fields)
+        if n == 2 and fields[0] == b"r":  # decided: as the append script writes it
+            raw, live, live_version, replay = fields[1], None, b"", False
+        elif (
+            (n == 6 or (n == 8 and fields[6] == b"rp"))
+            and fields[0] == b"sc"
+            and fields[2] == b"sv"
+            and fields[4] == b"r"
+        ):  # as the verify script writes it ('rp' only on a replay)
+            raw, live, live_version = fields[5], fields[1], fields[3]
+            replay = n == 8 and fields[7] == b"1"
         else:  # any other layout: by name
             named = dict(zip(fields[::2], fields[1::2], strict=True))
             raw, live, live_version = named[b"r"], named.get(b"sc"), named.get(b"sv", b"")
+            replay = named.get(b"rp") == b"1"
         parts = raw.decode().split(SEP)
         scan_id, at_ms, tt, terminal_id, subject, pv, decision, reason, color = parts
         stored_color: str | None
@@ -141,6 +152,7 @@ def decode_entry(fields: Sequence[bytes]) -> ScanRecord:
             decision,
             reason,
             stored_color,
+            replay,
         )
     except (KeyError, ValueError, OverflowError, OSError) as exc:  # UnicodeDecodeError included
         raise ValueError(f"unreadable scan entry: {exc}") from exc
@@ -179,6 +191,7 @@ async def insert_scans(
             r.decision,
             r.reason,
             r.color,
+            r.replay,
         )
         for r in rows
     ]
@@ -188,12 +201,12 @@ async def insert_scans(
 # Kept per connection (asyncpg's pool does not discard temporary tables) and emptied by every
 # commit: no catalog rows written and deleted per batch, and the COPY's column introspection
 # stays in asyncpg's statement cache. Named for its shape; a new shape gets a new name.
-_STAGE = "scan_stage_v2"
+_STAGE = "scan_stage_v3"
 _PREPARE = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
     " scanned_at timestamptz NOT NULL, scan_id uuid NOT NULL, terminal_time timestamptz,"
     " terminal_id uuid NOT NULL, place text, subject_id bytea, decision text NOT NULL,"
-    " reason text NOT NULL, color text) ON COMMIT DELETE ROWS;"
+    " reason text NOT NULL, color text, replay boolean NOT NULL) ON COMMIT DELETE ROWS;"
     # The anti-join below must probe the scan_id index row by row. The staging table has no
     # statistics, and while a day's partition is small the planner prefers hashing all of it,
     # once per batch: 9 µs a row instead of 5 while a partition grew to 200k rows, and more
@@ -263,3 +276,30 @@ async def count_scans(pool: Pool, *, timeout: float) -> int:
     async with acquire(pool, "count scans", timeout) as conn:
         found: int = await conn.fetchval("SELECT count(*) FROM scans")
         return found
+
+
+REPLAY_TOP_PLACES = 50
+
+
+async def count_replays(
+    pool: Pool, *, since: datetime, until: datetime, timeout: float
+) -> tuple[int, list[tuple[str, int]]]:
+    """Scans flagged as replays in ``[since, until)``: the total, and per place (the most first,
+    at most :data:`REPLAY_TOP_PLACES`)."""
+    async with acquire(pool, "count replays", timeout) as conn:
+        total: int = await conn.fetchval(
+            "SELECT count(*) FROM scans WHERE replay AND scanned_at >= $1 AND scanned_at < $2",
+            since,
+            until,
+            timeout=timeout,
+        )
+        rows = await conn.fetch(
+            "SELECT place, count(*) AS n FROM scans"
+            " WHERE replay AND scanned_at >= $1 AND scanned_at < $2"
+            " GROUP BY place ORDER BY n DESC, place LIMIT $3",
+            since,
+            until,
+            REPLAY_TOP_PLACES,
+            timeout=timeout,
+        )
+    return total, [(row["place"], row["n"]) for row in rows]

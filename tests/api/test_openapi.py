@@ -325,6 +325,14 @@ async def test_real_responses_match_the_document(
         headers=terminal,
     )
     assert [r["decision"] for r in batch["results"]] == ["admit", "deny", "invalid"]
+    replays = await call(
+        "GET",
+        "/v1/admin/replays?since=2020-01-01T00:00:00Z&until=2020-01-31T00:00:00%2B08:00",
+        200,
+        headers=ADMIN,
+    )
+    assert (replays["replays"], replays["by_place"]) == (0, [])
+    await call("GET", "/v1/admin/replays", 200, headers=ADMIN)
 
     # 400 on every body-taking operation, and on the Idempotency-Key header.
     await call("POST", "/v1/verify", 400, json_body={"code": ""}, headers=terminal)
@@ -360,6 +368,7 @@ async def test_real_responses_match_the_document(
         data=b"{",
         headers={**ADMIN, "Content-Type": "application/json"},
     )
+    await call("GET", "/v1/admin/replays?since=yesterday", 400, headers=ADMIN)
     # 401 on every authenticated operation.
     for method, path in (
         ("POST", "/v1/verify"),
@@ -371,6 +380,7 @@ async def test_real_responses_match_the_document(
         ("POST", "/v1/admin/overrides"),
         ("POST", "/v1/admin/terminals"),
         ("POST", f"/v1/admin/terminals/{created['id']}/revoke"),
+        ("GET", "/v1/admin/replays"),
     ):
         await call(method, path, 401, headers={"Authorization": "Bearer nope"})
     # 403: a citizen token on admin operations.
@@ -383,6 +393,7 @@ async def test_real_responses_match_the_document(
     )
     await call("POST", "/v1/admin/terminals", 403, json_body={"place": "x"}, headers=green)
     await call("POST", f"/v1/admin/terminals/{created['id']}/revoke", 403, headers=green)
+    await call("GET", "/v1/admin/replays", 403, headers=green)
     # 413 and 415 on every body-taking operation.
     for path, headers, limit in (
         ("/v1/verify", terminal, 4096),

@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,22 +174,6 @@ async def sleep_past(expires_at: int) -> None:
     """Sleep until the server's whole-second clock is past ``expires_at``."""
     await asyncio.sleep(max(0.0, expires_at + 1 - time.time()) + 0.05)
     assert int(time.time()) > expires_at
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[Callable[[str], Awaitable[TcpProxy]]]:
-    """Start TCP proxies in front of real servers; all are cut at the end of the test."""
-    started: list[TcpProxy] = []
-
-    async def start(url: str) -> TcpProxy:
-        proxy = TcpProxy.for_url(url)
-        await proxy.start()
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        await proxy.close()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -169,22 +169,6 @@ async def stored_scans(database_url: str, scan_ids: list[str]) -> list[asyncpg.R
         )
     finally:
         await conn.close()
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[Callable[[str], Awaitable[TcpProxy]]]:
-    """Start TCP proxies in front of real servers; all are cut at the end of the test."""
-    started: list[TcpProxy] = []
-
-    async def start(url: str) -> TcpProxy:
-        proxy = TcpProxy.for_url(url)
-        await proxy.start()
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        await proxy.close()
 
 
 def needs_tcp(*urls: str | None) -> None:

@@ -1,0 +1,25 @@
+"""Fixtures shared by the API tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from tests.api.proxy import TcpProxy
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[Callable[[str], Awaitable[TcpProxy]]]:
+    """Start TCP proxies in front of real servers; all are cut at the end of the test."""
+    started: list[TcpProxy] = []
+
+    async def start(url: str) -> TcpProxy:
+        proxy = TcpProxy.for_url(url)
+        await proxy.start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        await proxy.close()

@@ -94,6 +94,7 @@ class ScanDrain:
         self.dedupe_window = dedupe_window
         self.writers = max(1, min(writers, SCAN_LOCK_BUCKETS))
         self.stored = 0
+        self._pass_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._streams = _unparsed_reads(cache.client)
 
@@ -214,6 +215,16 @@ class ScanDrain:
 
     async def drain_once(self) -> int:
         """One pass over every shard; returns how many entries were stored and acknowledged.
+
+        Passes of one drain never overlap: ``drain_all`` (shutdown flush, tests) waits for the
+        background loop's pass in progress to commit, so when it returns nothing read before it
+        is still in flight.
+        """
+        async with self._pass_lock:
+            return await self._drain_pass()
+
+    async def _drain_pass(self) -> int:
+        """The pass itself.
 
         The next shard's batch is read and decoded (Redis and this process's CPU) while the
         previous one is stored (Postgres's): the two halves overlap instead of taking turns.

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from passcode.api import admin, citizen, public, terminal
 from passcode.api.middleware import problem_middleware
-from passcode.api.shedding import SHEDDER, LoadShedder, shed_middleware
+from passcode.api.shedding import SHEDDER, LoadShedder
 from passcode.config import Settings, SettingsError, mask_url
 from passcode.domain.identity import IdTokenVerifier, load_jwks
 from passcode.domain.privacy import Sealer
@@ -268,7 +268,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.database_url is None or settings.redis_url is None:
         raise SettingsError("database_url and redis_url must be set (the CLI starts embedded ones)")
     app = web.Application(
-        middlewares=[problem_middleware, shed_middleware],
+        middlewares=[problem_middleware],
         client_max_size=settings.max_batch_body + 1024,
     )
     app[SETTINGS] = settings

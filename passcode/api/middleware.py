@@ -1,4 +1,9 @@
-"""One error middleware: every failure becomes an RFC 9457 problem body, never a bare 500."""
+"""The one middleware: load shedding (see :mod:`passcode.api.shedding`), then every failure
+becomes an RFC 9457 problem body, never a bare 500.
+
+One middleware rather than two: each layer is a coroutine frame on every request, and the
+verify path is measured against a bare aiohttp app.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from passcode.api.shedding import CLASSES, SHEDDER
 from passcode.errors import (
     MethodNotAllowed,
     NotFound,
@@ -47,8 +53,17 @@ def _from_http(exc: web.HTTPException) -> PasscodeError:
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    kind = CLASSES.get((request.method, request.path))
     try:
-        return await handler(request)
+        if kind is None:
+            return await handler(request)
+        shedder = request.app[SHEDDER]
+        shedder.admit(kind)
+        shedder.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            shedder.in_flight -= 1
     except PasscodeError as error:
         return problem_response(error)
     except web.HTTPException as exc:

@@ -21,14 +21,13 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from passcode.errors import Overloaded
 
 ISSUE = 0
 VERIFY = 1
 
-_CLASSES: dict[tuple[str, str], int] = {
+CLASSES: dict[tuple[str, str], int] = {
     ("GET", "/v1/pass"): ISSUE,
     ("GET", "/v1/pass.png"): ISSUE,
     ("GET", "/v1/pass.svg"): ISSUE,
@@ -88,17 +87,3 @@ class LoadShedder:
 
 
 SHEDDER = web.AppKey("shedder", LoadShedder)
-
-
-@web.middleware
-async def shed_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    kind = _CLASSES.get((request.method, request.path))
-    if kind is None:
-        return await handler(request)
-    shedder = request.app[SHEDDER]
-    shedder.admit(kind)
-    shedder.in_flight += 1
-    try:
-        return await handler(request)
-    finally:
-        shedder.in_flight -= 1

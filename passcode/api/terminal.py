@@ -35,7 +35,7 @@ def outcome_body(outcome: VerifyOutcome) -> dict[str, Any]:
         "color": verdict.color.value if verdict.color else None,
         "reason": verdict.reason.value,
         "holder": {"name": outcome.holder} if outcome.holder is not None else None,
-        "scan_id": str(outcome.scan_id),
+        "scan_id": outcome.scan_id,
         "server_time": rfc3339(outcome.server_time),
     }
 

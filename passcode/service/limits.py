@@ -21,7 +21,9 @@ of its own. Two ways to use a :class:`Limiter`:
   twentieth of the burst, at most 50; 1 for bursts under 40, which keeps tight limits exact)
   when the known headroom covers it. The units are charged in Redis at once (the limit stays
   global); the process spends the rest without asking again for at most ``lease_ttl`` seconds,
-  after which unspent units are dropped. So one GCRA call serves up to ``lease_units`` verifies.
+  after which unspent units are dropped. Requests arriving while a lease's answer is awaited
+  spend it ahead (it was within the known headroom when asked for), and the next asks for the
+  next lease. So one GCRA call serves up to ``lease_units`` verifies.
 
 When Redis fails, the limit falls back to the in-process :class:`TokenBuckets` (limits still hold
 per process) for ``down_for`` seconds before Redis is tried again.
@@ -74,6 +76,10 @@ class Limiter:
         self.lease_units = max(1, min(lease_max, int(burst // 20)))
         self.lease_ttl = max(0.5, min(5.0, self.lease_units * self.interval_ms / 1000.0))
         self._leases: dict[str, tuple[int, float]] = {}  # key → (units left, until: monotonic)
+        # key → [units of the lease asked for last, units already spent from it]: while a
+        # lease's answer is awaited, requests of the same key spend it ahead instead of each
+        # sending a call of their own; once it is spent, the next asks for another lease.
+        self._lease_asked: dict[str, list[int]] = {}
         self._keys: dict[str, str] = {}  # ident → Redis key
         self._tat: dict[str, float] = {}  # key → the latest TAT seen (ms), a lower bound
         self._in_flight: dict[str, int] = {}  # key → units asked for, answer not yet in
@@ -166,10 +172,14 @@ class Limiter:
                     del self._leases[key]
                 return True
             del self._leases[key]
+        asked = self._lease_asked.get(key)
+        if asked is not None and asked[1] < asked[0]:
+            asked[1] += 1
+            return True
         now_ms = time.time() * 1000.0
         pending = self._in_flight.get(key, 0)
         base = max(self._tat.get(key, now_ms), now_ms) - self.tolerance_ms - now_ms
-        cost = self.lease_units if pending == 0 else 1  # one lease asked for at a time
+        cost = self.lease_units
         if base + self.interval_ms * (pending + cost) > 0:
             cost = 1
             wait_ms = base + self.interval_ms * (pending + 1)
@@ -180,6 +190,9 @@ class Limiter:
         if self._down_until and self._redis_down():
             return False
         self._in_flight[key] = pending + cost
+        asking: list[int] | None = None
+        if cost > 1:
+            asking = self._lease_asked[key] = [cost, 1]  # this request spends the first unit
         future = self.cache.rate_limit_submit(
             key,
             now_ms=repr(now_ms),
@@ -187,24 +200,33 @@ class Limiter:
             tolerance_ms=self._tolerance_arg,
             cost=cost,
         )
-        future.add_done_callback(functools.partial(self._settle, key, cost))
+        future.add_done_callback(functools.partial(self._settle, key, cost, asking))
         return True
 
-    def _settle(self, key: str, cost: int, future: asyncio.Future[Any]) -> None:
+    def _settle(
+        self, key: str, cost: int, asking: list[int] | None, future: asyncio.Future[Any]
+    ) -> None:
         """Learn from a speculative answer; the request it belongs to is served regardless (a
-        refusal here is a race with another process), and a granted lease is kept."""
+        refusal here is a race with another process), and what is left of a granted lease is
+        kept. The units spent ahead were within the headroom known when it was asked for."""
+        spent = cost
+        if asking is not None:
+            spent = asking[1]
+            if self._lease_asked.get(key) is asking:
+                del self._lease_asked[key]
         try:
             allowed, tat = self.cache.rate_limit_result(future)
         except StoreUnavailable:
             self._down_until = time.monotonic() + self.down_for
-            self._fallback_wait(key, 1)  # charge it, so the fallback starts from the truth
+            self._fallback_wait(key, spent)  # charge them: the fallback starts from the truth
         else:
             self._remember(key, tat)
             if allowed and cost > 1:
                 if len(self._leases) >= self.max_keys and key not in self._leases:
                     self._leases.clear()
-                left = self._leases.get(key, (0, 0.0))[0]
-                self._leases[key] = (left + cost - 1, time.monotonic() + self.lease_ttl)
+                left = self._leases.get(key, (0, 0.0))[0] + cost - spent
+                if left > 0:
+                    self._leases[key] = (left, time.monotonic() + self.lease_ttl)
         finally:
             self._release(key, cost)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,8 +42,33 @@ class ScanRequest:
 class VerifyOutcome:
     verdict: Verdict
     holder: str | None
-    scan_id: uuid.UUID
-    server_time: datetime
+    scan_id: str  # canonical lower-case hyphenated UUID
+    server_time: float  # Unix seconds
+
+
+class ScanIds:
+    """Random (version 4) UUIDs as text, drawn from the OS's CSPRNG 256 at a time.
+
+    ``str(uuid.uuid4())`` costs a system call and two object conversions per scan; this is one
+    slice of a hex string, with the same randomness.
+    """
+
+    def __init__(self, batch: int = 256) -> None:
+        self.batch = batch
+        self._hex = ""
+        self._at = 0
+
+    def next(self) -> str:
+        at = self._at
+        if at >= len(self._hex):
+            raw = bytearray(os.urandom(16 * self.batch))
+            raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
+            raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 4122 variant
+            self._hex = raw.hex()
+            at = 0
+        h = self._hex
+        self._at = at + 32
+        return f"{h[at : at + 8]}-{h[at + 8 : at + 12]}-{h[at + 12 : at + 16]}-{h[at + 16 : at + 20]}-{h[at + 20 : at + 32]}"
 
 
 class Verifier:
@@ -73,13 +99,12 @@ class Verifier:
         self._fallback = asyncio.Semaphore(fallback_concurrency)
         self.dedupe_window = dedupe_window
         self.authenticated = AuthenticatedPasses(authenticated_cache, leeway=leeway)
+        self._scan_ids = ScanIds()
 
     async def verify(self, terminal: Terminal, scan: ScanRequest) -> VerifyOutcome:
         now = self._now()
         now_s = int(now)
-        server_time = datetime.fromtimestamp(now, UTC)
-        scan_id = scan.scan_id or uuid.uuid4()
-        sid = str(scan_id)
+        sid = str(scan.scan_id) if scan.scan_id is not None else self._scan_ids.next()
 
         def record(subject: bytes | None, version: int, verdict: Verdict | None) -> str:
             return encode_record(
@@ -97,9 +122,9 @@ class Verifier:
             check_window(claims, now=now_s, leeway=self.leeway)
         except PassError as exc:
             verdict = invalid(exc.reason)
-            row = _row(scan, scan_id, server_time, terminal, None, verdict)
-            await self._record(scan_id.bytes, sid, record(None, 0, verdict), row)
-            return VerifyOutcome(verdict, None, scan_id, server_time)
+            row = _row(scan, sid, now, terminal, None, verdict)
+            await self._record(uuid.UUID(sid).bytes, sid, record(None, 0, verdict), row)
+            return VerifyOutcome(verdict, None, sid, now)
 
         try:
             live = await self.cache.verify_and_record(
@@ -112,18 +137,18 @@ class Verifier:
                 place=terminal.place,
             )
         except StoreUnavailable:
-            return await self._without_cache(claims, scan, scan_id, server_time, terminal, now)
+            return await self._without_cache(claims, scan, sid, terminal, now)
         if live is None:
             live = await self._load_live(claims, now, cache_up=True)
             verdict = _judge(claims, live)
-            row = _row(scan, scan_id, server_time, terminal, claims.subject, verdict)
+            row = _row(scan, sid, now, terminal, claims.subject, verdict)
             await self._record(
                 claims.subject, sid, record(claims.subject, claims.version, verdict), row
             )
         else:
             verdict = _judge(claims, live)
         holder = live.holder if live is not None else None
-        return VerifyOutcome(verdict, holder, scan_id, server_time)
+        return VerifyOutcome(verdict, holder, sid, now)
 
     def _authenticate(self, code: str, now: int) -> PassClaims:
         """Signature and structure, checked once per distinct code while its key is published."""
@@ -170,22 +195,21 @@ class Verifier:
         self,
         claims: PassClaims,
         scan: ScanRequest,
-        scan_id: uuid.UUID,
-        server_time: datetime,
+        sid: str,
         terminal: Terminal,
         now: float,
     ) -> VerifyOutcome:
         """Redis is down: decide from Postgres and store the scan there directly."""
         live = await self._load_live(claims, now, cache_up=False)
         verdict = _judge(claims, live)
-        row = _row(scan, scan_id, server_time, terminal, claims.subject, verdict)
+        row = _row(scan, sid, now, terminal, claims.subject, verdict)
         try:
             await insert_scans(
                 self.pool, [row], timeout=self.pg_timeout, dedupe_window=self.dedupe_window
             )
         except StoreUnavailable as exc:
             raise StatusUnavailable("the scan cannot be recorded; do not admit") from exc
-        return VerifyOutcome(verdict, live.holder if live else None, scan_id, server_time)
+        return VerifyOutcome(verdict, live.holder if live else None, sid, now)
 
     async def _record(self, shard_key: bytes, sid: str, record: str, row: ScanRow) -> None:
         """Append a decided scan to the stream, or straight to Postgres when Redis fails."""
@@ -208,15 +232,16 @@ def _judge(claims: PassClaims, live: LiveStatus | None) -> Verdict:
 
 def _row(
     scan: ScanRequest,
-    scan_id: uuid.UUID,
-    server_time: datetime,
+    sid: str,
+    now: float,
     terminal: Terminal,
     subject: bytes | None,
     verdict: Verdict,
 ) -> ScanRow:
+    """The scan as a Postgres row, for when it goes there directly (Redis down)."""
     return ScanRow(
-        scanned_at=server_time,
-        scan_id=scan_id,
+        scanned_at=datetime.fromtimestamp(now, UTC),
+        scan_id=uuid.UUID(sid),
         terminal_time=scan.scanned_at,
         terminal_id=terminal.id,
         place=terminal.place,

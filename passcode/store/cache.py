@@ -104,6 +104,9 @@ return {1, string.format('%.3f', new)}
 """
 
 
+KEPT_CONNECTIONS = 8  # a batch in flight per event-loop turn; more than 8 at once is rare
+
+
 class _Batcher:
     """Sends the commands callers submit in the same event-loop turn as one pipeline.
 
@@ -118,6 +121,11 @@ class _Batcher:
         self._pending: list[tuple[tuple[object, ...], asyncio.Future[Any]]] = []
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
+        # Connections kept between batches: redis-py's pool takes a lock, records metrics,
+        # dispatches an event and probes the socket on every get and release, which per
+        # batch cost more than the batch's own write. Only whole, fully read ones are kept;
+        # they count as in use in the pool, whose disconnect (the client's close) closes them.
+        self._idle: list[Any] = []
 
     def submit(self, command: tuple[object, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -135,6 +143,19 @@ class _Batcher:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    async def _connection(self) -> Any:
+        """A kept connection still open with nothing unread (Redis may have closed it since:
+        then it goes back to the pool, which reconnects), or one from the pool."""
+        pool = self.client.connection_pool
+        while self._idle:
+            connection = self._idle.pop()
+            reader = connection._reader  # redis-py has no public "closed or unread" check
+            if reader is not None and not reader.at_eof() and not reader._buffer:
+                return connection
+            await connection.disconnect(nowait=True)
+            await pool.release(connection)
+        return await pool.get_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
     async def _send(self, batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]) -> None:
         """Write every command at once on one pooled connection, then read the replies in order.
 
@@ -146,7 +167,7 @@ class _Batcher:
         connection = None
         try:
             async with asyncio.timeout(self.timeout):
-                connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                connection = await self._connection()
                 packed = b"".join(
                     chunk for command, _ in batch for chunk in connection.pack_command(*command)
                 )
@@ -158,6 +179,7 @@ class _Batcher:
             # have no deadline of their own, so a future left pending would wait forever.
             if connection is not None:
                 await connection.disconnect(nowait=True)
+                await pool.release(connection)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(ConnectionError(f"redis batch failed: {exc!r}"))
@@ -165,8 +187,10 @@ class _Batcher:
                 raise
             if not isinstance(exc, (RedisError, OSError, TimeoutError)):
                 log.error("redis batch failed unexpectedly", exc_info=exc)
-        finally:
-            if connection is not None:
+        else:
+            if len(self._idle) < KEPT_CONNECTIONS:
+                self._idle.append(connection)
+            else:
                 await pool.release(connection)
 
 
@@ -243,13 +267,14 @@ class LiveStatus:
 
     @classmethod
     def from_fields(cls, fields: Sequence[bytes]) -> LiveStatus:
+        """From the script's reply; a colour Redis should never hold raises KeyError."""
         color_raw, version, until, name = fields[0], fields[1], fields[2], fields[3]
         return cls(
-            color=Color(color_raw.decode()) if color_raw else None,
-            version=int(version),
-            valid_until=int(until),
-            holder=name.decode(),
+            _COLORS[color_raw] if color_raw else None, int(version), int(until), name.decode()
         )
+
+
+_COLORS = {color.value.encode(): color for color in Color}  # on every verify: no Enum lookup
 
 
 class _HiredisPacking:
@@ -322,6 +347,7 @@ class Cache:
         self.timeout = timeout
         self.dedupe_ttl = dedupe_ttl
         self.replay_window = max(1, replay_window)  # EX 0 is an error in Redis
+        self._tags = [f"{prefix}:{{{shard}}}" for shard in range(shards)]
         self._batcher = batcher = _Batcher(client, timeout=timeout)
         self._verify = _Script(client, _VERIFY_LUA, batcher)
         self._append = _Script(client, _APPEND_LUA, batcher)
@@ -334,7 +360,7 @@ class Cache:
 
     def _tag(self, shard: int) -> str:
         """The hash-tagged start of every key of one shard (see the module docstring)."""
-        return f"{self.prefix}:{{{shard}}}"
+        return self._tags[shard]
 
     def status_key(self, subject: bytes) -> str:
         return f"{self._tag(self.shard_of(subject))}:st:{subject.hex()}"
@@ -405,13 +431,13 @@ class Cache:
         scanned at another ``place`` within the replay window; the decision is not affected.
         Batched calls need no deadline of their own: the batch they ride in has one.
         """
-        shard = self.shard_of(subject)
+        tag = self._tags[int.from_bytes(subject[:4], "big") % self.shards]  # shard_of, inlined
         try:
             found = await self._verify(
-                self.status_key(subject),
-                self.stream_key(shard),
-                self.dedupe_key(shard, scan_id),
-                self.replay_key(shard, token_id),
+                f"{tag}:st:{subject.hex()}",
+                f"{tag}:scans",
+                f"{tag}:sid:{scan_id}",
+                f"{tag}:rp:{token_id.hex()}",
                 now,
                 pass_version,
                 self.dedupe_ttl,

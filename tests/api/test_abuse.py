@@ -20,7 +20,7 @@ from passcode.api.openapi import openapi_document
 from passcode.api.shedding import SHEDDER
 from passcode.app import create_app
 from passcode.config import Settings
-from passcode.keys import CACHE
+from passcode.keys import CACHE, TERMINAL_LIMITS
 from tests.api.proxy import TcpProxy
 from tests.api.test_openapi import Contract
 from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
@@ -389,6 +389,36 @@ async def test_a_lease_of_units_serves_many_verifies_and_the_limit_stays_exact(
     await assert_limited(
         await other.post("/v1/verify/batch", json={"scans": [{"code": code}]}, headers=auth(key))
     )
+
+
+async def test_verifies_in_one_turn_spend_the_lease_being_asked_for_with_one_gcra_call(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Burst 1000 (lease of 50 units): 50 verifies arriving in the same event-loop turn send one
+    GCRA call for 50 units, not 50 calls; the 51st asks for the next lease, whose other 49
+    units are left to spend once its answer is in; Redis is charged the 100 units leased."""
+    tight = dataclasses.replace(settings, terminal_rate=0.01, terminal_burst=1000)
+    client = await aiohttp_client(create_app(tight))
+    limits = client.app[TERMINAL_LIMITS]
+    cache = client.app[CACHE]
+    costs: list[int] = []
+    original = cache._batcher._send
+
+    async def observed(batch: list[tuple[tuple[object, ...], Any]]) -> None:
+        costs.extend(int(str(c[7])) for c, _ in batch if c[1] == cache._gcra.sha)
+        await original(batch)
+
+    monkeypatch.setattr(cache._batcher, "_send", observed)
+    ident = uuid.uuid4()
+    key = limits.key(ident.bytes, str(ident))
+    assert all(limits.speculate(key) for _ in range(51))  # one turn: no await in between
+    await asyncio.wait_for(limits._settled(key).wait(), 5)  # both answers are in
+    assert costs == [50, 50], costs
+    assert limits._leases[key][0] == 49
+    tat = float(await cache.client.get(key))
+    assert tat == pytest.approx(time.time() * 1000 + 100 * limits.interval_ms, abs=5_000)
 
 
 async def test_a_concurrent_flood_from_one_terminal_gets_exactly_its_burst(

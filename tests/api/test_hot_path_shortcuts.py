@@ -727,3 +727,25 @@ async def test_verify_survives_script_flush_on_its_own_redis(
     assert await stored_scans(str(settings.database_url), [s for _, s in pairs]) == []
     await client.app[DRAIN].ensure_groups()
     await assert_stored_once(client, pairs)
+
+
+async def test_the_verify_script_uses_the_documented_key_layout(
+    aiohttp_client: ClientFactory, make_token: TokenFactory, settings: Settings
+) -> None:
+    """verify_and_record builds its four keys inline (no method calls on the hot path); they
+    are exactly the keys Cache's layout methods name: the status the script read, the scan-id
+    dedupe marker, the replay marker and the stream the scan was appended to."""
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, scan_shards=7)))
+    _, key = await new_terminal(client)
+    code = await citizen_pass(client, make_token, name="李小四")
+    claims = claims_of(client, code)
+    cache = client.app[CACHE]
+    scan_id = str(uuid.uuid4())
+    body = await verify_ok(client, key, code, scan_id=scan_id)
+    assert body["holder"] == {"name": "李*四"}  # the status was read from status_key
+    shard = cache.shard_of(claims.subject)
+    assert await cache.client.exists(cache.status_key(claims.subject)) == 1
+    assert await cache.client.exists(cache.dedupe_key(shard, scan_id)) == 1
+    assert await cache.client.exists(cache.replay_key(shard, claims.token_id)) == 1
+    entries = await cache.client.xrange(cache.stream_key(shard))
+    assert any(fields[b"r"].startswith(scan_id.encode()) for _, fields in entries), entries

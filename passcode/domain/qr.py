@@ -20,27 +20,44 @@ red       (192, 0, 0)      #c00000    6.48 : 1
 
 Speed: qrcode's own ``make()`` lays out the symbol nine times (once per candidate mask, then once
 more with the winner) and scores each layout with pure-Python loops, about 9 ms for a pass. Here
-qrcode lays the data out once, with mask 0; the eight candidates are then derived from that by XOR
-on whole-symbol bit vectors (Python ints) and scored with the same ISO/IEC 18004 penalty rules
-qrcode uses (``qrcode.util.lost_point``), so the chosen mask, and every module, is identical to
-what ``QRCode().make()`` produces (the unit tests check this), at a fraction of the cost.
-Measured for a 230-character pass on one core: qrcode's make() about 105 symbols/s; here about
-500 symbols/s, 345 PNGs/s (box_size 8) and 425 SVGs/s. Most of what remains is qrcode's own
-data encoding (bit buffer, Reed-Solomon) and zlib.
+qrcode lays out only the function patterns, once per version (cached); the data codewords are
+built as one int with table-driven Reed-Solomon (the bytes qrcode's ``create_data`` makes), placed
+by qrcode's ``map_data`` walk precomputed as one index per module; the eight mask candidates are
+derived by XOR on whole-symbol bit vectors (Python ints) and scored with the same ISO/IEC 18004
+penalty rules qrcode uses (``qrcode.util.lost_point``). So the chosen mask, and every module, is
+identical to what ``QRCode().make()`` produces (the unit tests check this and the codewords).
+Measured for a 241-character pass on one core: qrcode's make() about 105 symbols/s; here about
+4,700 symbols/s, 700 PNGs/s (box_size 8; Pillow's PNG encoder is most of it) and 1,300 SVGs/s.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import io
+import itertools
+import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from PIL import Image
+from qrcode.base import gexp, glog, rs_blocks
 from qrcode.constants import ERROR_CORRECT_M
-from qrcode.exceptions import DataOverflowError
 from qrcode.main import QRCode
-from qrcode.util import QRData, mask_func
+from qrcode.util import (
+    ALPHA_NUM,
+    BIT_LIMIT_TABLE,
+    MODE_ALPHA_NUM,
+    MODE_NUMBER,
+    NUMBER_LENGTH,
+    PAD0,
+    PAD1,
+    QRData,
+    mask_func,
+    mode_sizes_for_version,
+)
 
 from passcode.domain.model import Color
 
@@ -65,6 +82,8 @@ _MAX_BORDER = 32
 _TO_DIGITS = bytes.maketrans(b"\x00\x01", b"01")
 _TO_INDEX = bytes.maketrans(b"01", b"\x00\x01")
 _DARK_RUN = re.compile("1+")
+# Alphanumeric character → its value 0..44 (only applied to data QRData found alphanumeric).
+_ALPHA_INDEX = bytes(ALPHA_NUM.find(bytes([c])) % 256 for c in range(256))
 # qrcode's cells while the symbol is laid out: None (data, not placed yet), False/True (function
 # pattern module, light/dark); coded 0/1/2 so whole rows convert at C speed.
 _CELL_CODE: Mapping[bool | None, int] = MappingProxyType({None: 0, False: 1, True: 2})
@@ -138,22 +157,51 @@ def _check_sizes(*, box_size: int, border: int) -> None:
 
 def _symbol(text: str) -> list[str]:
     """The QR symbol for ``text`` (level M, best-fit version, best mask) as rows of '0'/'1'."""
-    qr = QRCode(error_correction=ERROR_CORRECT_M, border=0, mask_pattern=0)
     # One segment; QRData picks numeric, alphanumeric or byte mode from the data itself.
-    qr.add_data(QRData(text.encode("utf-8")))
-    try:
-        qr.best_fit()  # the smallest version that holds the data
-    except (DataOverflowError, ValueError) as exc:  # qrcode raises either when nothing fits
-        raise ValueError(f"text of {len(text)} characters does not fit in a QR code") from exc
-    # fit=False: keep that version; make(fit=True) would redo the sizing twice more (slow).
-    qr.make(fit=False)
-    version: int = qr.version
-    masked0: list[list[bool]] = qr.modules
-    n = len(masked0)
-    stride = n + 1
+    segment = QRData(text.encode("utf-8"))
+    version = _best_version(segment)
+    if version is None:
+        raise ValueError(f"text of {len(text)} characters does not fit in a QR code")
+    layout = _layout(version)
+    n, stride = layout.n, layout.n + 1
+    codewords = _codewords(segment, version)
+    # The data bits in placement order, light remainder bits after them, and one '0' for every
+    # module that is not data; picked into the guarded row-major layout in one C call.
+    stream = format(int.from_bytes(bytes(codewords), "big"), f"0{8 * len(codewords)}b")
+    stream = stream.ljust(layout.data_modules, "0") + "0"
+    bits = int("".join(layout.place(stream)), 2)
 
-    # The function patterns, exactly as qrcode lays them out before placing data; the format and
-    # version areas are left light, as qrcode has them while it scores masks.
+    best_mask = 0
+    best_points = 0
+    for k in range(8):
+        candidate = layout.fixed | ((bits ^ layout.masks[k]) & layout.data)
+        points = _lost_points(candidate, full=layout.full, stride=stride, n=n)
+        if k == 0 or points < best_points:
+            best_mask, best_points = k, points
+
+    symbol = layout.final_fixed[best_mask] | ((bits ^ layout.masks[best_mask]) & layout.data)
+    digits = format(symbol, f"0{n * stride}b")
+    return [digits[r * stride : r * stride + n] for r in range(n)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What depends only on the version: the function patterns qrcode lays out, which modules
+    hold data and in what order (qrcode's ``map_data`` walk), and the eight masks."""
+
+    n: int
+    data: int  # data modules set
+    fixed: int  # dark function-pattern modules, format/version areas light (as while scoring)
+    final_fixed: tuple[int, ...]  # the same with the format/version info of each mask
+    masks: tuple[int, ...]
+    full: int  # every module of the symbol set (guard column clear)
+    data_modules: int
+    place: Callable[[str], tuple[str, ...]]  # data bit stream (+ sentinel) → layout order
+
+
+@functools.cache
+def _layout(version: int) -> _Layout:
+    n = version * 4 + 17
     layer = QRCode(version=version, error_correction=ERROR_CORRECT_M)
     layer.modules_count = n
     layer.modules = [[None] * n for _ in range(n)]
@@ -165,35 +213,151 @@ def _symbol(text: str) -> list[str]:
     layer.setup_type_info(True, 0)
     if version >= 7:
         layer.setup_type_number(True)
-    cells: list[list[bool | None]] = layer.modules
+    cells: list[list[bool | None]] = [list(row) for row in layer.modules]
     codes = [bytes(map(_CELL_CODE.__getitem__, row)) for row in cells]
-    data_rows = [row.translate(_CODE_IS_DATA) for row in codes]
-    fixed_rows = [row.translate(_CODE_IS_DARK) for row in codes]
 
-    data = _pack(data_rows)
-    fixed = _pack(fixed_rows)
-    masks = [_mask(k, n) for k in range(8)]
-    bits = _pack(bytes(row) for row in masked0) ^ masks[0]  # the data bits, mask 0 undone
-    full = int(("1" * n + "0") * n, 2)
+    final_fixed = []
+    for mask in range(8):
+        layer.setup_type_info(False, mask)
+        if version >= 7:
+            layer.setup_type_number(False)
+        final_fixed.append(
+            _pack(
+                bytes(map(_CELL_CODE.__getitem__, row)).translate(_CODE_IS_DARK)
+                for row in layer.modules
+            )
+        )
 
-    best_mask = 0
-    best_points = 0
-    for k in range(8):
-        candidate = fixed | ((bits ^ masks[k]) & data)
-        points = _lost_points(candidate, full=full, stride=stride, n=n)
-        if k == 0 or points < best_points:
-            best_mask, best_points = k, points
-
-    layer.setup_type_info(False, best_mask)
-    if version >= 7:
-        layer.setup_type_number(False)
-    final_cells: list[list[bool | None]] = layer.modules
-    final_fixed = _pack(
-        bytes(map(_CELL_CODE.__getitem__, row)).translate(_CODE_IS_DARK) for row in final_cells
+    # qrcode's map_data walk: column pairs from the right, skipping the timing column, up and
+    # down in turn; each data module takes the next bit.
+    order: list[tuple[int, int]] = []
+    row, step = n - 1, -1
+    for pair in range(n - 1, 0, -2):
+        right = pair - 1 if pair <= 6 else pair
+        while 0 <= row < n:
+            order.extend((row, c) for c in (right, right - 1) if cells[row][c] is None)
+            row += step
+        row -= step
+        step = -step
+    sentinel = len(order)
+    index = [sentinel] * (n * (n + 1))
+    for bit, (r, c) in enumerate(order):
+        index[r * (n + 1) + c] = bit
+    return _Layout(
+        n=n,
+        data=_pack(row.translate(_CODE_IS_DATA) for row in codes),
+        fixed=_pack(row.translate(_CODE_IS_DARK) for row in codes),
+        final_fixed=tuple(final_fixed),
+        masks=tuple(_mask(k, n) for k in range(8)),
+        full=int(("1" * n + "0") * n, 2),
+        data_modules=len(order),
+        place=operator.itemgetter(*index),
     )
-    symbol = final_fixed | ((bits ^ masks[best_mask]) & data)
-    digits = format(symbol, f"0{n * stride}b")
-    return [digits[r * stride : r * stride + n] for r in range(n)]
+
+
+def _segment_bits(segment: QRData, version: int) -> tuple[int, int]:
+    """(bits, how many) of the segment's header (mode, character count) and data at ``version``:
+    what qrcode's ``BitBuffer`` holds after ``QRData.write``, as one int instead of bit by bit."""
+    mode, raw = segment.mode, segment.data
+    count_bits = mode_sizes_for_version(version)[mode]
+    value, length = (mode << count_bits) | len(raw), 4 + count_bits
+    if mode == MODE_ALPHA_NUM:
+        index = raw.translate(_ALPHA_INDEX)
+        for i in range(0, len(index) - 1, 2):
+            value = (value << 11) | (index[i] * 45 + index[i + 1])
+        length += 11 * (len(index) // 2)
+        if len(index) % 2:
+            value, length = (value << 6) | index[-1], length + 6
+    elif mode == MODE_NUMBER:
+        for i in range(0, len(raw), 3):
+            chunk = raw[i : i + 3]
+            size = NUMBER_LENGTH[len(chunk)]
+            value, length = (value << size) | int(chunk), length + size
+    else:  # 8-bit bytes
+        value = (value << (8 * len(raw))) | int.from_bytes(raw, "big")
+        length += 8 * len(raw)
+    return value, length
+
+
+def _best_version(segment: QRData) -> int | None:
+    """The smallest version at level M that holds the segment (qrcode's ``best_fit``), or None."""
+    limits = BIT_LIMIT_TABLE[ERROR_CORRECT_M]
+    version = 1
+    while True:
+        needed = _segment_bits(segment, version)[1]
+        fits = bisect.bisect_left(limits, needed, version)
+        if fits > 40:
+            return None
+        if mode_sizes_for_version(fits) is mode_sizes_for_version(version):
+            return fits
+        version = fits
+
+
+def _codewords(segment: QRData, version: int) -> list[int]:
+    """Data and error-correction codewords, interleaved (ISO/IEC 18004 §7.4–7.6): the list
+    qrcode's ``create_data`` returns, with the bits built as one int and Reed-Solomon done by a
+    table per generator polynomial."""
+    value, length = _segment_bits(segment, version)
+    blocks = rs_blocks(version, ERROR_CORRECT_M)
+    limit = BIT_LIMIT_TABLE[ERROR_CORRECT_M][version]
+    terminator = min(limit - length, 4)
+    value, length = value << terminator, length + terminator
+    align = -length % 8
+    value, length = value << align, length + align
+    pad = bytes((PAD0, PAD1) * (limit // 16 + 1))[: (limit - length) // 8]
+    data = value.to_bytes(length // 8, "big") + pad
+    data_blocks: list[bytes] = []
+    ec_blocks: list[bytes] = []
+    offset = 0
+    for block in blocks:
+        chunk = data[offset : offset + block.data_count]
+        offset += block.data_count
+        data_blocks.append(chunk)
+        ec_blocks.append(_reed_solomon(chunk, block.total_count - block.data_count))
+    return [
+        block[i]
+        for group in (data_blocks, ec_blocks)
+        for i in range(max(map(len, group)))
+        for block in group
+        if i < len(block)
+    ]
+
+
+def _reed_solomon(data: bytes, ec_count: int) -> bytes:
+    """The ``ec_count`` error-correction bytes of ``data``: the remainder of data·x^ec_count
+    divided by the generator polynomial, one table lookup and one XOR per data byte."""
+    table = _rs_table(ec_count)
+    top = 8 * (ec_count - 1)
+    mask = (1 << (8 * ec_count)) - 1
+    remainder = 0
+    for byte in data:
+        remainder = ((remainder << 8) & mask) ^ table[byte ^ (remainder >> top)]
+    return remainder.to_bytes(ec_count, "big")
+
+
+@functools.cache
+def _rs_table(ec_count: int) -> tuple[int, ...]:
+    """For each factor f: f times the generator polynomial (without its leading 1), as an int
+    of ``ec_count`` bytes. At most a few distinct counts are ever used (one per version)."""
+    generator = [1]
+    for i in range(ec_count):  # (x - a^0)(x - a^1)…, as qrcode builds it
+        generator = [
+            a ^ b
+            for a, b in itertools.zip_longest(
+                [*generator, 0], [0, *(_gf_mul(c, gexp(i)) for c in generator)], fillvalue=0
+            )
+        ]
+    tail = generator[1:]
+    return tuple(
+        int.from_bytes(bytes(_gf_mul(factor, c) for c in tail), "big") for factor in range(256)
+    )
+
+
+def _gf_mul(a: int, b: int) -> int:
+    """Product in GF(256) with the QR polynomial (qrcode's log/antilog tables)."""
+    if a == 0 or b == 0:
+        return 0
+    return int(gexp(glog(a) + glog(b)))
 
 
 def _pack(lines: Iterable[bytes]) -> int:

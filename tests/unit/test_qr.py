@@ -15,8 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from qrcode.constants import ERROR_CORRECT_M
-from qrcode.util import QRData, mask_func
+from qrcode.exceptions import DataOverflowError
+from qrcode.main import QRCode
+from qrcode.util import QRData, create_data, mask_func
 
+from passcode.domain import qr
 from passcode.domain.model import Color
 from passcode.domain.qr import MODULE_COLORS, render_png, render_svg
 
@@ -297,6 +300,32 @@ def test_symbol_is_identical_to_qrcode_best_mask_for_generated_text(text: str) -
     best-mask symbol."""
     png = render_png(text, Color.GREEN, box_size=1, border=0)
     assert png_grid(png, box_size=1, border=0) == reference_grid(text)
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(alphabet=BASE45, max_size=2000),
+        st.text(max_size=400),
+        st.text(alphabet="0123456789", max_size=3000),
+    )
+)
+def test_version_and_codewords_are_qrcodes_own(text: str) -> None:
+    """The version chosen and the data + Reed-Solomon codewords (built as one int with tables)
+    are exactly qrcode's best_fit and create_data, in every mode and across version classes;
+    a text nothing holds is None, where qrcode overflows."""
+    segment = QRData(text.encode("utf-8"))
+    reference = QRCode(error_correction=ERROR_CORRECT_M)
+    reference.add_data(QRData(text.encode("utf-8")))
+    try:
+        expected: int | None = reference.best_fit()
+    except DataOverflowError:
+        expected = None
+    version = qr._best_version(segment)
+    assert version == expected
+    if version is not None:
+        want = create_data(version, ERROR_CORRECT_M, [QRData(text.encode("utf-8"))])
+        assert qr._codewords(segment, version) == want
 
 
 def test_rendering_is_thread_safe() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -534,11 +535,14 @@ def start_service(
     return Server(name, argv, env=env, port=port, log_path=workdir / f"serve-{workers}.log")
 
 
-async def measure_hello(config: Config, scenario: Scenario, workdir: Path) -> Row:
-    """The ceiling: loadtest/hello.py alone on the server CPU, sent the verify bodies."""
+async def measure_hello(
+    config: Config, scenario: Scenario, workdir: Path, *, loop: str = "service"
+) -> Row:
+    """The ceiling: loadtest/hello.py alone on the server CPU, sent the verify bodies; on the
+    service's event loop and GC settings, or (``loop="asyncio"``) asyncio's own, for comparison."""
     port = free_port()
     argv = ["taskset", "-c", config.server_cpus, sys.executable, str(HERE / "hello.py")]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--loop", loop]
     hello = Server("hello", argv, env=os.environ, port=port, log_path=workdir / "hello.log")
     try:
         await hello.wait_ready(scenario.path, method="POST")
@@ -596,10 +600,15 @@ async def run(config: Config, workdir: Path) -> dict[str, Any]:
         tokens.write_text("".join(t + "\n" for t in seeded.tokens))
         terminal = (f"Authorization: Bearer {seeded.terminal_key}",)
         verify = Scenario("POST /v1/verify", "/v1/verify", "post_bodies.lua", bodies, terminal)
+        hello = Scenario("hello POST", "/hello", "post_bodies.lua", bodies)
         rows = [
+            await measure_hello(config, hello, workdir),
             await measure_hello(
-                config, Scenario("hello POST", "/hello", "post_bodies.lua", bodies), workdir
-            )
+                config,
+                dataclasses.replace(hello, name="hello POST asyncio"),
+                workdir,
+                loop="asyncio",
+            ),
         ]
         await check_admits(base_url, seeded.terminal_key, seeded.codes[:5])
         rows.append(measure(config, verify, service, one_core))

@@ -1,17 +1,22 @@
 """The framework's ceiling: a bare aiohttp app with one POST route, served like passcode is.
 
-``web.run_app`` gets the settings ``passcode serve`` uses (no access log, no banner, same
-host/port style), so the benchmark's ``hello POST`` row measures aiohttp itself: read the
-body, answer a small JSON document.
+``web.run_app`` gets the settings ``passcode serve`` uses (the same event loop, uvloop when
+installed; the same garbage-collector settings; no access log, no banner), so the benchmark's
+``hello POST`` row measures aiohttp itself: read the body, answer a small JSON document.
+``--loop asyncio`` serves it on asyncio's own loop with default GC instead (how the issue's
+baseline was measured), for comparison.
 
-    python loadtest/hello.py --host 127.0.0.1 --port 8081
+    python loadtest/hello.py --host 127.0.0.1 --port 8081 [--loop asyncio]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from aiohttp import web
+
+from passcode.cli import new_event_loop, settle_gc
 
 BODY = b'{"hello":"world"}'
 
@@ -34,9 +39,14 @@ def main() -> None:
     args = argparse.ArgumentParser(description=__doc__)
     args.add_argument("--host", default="127.0.0.1")
     args.add_argument("--port", type=int, default=8081)
+    args.add_argument("--loop", choices=("service", "asyncio"), default="service")
     options = args.parse_args()
+    app = create_app()
+    if options.loop == "service":
+        app.on_startup.append(settle_gc)
     web.run_app(
-        create_app(),
+        app,
+        loop=new_event_loop() if options.loop == "service" else asyncio.new_event_loop(),
         host=options.host,
         port=options.port,
         access_log=None,

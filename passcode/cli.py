@@ -79,7 +79,7 @@ async def _pool(settings: Settings) -> pg.Pool:
     return pool
 
 
-async def _settle_gc(_app: web.Application) -> None:
+async def settle_gc(_app: web.Application) -> None:
     """After start-up: move what exists to the permanent generation, collect less often.
 
     The service allocates short-lived objects per request; with CPython's default thresholds
@@ -96,7 +96,7 @@ GC_GEN0_THRESHOLD = 20_000
 def _run_server(settings: Settings, *, reuse_port: bool) -> None:
     """One serving process; SIGTERM stops accepting, finishes requests, flushes, exits."""
     app = create_app(settings)
-    app.on_startup.append(_settle_gc)
+    app.on_startup.append(settle_gc)
     web.run_app(
         app,
         loop=new_event_loop(),

@@ -32,10 +32,13 @@ def _second(seconds: int) -> str:
 def json_response(
     body: Any, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
+    """``body`` as UTF-8 JSON; the header is given whole (aiohttp's content_type/charset
+    arguments build it anew for every response, about a microsecond on each verify)."""
     return web.Response(
         status=status,
         body=orjson.dumps(body),
-        content_type="application/json",
-        charset="utf-8",
-        headers=headers,
+        headers=_JSON_HEADERS if headers is None else {**_JSON_HEADERS, **headers},
     )
+
+
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}

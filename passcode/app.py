@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from passcode.api import admin, citizen, public, terminal
+from passcode.api import admin, auditlog, citizen, public, terminal
 from passcode.api.middleware import problem_middleware
 from passcode.api.shedding import SHEDDER, LoadShedder
 from passcode.config import Settings, SettingsError, mask_url
@@ -292,6 +292,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/admin/terminals", admin.post_terminal)
     app.router.add_post("/v1/admin/terminals/{terminal_id}/revoke", admin.revoke)
     app.router.add_get("/v1/admin/replays", admin.get_replays)
+    app.router.add_get("/v1/admin/audit", auditlog.get_audit)
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/openapi.json", public.get_openapi)

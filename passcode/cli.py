@@ -32,13 +32,14 @@ from passcode.app import (
 )
 from passcode.config import Settings, SettingsError
 from passcode.domain.identity import mint_dev_token
-from passcode.domain.model import Color, StatusReason
+from passcode.domain.model import Color, Role, StatusReason
 from passcode.domain.privacy import Sealer
 from passcode.embedded import EmbeddedError, servers
 from passcode.errors import PasscodeError
 from passcode.seed import seed
 from passcode.service.authority import override_status
 from passcode.store import pg
+from passcode.store.admins import add_credential, list_credentials, revoke_credential
 from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
 from passcode.store.terminals import add_terminal, revoke_terminal
@@ -232,6 +233,38 @@ def cmd_terminal(settings: Settings, args: argparse.Namespace) -> int:
     return _with_stores(settings, work)
 
 
+def cmd_admin_key(settings: Settings, args: argparse.Namespace) -> int:
+    """Role-scoped admin credentials: add (key printed once), list, revoke."""
+
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        try:
+            if args.admin_command == "add":
+                roles = frozenset(Role(r) for r in args.role)
+                made, key = await add_credential(pool, args.name, roles, timeout=s.pg_timeout)
+                print(f"admin credential {made.id} {made.name!r}: {', '.join(sorted(roles))}")
+                print(f"key (shown once): {key}")
+                return 0
+            if args.admin_command == "list":
+                for c in await list_credentials(pool, timeout=s.pg_timeout):
+                    state = f"revoked {_iso_dt(c.revoked_at)}" if c.revoked_at else "active"
+                    print(f"{c.id}  {c.name!r}  {','.join(sorted(c.roles))}  {state}")
+                return 0
+            found = await revoke_credential(
+                pool, uuid.UUID(args.credential_id), timeout=s.pg_timeout
+            )
+            print("revoked" if found else "no such credential")
+            return 0 if found else 1
+        finally:
+            await pool.close()
+
+    return _with_stores(settings, work)
+
+
+def _iso_dt(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
 def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
     async def work(s: Settings) -> int:
         assert s.redis_url is not None
@@ -345,6 +378,20 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--place", required=True)
     rev = term_sub.add_parser("revoke", help="revoke a terminal")
     rev.add_argument("terminal_id")
+    adm = sub.add_parser("admin-key", help="admin credentials with roles")
+    adm_sub = adm.add_subparsers(dest="admin_command", required=True)
+    adm_add = adm_sub.add_parser("add", help="create a credential and print its key once")
+    adm_add.add_argument("--name", required=True, help="who holds it (recorded in the audit log)")
+    adm_add.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        choices=[r.value for r in Role],
+        help="a role it carries (repeat for several)",
+    )
+    adm_sub.add_parser("list", help="list credentials (never their keys)")
+    adm_rev = adm_sub.add_parser("revoke", help="revoke a credential")
+    adm_rev.add_argument("credential_id")
     over = sub.add_parser("override", help="set a citizen's colour by ruling")
     over.add_argument("user_id")
     over.add_argument("color", choices=[c.value for c in Color])
@@ -377,6 +424,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "dev-token": cmd_dev_token,
     "terminal": cmd_terminal,
     "override": cmd_override,
+    "admin-key": cmd_admin_key,
     "seed": cmd_seed,
     "embedded": cmd_embedded,
     "drain": cmd_drain,

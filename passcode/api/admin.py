@@ -1,27 +1,27 @@
-"""Authority API: overrides and terminals, behind the admin credential."""
+"""Authority API: overrides, terminals and replay counts, each behind its role and audited."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from passcode.api.auth import require_admin
+from passcode.api.auditlog import query_time
+from passcode.api.auth import authorize
 from passcode.api.body import parse_datetime, read_json
 from passcode.api.citizen import status_body
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import (
-    DATETIME_PATTERN,
     OVERRIDE_REQUEST,
     TERMINAL_REQUEST,
     compile_schema,
 )
-from passcode.domain.model import Color, StatusReason
+from passcode.domain.model import Color, Role, StatusReason
 from passcode.errors import NotFound, ValidationFailed
 from passcode.keys import CACHE, POOL, SEALER, SETTINGS, TERMINALS, VERIFIER
 from passcode.service.authority import override_status
+from passcode.store import audit
 from passcode.store.scans import count_replays
 from passcode.store.terminals import add_terminal, revoke_terminal
 
@@ -30,7 +30,7 @@ _validate_terminal = compile_schema(TERMINAL_REQUEST)
 
 
 async def post_override(request: web.Request) -> web.Response:
-    actor = require_admin(request)
+    actor = await authorize(request, Role.HEALTH_OFFICER, action="override.add")
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_body, validate=_validate_override)
     valid_from = data.get("valid_from")
@@ -46,18 +46,39 @@ async def post_override(request: web.Request) -> web.Response:
         reason=StatusReason(data["reason"]),
         valid_from=parse_datetime(valid_from, "valid_from") if valid_from else None,
         valid_until=parse_datetime(valid_until, "valid_until") if valid_until else None,
-        created_by=actor,
+        created_by=actor.name,
+        timeout=settings.pg_timeout,
+    )
+    await audit.record(
+        request.app[POOL],
+        actor=actor.name,
+        action="override.add",
+        target={
+            "override_id": override_id,
+            "user": request.app[SEALER].user_hash(settings.idp_issuer, data["user_id"]).hex()[:16],
+            "color": data["color"],
+            "reason": data["reason"],
+        },
+        rows=1,
         timeout=settings.pg_timeout,
     )
     return json_response({"override_id": override_id, "status": status_body(live)}, status=201)
 
 
 async def post_terminal(request: web.Request) -> web.Response:
-    require_admin(request)
+    actor = await authorize(request, Role.OPERATOR, action="terminal.add")
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_body, validate=_validate_terminal)
     created = await add_terminal(
         request.app[POOL], data["place"].strip(), timeout=settings.pg_timeout
+    )
+    await audit.record(
+        request.app[POOL],
+        actor=actor.name,
+        action="terminal.add",
+        target={"terminal_id": str(created.id), "place": created.place},
+        rows=1,
+        timeout=settings.pg_timeout,
     )
     body = {
         "id": str(created.id),
@@ -69,7 +90,7 @@ async def post_terminal(request: web.Request) -> web.Response:
 
 
 async def revoke(request: web.Request) -> web.Response:
-    require_admin(request)
+    actor = await authorize(request, Role.OPERATOR, action="terminal.revoke")
     try:
         terminal_id = uuid.UUID(request.match_info["terminal_id"])
     except ValueError as exc:
@@ -80,29 +101,27 @@ async def revoke(request: web.Request) -> web.Response:
     if not found:
         raise NotFound("no such terminal")
     request.app[TERMINALS].forget(terminal_id)
+    await audit.record(
+        request.app[POOL],
+        actor=actor.name,
+        action="terminal.revoke",
+        target={"terminal_id": str(terminal_id)},
+        rows=1,
+        timeout=request.app[SETTINGS].pg_timeout,
+    )
     return web.Response(status=204)
 
 
-_DATETIME = re.compile(DATETIME_PATTERN)
 REPLAY_DEFAULT_WINDOW = timedelta(hours=24)
 REPLAY_MAX_WINDOW = timedelta(days=31)
-
-
-def _query_time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if len(raw) > 40 or not _DATETIME.match(raw):
-        raise ValidationFailed(f"{name} must be an RFC 3339 time with an offset", errors=[name])
-    return parse_datetime(raw, name)
 
 
 async def get_replays(request: web.Request) -> web.Response:
     """Scans flagged as replays (one pass at two places within the replay window) in
     ``[since, until)``: the count and the top places. Defaults: the last 24 hours."""
-    require_admin(request)
-    since = _query_time(request, "since")
-    until = _query_time(request, "until")
+    actor = await authorize(request, Role.HEALTH_OFFICER, action="replays.count")
+    since = query_time(request, "since")
+    until = query_time(request, "until")
     if until is None:
         until = (
             since + REPLAY_DEFAULT_WINDOW
@@ -117,6 +136,14 @@ async def get_replays(request: web.Request) -> web.Response:
         raise ValidationFailed("the window is at most 31 days", errors=["since", "until"])
     total, by_place = await count_replays(
         request.app[POOL], since=since, until=until, timeout=request.app[SETTINGS].pg_timeout
+    )
+    await audit.record(
+        request.app[POOL],
+        actor=actor.name,
+        action="replays.count",
+        target={"since": rfc3339(since), "until": rfc3339(until)},
+        rows=len(by_place),
+        timeout=request.app[SETTINGS].pg_timeout,
     )
     body = {
         "since": rfc3339(since),

@@ -89,6 +89,17 @@ def _op(
     return op
 
 
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional query parameter."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """Built once; every response the service gives is described here (tests check that)."""
@@ -156,6 +167,7 @@ def openapi_document() -> dict[str, Any]:
                 "TerminalRequest": s.TERMINAL_REQUEST,
                 "TerminalResponse": s.TERMINAL_RESPONSE,
                 "ReplayCount": s.REPLAY_COUNT_RESPONSE,
+                "AuditPage": s.AUDIT_PAGE,
                 "KeySet": s.KEY_SET,
                 "Health": s.HEALTH,
                 "Problem": s.PROBLEM,
@@ -352,6 +364,43 @@ def openapi_document() -> dict[str, Any]:
                                     " at most 31 days after since",
                                 ),
                             )
+                        ]
+                    },
+                )
+            },
+            "/v1/admin/audit": {
+                "get": _op(
+                    "Read the audit log (role auditor): every admin action and tracing query,"
+                    " and every refusal for want of a role; oldest first, paginated. The read is"
+                    " itself recorded",
+                    ok={"200": {"description": "A page of entries", "content": _json("AuditPage")}},
+                    errors=(400, 401, 403, 503),
+                    security="adminKey",
+                    tag="admin",
+                    extra={
+                        "parameters": [
+                            _query(
+                                "since", s.DATETIME, "Start, inclusive; default: until - 7 days"
+                            ),
+                            _query("until", s.DATETIME, "End, exclusive; default: now"),
+                            _query(
+                                "actor", {"type": "string", "maxLength": 200}, "Only this actor"
+                            ),
+                            _query(
+                                "action",
+                                {"type": "string", "pattern": "^[a-z_]{1,40}(\\.[a-z_]{1,40})?$"},
+                                "Only this action, e.g. trace.place",
+                            ),
+                            _query(
+                                "limit",
+                                {"type": "integer", "minimum": 1, "maximum": 1000},
+                                "Entries per page (default 100)",
+                            ),
+                            _query(
+                                "cursor",
+                                {"type": "integer", "minimum": 0},
+                                "next_cursor of the previous page",
+                            ),
                         ]
                     },
                 )

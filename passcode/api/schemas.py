@@ -195,6 +195,35 @@ REPLAY_COUNT_RESPONSE: Schema = {
     },
 }
 
+AUDIT_PAGE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["entries", "next_cursor"],
+    "properties": {
+        "entries": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "at", "actor", "action", "outcome", "target", "rows"],
+                "properties": {
+                    "id": {"type": "integer", "minimum": 1},
+                    "at": DATETIME,
+                    "actor": {"type": "string"},
+                    "action": {"type": "string"},
+                    "outcome": {"enum": ["ok", "denied"]},
+                    "target": {"type": "object"},
+                    "rows": {"type": ["integer", "null"], "minimum": 0},
+                },
+            },
+        },
+        "next_cursor": {
+            "type": ["integer", "null"],
+            "description": "Pass as `cursor` for the next page; null on the last page",
+        },
+    },
+}
+
 PROBLEM: Schema = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],

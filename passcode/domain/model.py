@@ -99,3 +99,11 @@ class ClaimKey(IntEnum):
     IAT = 6
     CTI = 7
     STATUS = -70001  # private use (< -65536): [colour code, status version]
+
+
+class Role(StrEnum):
+    """What an admin credential may do (issue 5)."""
+
+    OPERATOR = "operator"  # terminals
+    HEALTH_OFFICER = "health_officer"  # overrides, risk places, test results, tracing
+    AUDITOR = "auditor"  # the audit log

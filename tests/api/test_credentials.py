@@ -166,7 +166,7 @@ async def test_admin_key_is_compared_in_constant_time(
       differing character nor the length of a guess changes the comparison's time; it is called
       for the right key, a wrong key of the same length differing in its last character, a
       prefix of the key, and the key plus one character, and only the right key gets through.
-    * Structure: ``require_admin``'s source has no ``==``/``!=``/``in`` test with the presented or
+    * Structure: ``authorize``'s source has no ``==``/``!=``/``in`` test with the presented or
       configured key as an operand (an AST scan), so no short-circuiting comparison of the keys
       sits beside the digest one. (Its ``key.count(".") == 2`` runs only after a mismatch, to
       answer 403 rather than 401 to an ID token, and compares a count, not the key.)
@@ -196,7 +196,7 @@ async def test_admin_key_is_compared_in_constant_time(
         assert all(len(a) == len(b) == 32 for a, b in calls)
 
     source_names = {"key", "expected", "admin_key"}
-    assert _equality_tests_on(auth_module.require_admin, source_names) == []
+    assert _equality_tests_on(auth_module.authorize, source_names) == []
 
 
 async def test_terminal_key_is_found_by_its_hash_not_compared(

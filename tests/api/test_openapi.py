@@ -417,6 +417,13 @@ async def test_real_responses_match_the_document(
     await call("POST", f"/v1/admin/terminals/{uuid.uuid4()}/revoke", 404, headers=ADMIN)
     await call("POST", "/v1/admin/terminals/not-a-uuid/revoke", 404, headers=ADMIN)
 
+    # Issue 5: the audit log (the bootstrap admin key carries every role).
+    page = await call("GET", "/v1/admin/audit?limit=5", 200, headers=ADMIN)
+    assert page["entries"], page
+    await call("GET", "/v1/admin/audit?limit=0", 400, headers=ADMIN)
+    await call("GET", "/v1/admin/audit", 401, headers={"Authorization": "Bearer nope"})
+    await call("GET", "/v1/admin/audit", 403, headers=green)
+
     exercised = {(m, t) for m, t, status in c.seen if status < 400}
     documented = {
         (m, t) for t, item in c.document["paths"].items() for m in item if m != "parameters"

@@ -151,3 +151,17 @@ async def terminal_key(client: TestClient[Any, Any]) -> str:
     assert response.status == 201, await response.text()
     key: str = (await response.json())["key"]
     return key
+
+
+async def role_headers(
+    client: TestClient[Any, Any], *roles: str, name: str = "tester"
+) -> dict[str, str]:
+    """Authorization headers of a new admin credential carrying exactly ``roles``."""
+    from passcode.domain.model import Role  # noqa: PLC0415  # test helper, kept beside its use
+    from passcode.keys import POOL  # noqa: PLC0415  # test helper, kept beside its use
+    from passcode.store.admins import add_credential  # noqa: PLC0415  # test helper
+
+    _, key = await add_credential(
+        client.app[POOL], name, frozenset(Role(r) for r in roles), timeout=5
+    )
+    return auth(key)

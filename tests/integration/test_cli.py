@@ -252,3 +252,30 @@ async def test_keys_rotate_prints_the_new_kid_and_the_app_publishes_it(
     }
     code = await green_pass(client, make_token())
     assert verify_pass(code, old_only, now=now, leeway=30).color.value == "green"
+
+
+async def test_admin_key_add_list_revoke_through_the_cli(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """`passcode admin-key add` prints a key once that the service accepts for exactly its roles;
+    `list` shows names and roles, never keys; `revoke` makes the key unknown; a bad role is a
+    usage error."""
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    out = ok(
+        await cli(settings, "admin-key", "add", "--name", "Dr Wang", "--role", "health_officer")
+    )
+    credential = re.search(r"^admin credential ([0-9a-f-]{36}) ", out, re.MULTILINE)
+    key = re.search(r"^key \(shown once\): (pa_\S+)$", out, re.MULTILINE)
+    assert credential is not None, out
+    assert key is not None, out
+    headers = auth(key.group(1))
+    assert (await client.get("/v1/admin/replays", headers=headers)).status == 200
+    assert (await client.get("/v1/admin/audit", headers=headers)).status == 403
+    listed = ok(await cli(settings, "admin-key", "list"))
+    assert credential.group(1) in listed
+    assert "health_officer" in listed
+    assert key.group(1) not in listed
+    ok(await cli(settings, "admin-key", "revoke", credential.group(1)))
+    assert (await client.get("/v1/admin/replays", headers=headers)).status == 401
+    bad = await cli(settings, "admin-key", "add", "--name", "x", "--role", "superuser")
+    assert bad.returncode == 2

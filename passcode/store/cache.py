@@ -29,7 +29,9 @@ from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
@@ -197,13 +199,47 @@ class _Batcher:
 async def _deliver(
     connection: Any, batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]
 ) -> None:
-    """Read one reply per command, in order; an error reply goes to its own caller only."""
+    """Read one reply per command, in order; an error reply goes to its own caller only.
+
+    Straight from the connection's hiredis reader: redis-py's ``read_response`` adds three
+    coroutine levels and a timeout context per reply, and the batch already has its deadline.
+    """
+    parser = connection._parser
+    reader, stream = getattr(parser, "_reader", None), getattr(parser, "_stream", None)
+    if not isinstance(parser, _AsyncHiredisParser) or reader is None or stream is None:
+        await _deliver_slowly(connection, batch)
+        return
+    for _, future in batch:
+        result = reader.gets()
+        while result is NOT_ENOUGH_DATA:
+            data = await stream.read(_READ_SIZE)
+            if not data:
+                raise ConnectionError("redis closed the connection")
+            reader.feed(data)
+            result = reader.gets()
+        if isinstance(result, RedisConnectionError):
+            raise result
+        if future.done():  # the caller gave up (its deadline passed)
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+_READ_SIZE = 65536
+
+
+async def _deliver_slowly(
+    connection: Any, batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]
+) -> None:
+    """:func:`_deliver` through redis-py's own reading (a parser other than hiredis)."""
     for _, future in batch:
         try:
             result: Any = await connection.read_response()
         except ResponseError as error:
             result = error
-        if future.done():  # the caller gave up (its deadline passed)
+        if future.done():
             continue
         if isinstance(result, Exception):
             future.set_exception(result)

@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from redis.exceptions import NoScriptError
+from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
+from redis.exceptions import NoScriptError, ResponseError
 
 from passcode.app import create_app
 from passcode.config import Settings
@@ -41,7 +42,7 @@ from passcode.domain.passfmt import (
 from passcode.embedded import EmbeddedError, embedded_redis
 from passcode.keys import CACHE, DRAIN, KEYRING, SETTINGS, TERMINALS, VERIFIER
 from passcode.service.verify import ScanRequest, VerifyOutcome
-from passcode.store.cache import _Batcher, _Script
+from passcode.store.cache import _Batcher, _Script, create_client
 from passcode.store.keyring import add_key, rotate
 from passcode.store.terminals import Terminal
 from tests.api.proxy import TcpProxy
@@ -585,6 +586,41 @@ async def test_one_failing_command_does_not_fail_its_neighbours(
     assert "not an integer" in str(results[1])
     assert isinstance(results[2], NoScriptError)
     assert results[3] == b"1"
+
+
+@pytest.mark.parametrize("parser", ["hiredis", "python"])
+async def test_batch_replies_reach_their_own_callers_with_either_parser(
+    settings: Settings, parser: str
+) -> None:
+    """Replies are read straight from hiredis's reader (or through redis-py's reading with its
+    pure-Python parser): in order, an error reply to its own caller, a long reply split across
+    socket reads reassembled, and the connection kept for the next batch."""
+    client = create_client(settings.redis_url or "", timeout=5, max_connections=4)
+    if parser == "python":
+        client.connection_pool.connection_kwargs["parser_class"] = _AsyncRESP2Parser
+    try:
+        batcher = _Batcher(client, timeout=5)
+        name = f"{settings.redis_prefix}:parser-{parser}"
+        big = "x" * 300_000  # several reads of the socket
+        for _ in range(2):  # the second batch runs on the kept connection
+            futures = [
+                batcher.submit(("SET", name, big)),
+                batcher.submit(("INCRBY", name, "not-a-number")),
+                batcher.submit(("GET", name)),
+                batcher.submit(("STRLEN", name)),
+            ]
+            async with asyncio.timeout(5):
+                results = await asyncio.gather(*futures, return_exceptions=True)
+            assert results[0] is True or results[0] == b"OK"
+            assert isinstance(results[1], ResponseError)
+            assert results[2] == big.encode()
+            assert results[3] == len(big)
+        assert len(batcher._idle) == 1
+        expected = _AsyncRESP2Parser if parser == "python" else _AsyncHiredisParser
+        assert type(batcher._idle[0]._parser) is expected
+        await client.delete(name)
+    finally:
+        await client.aclose()
 
 
 async def test_an_unsendable_command_fails_its_batch_without_hanging(client: Client) -> None:

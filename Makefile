@@ -52,6 +52,14 @@ bench: $(STAMP)
 	PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/bench} $(BIN)/passcode embedded -- \
 		$(BIN)/python loadtest/bench.py
 
+## Risk-place job at scale: 100k citizens who scanned at one place, marked and timed end to end
+## on a throwaway database (loadtest/risk_bench.py; --subjects N via RISK_BENCH_ARGS).
+RISK_BENCH_ARGS ?=
+.PHONY: risk-bench
+risk-bench: $(STAMP)
+	PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/bench} $(BIN)/passcode embedded -- \
+		$(BIN)/python loadtest/risk_bench.py $(RISK_BENCH_ARGS)
+
 ## Load test (Locust) against a service already running at HOST (e.g. `make run` in another
 ## shell): installs the loadtest extra, seeds its stores once (loadtest/data/seed.json; delete it
 ## to seed again), runs headless and writes CSV, HTML, plot and summary to loadtest/results/.

@@ -13,7 +13,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from passcode.api import admin, auditlog, citizen, public, terminal
+from passcode.api import (
+    admin,
+    auditlog,
+    citizen,
+    public,
+    riskplaces,
+    terminal,
+    testresults,
+    tracing,
+)
 from passcode.api.middleware import problem_middleware
 from passcode.api.shedding import SHEDDER, LoadShedder
 from passcode.config import Settings, SettingsError, mask_url
@@ -28,6 +37,7 @@ from passcode.keys import (
     ID_TOKENS,
     KEYRING,
     POOL,
+    RISK_PLACES,
     SEALER,
     SETTINGS,
     TERMINAL_LIMITS,
@@ -36,6 +46,7 @@ from passcode.keys import (
 )
 from passcode.service.citizen import CitizenService
 from passcode.service.limits import Limiter
+from passcode.service.riskplaces import RiskPlaceRunner
 from passcode.service.signing import KeyringHolder
 from passcode.service.verify import Verifier
 from passcode.store import cache as cache_store
@@ -43,6 +54,7 @@ from passcode.store import pg
 from passcode.store.keyring import ensure_key, load_or_create_ed25519, load_or_create_secret
 from passcode.store.terminals import TerminalDirectory
 from passcode.workers.drain import ScanDrain
+from passcode.workers.retention import expire_logged, run_retention
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +265,47 @@ async def _drain(app: web.Application) -> AsyncIterator[None]:
         log.warning("scan drain on shutdown incomplete; the stream keeps the rest")
 
 
+RETENTION_STARTUP_WAIT = 30.0
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """Expire old scans before serving (bounded: a slow run is left to the schedule), then every
+    ``retention_interval`` seconds in the background; cancelled on shutdown (a drop in flight
+    rolls back and is redone next time)."""
+    settings = app[SETTINGS]
+    days, clock, timeout = settings.scan_retention_days, settings.clock, settings.pg_timeout
+    try:
+        async with asyncio.timeout(RETENTION_STARTUP_WAIT):
+            await expire_logged(app[POOL], days=days, clock=clock, timeout=timeout)
+    except TimeoutError:
+        log.warning("scan retention at start-up took too long; the scheduled runs go on")
+    task = asyncio.create_task(
+        run_retention(
+            app[POOL], days=days, interval=settings.retention_interval, clock=clock, timeout=timeout
+        )
+    )
+    yield
+    task.cancel()
+    await _finish(task, timeout=10)
+
+
+async def _risk_places(app: web.Application) -> AsyncIterator[None]:
+    """Risk-place jobs in the background: those a stopped process left unfinished resume at
+    start-up; on shutdown they are cancelled (a cancelled one resumes at the next start)."""
+    settings = app[SETTINGS]
+    runner = RiskPlaceRunner(
+        app[POOL],
+        app[CACHE],
+        policy=settings.policy(),
+        chunk=settings.risk_chunk,
+        timeout=settings.risk_timeout,
+    )
+    app[RISK_PLACES] = runner
+    runner.resume_unfinished()
+    yield
+    await runner.close(timeout=10)
+
+
 async def _finish(task: asyncio.Task[None], *, timeout: float) -> None:
     """Wait for a background task to end by itself, cancelling it only past the deadline."""
     done, _ = await asyncio.wait({task}, timeout=timeout)
@@ -267,6 +320,8 @@ def create_app(settings: Settings) -> web.Application:
     """The whole service, from settings alone; the CLI and the tests both call this."""
     if settings.database_url is None or settings.redis_url is None:
         raise SettingsError("database_url and redis_url must be set (the CLI starts embedded ones)")
+    if settings.scan_retention_days < 1 or settings.retention_interval <= 0:
+        raise SettingsError("scan_retention_days must be at least 1, retention_interval above 0")
     app = web.Application(
         middlewares=[problem_middleware],
         client_max_size=settings.max_batch_body + 1024,
@@ -281,6 +336,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SHEDDER] = shedder
     app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _drain, shedder.watch_lag])
+    app.cleanup_ctx.append(_retention)
+    app.cleanup_ctx.append(_risk_places)
     app.router.add_post("/v1/verify", terminal.verify)
     app.router.add_post("/v1/verify/batch", terminal.verify_batch)
     app.router.add_get("/v1/keys", public.get_keys)
@@ -293,6 +350,11 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/admin/terminals/{terminal_id}/revoke", admin.revoke)
     app.router.add_get("/v1/admin/replays", admin.get_replays)
     app.router.add_get("/v1/admin/audit", auditlog.get_audit)
+    app.router.add_post("/v1/admin/risk-places", riskplaces.post_risk_place)
+    app.router.add_get("/v1/admin/risk-places/{marking_id}", riskplaces.get_risk_place)
+    app.router.add_post("/v1/admin/test-results", testresults.post_test_results)
+    app.router.add_get("/v1/admin/trace/place", tracing.trace_place)
+    app.router.add_post("/v1/admin/trace/citizen", tracing.trace_citizen)
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/openapi.json", public.get_openapi)

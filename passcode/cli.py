@@ -38,11 +38,13 @@ from passcode.embedded import EmbeddedError, servers
 from passcode.errors import PasscodeError
 from passcode.seed import seed
 from passcode.service.authority import override_status
-from passcode.store import pg
+from passcode.service.riskplaces import Progress, run_marking
+from passcode.store import pg, riskplaces
 from passcode.store.admins import add_credential, list_credentials, revoke_credential
 from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
 from passcode.store.terminals import add_terminal, revoke_terminal
+from passcode.workers.retention import expire_now
 
 log = logging.getLogger("passcode")
 
@@ -323,6 +325,70 @@ def cmd_drain(settings: Settings, args: argparse.Namespace) -> int:
     return _with_stores(settings, work, need_redis=True)
 
 
+def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    """Expire old scans now (the service also does it every PASSCODE_RETENTION_INTERVAL)."""
+
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        try:
+            report = await expire_now(
+                pool, days=s.scan_retention_days, clock=s.clock, timeout=s.pg_timeout
+            )
+        finally:
+            await pool.close()
+        print(report.summary())
+        for dropped in report.dropped:
+            print(f"dropped {dropped.partition}: {dropped.rows} scans")
+        return 0
+
+    return _with_stores(settings, work)
+
+
+def cmd_risk_place(settings: Settings, args: argparse.Namespace) -> int:
+    """Run every unfinished risk-place marking (pending, running, failed) in the foreground."""
+
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        cache = open_cache(s)
+        failed = 0
+
+        async def show(progress: Progress) -> None:
+            print(
+                f"  {progress.marking_id} {progress.place!r}:"
+                f" {progress.processed}/{progress.affected}",
+                flush=True,
+            )
+
+        try:
+            await cache.check_layout()
+            states = (riskplaces.PENDING, riskplaces.RUNNING, riskplaces.FAILED)
+            found = await riskplaces.unfinished(pool, states=states, timeout=s.pg_timeout)
+            print(f"{len(found)} unfinished risk place marking(s)")
+            for marking_id in found:
+                report = await run_marking(
+                    pool,
+                    cache,
+                    marking_id,
+                    policy=s.policy(),
+                    chunk=s.risk_chunk,
+                    timeout=s.risk_timeout,
+                    states=states,
+                    on_progress=show,
+                )
+                failed += report.state != riskplaces.DONE
+                print(
+                    f"{marking_id}: {report.state}, {report.processed}/{report.affected}"
+                    f" subjects, {report.exposures} exposures, {report.rows_written} statuses"
+                    f" changed, {report.redis_writes} redis writes, {report.seconds:.2f} s"
+                )
+        finally:
+            await cache.client.aclose()
+            await pool.close()
+        return 1 if failed else 0
+
+    return _with_stores(settings, work, need_redis=True)
+
+
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     async def work(s: Settings) -> int:
         report = await seed(
@@ -412,6 +478,14 @@ def parser() -> argparse.ArgumentParser:
         help="where to write what the Locust scenarios read (holds terminal keys)",
     )
     sub.add_parser("drain", help="only drain the scan log into PostgreSQL (until SIGTERM)")
+    risk = sub.add_parser("risk-place", help="risk place markings (时空伴随)")
+    risk_sub = risk.add_subparsers(dest="risk_command", required=True)
+    risk_sub.add_parser(
+        "resume", help="run every unfinished marking (pending, running, failed), with progress"
+    )
+    ret = sub.add_parser("retention", help="scan retention (PASSCODE_SCAN_RETENTION_DAYS)")
+    ret_sub = ret.add_subparsers(dest="retention_command", required=True)
+    ret_sub.add_parser("run", help="drop scan partitions past the retention period now")
     emb = sub.add_parser("embedded", help="run a command with embedded PostgreSQL and Redis")
     emb.add_argument("argv", nargs=argparse.REMAINDER, help="the command to run")
     return top
@@ -428,6 +502,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "seed": cmd_seed,
     "embedded": cmd_embedded,
     "drain": cmd_drain,
+    "risk-place": cmd_risk_place,
+    "retention": cmd_retention,
 }
 
 

@@ -73,10 +73,14 @@ class Settings:
     scan_shards: int = 16
     scan_dedupe_ttl: int = 2 * 24 * 3600
     replay_window: int = 300  # s: a pass scanned at another place within it is flagged
+    scan_retention_days: int = 28  # scans older than this are deleted (whole day partitions)
+    retention_interval: float = 3600.0  # s between the service's retention runs
     drain_batch: int = 5000
     drain_interval: float = 0.2
     drain_claim_idle: float = 30.0
     drain_enabled: bool = True
+    risk_chunk: int = 2000  # subjects per transaction of a risk-place job
+    risk_timeout: float = 30.0  # s: deadline of each query of a risk-place job
     terminal_cache_ttl: float = 5.0
     authenticated_cache: int = 100_000
     terminal_rate: float = 20.0
@@ -90,6 +94,8 @@ class Settings:
     shed_retry_after: int = 1
     max_body: int = 4096
     max_batch_body: int = 512 * 1024
+    max_csv_body: int = 8 * 1024 * 1024  # bytes of one test-results upload
+    max_csv_rows: int = 100_000  # records in one test-results upload
     log_level: str = "INFO"
     access_log: bool = True
     # Not read from the environment: a hook for tests (and embedders) to replace "now".

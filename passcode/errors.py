@@ -105,7 +105,7 @@ class PayloadTooLarge(PasscodeError):
 class UnsupportedMediaType(PasscodeError):
     status = 415
     slug = "unsupported-media-type"
-    title = "Request body must be application/json"
+    title = "Unsupported media type for this request body"
 
 
 class RateLimited(PasscodeError):

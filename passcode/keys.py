@@ -14,6 +14,7 @@ from passcode.domain.identity import IdTokenVerifier
 from passcode.domain.privacy import Sealer
 from passcode.service.citizen import CitizenService
 from passcode.service.limits import Limiter
+from passcode.service.riskplaces import RiskPlaceRunner
 from passcode.service.signing import KeyringHolder
 from passcode.service.verify import Verifier
 from passcode.store.cache import Cache
@@ -32,3 +33,4 @@ CITIZEN_LIMITS = web.AppKey("citizen_limits", Limiter)
 VERIFIER = web.AppKey("verifier", Verifier)
 CITIZENS = web.AppKey("citizens", CitizenService)
 DRAIN = web.AppKey("drain", ScanDrain)
+RISK_PLACES = web.AppKey("risk_places", RiskPlaceRunner)

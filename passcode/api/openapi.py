@@ -168,8 +168,15 @@ def openapi_document() -> dict[str, Any]:
                 "TerminalResponse": s.TERMINAL_RESPONSE,
                 "ReplayCount": s.REPLAY_COUNT_RESPONSE,
                 "AuditPage": s.AUDIT_PAGE,
+                "TraceCitizenRequest": s.TRACE_CITIZEN_REQUEST,
+                "TracePlacePage": s.TRACE_PLACE_PAGE,
+                "TraceCitizenPage": s.TRACE_CITIZEN_PAGE,
                 "KeySet": s.KEY_SET,
                 "Health": s.HEALTH,
+                "TestResultsCsv": s.TEST_RESULTS_CSV,
+                "TestResultsUpload": s.TEST_RESULTS_UPLOAD,
+                "RiskPlaceRequest": s.RISK_PLACE_REQUEST,
+                "RiskPlace": s.RISK_PLACE,
                 "Problem": s.PROBLEM,
                 "Unverified": s.UNVERIFIED,
             },
@@ -401,6 +408,163 @@ def openapi_document() -> dict[str, Any]:
                                 {"type": "integer", "minimum": 0},
                                 "next_cursor of the previous page",
                             ),
+                        ]
+                    },
+                )
+            },
+            "/v1/admin/trace/place": {
+                "get": _op(
+                    "Contact tracing (role health_officer): who scanned at a place in [since,"
+                    " until), oldest first, paginated, with each subject's unsealed user id and"
+                    " masked name. Every page is recorded in the audit log (trace.place) with the"
+                    " rows it returned",
+                    ok={
+                        "200": {
+                            "description": "A page of scans",
+                            "content": _json("TracePlacePage"),
+                            "headers": no_store,
+                        }
+                    },
+                    errors=(400, 401, 403, 503),
+                    security="adminKey",
+                    tag="admin",
+                    extra={
+                        "parameters": [
+                            {
+                                "name": "place",
+                                "in": "query",
+                                "required": True,
+                                "schema": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": 200,
+                                    "pattern": "^[^\\u0000]+$",
+                                },
+                                "description": "The place, exactly as its terminals record it",
+                            },
+                            *(
+                                {
+                                    "name": name,
+                                    "in": "query",
+                                    "required": True,
+                                    "schema": s.DATETIME,
+                                    "description": text,
+                                }
+                                for name, text in (
+                                    ("since", "Start, inclusive (RFC 3339)"),
+                                    (
+                                        "until",
+                                        "End, exclusive (RFC 3339); at most the scan retention"
+                                        " period (default 28 days) after since",
+                                    ),
+                                )
+                            ),
+                            _query(
+                                "limit",
+                                {"type": "integer", "minimum": 1, "maximum": 1000},
+                                "Scans per page (default 100)",
+                            ),
+                            _query("cursor", s.TRACE_CURSOR, "next_cursor of the previous page"),
+                        ]
+                    },
+                )
+            },
+            "/v1/admin/trace/citizen": {
+                "post": _op(
+                    "Contact tracing (role health_officer): where a citizen scanned in [since,"
+                    " until), oldest first, paginated. The user id is sent in the body, never in"
+                    " a URL. Every page is recorded in the audit log (trace.citizen, naming the"
+                    " subject by its pseudonymous id) with the rows it returned; an unknown user"
+                    " gets an empty page",
+                    ok={
+                        "200": {
+                            "description": "A page of scans",
+                            "content": _json("TraceCitizenPage"),
+                            "headers": no_store,
+                        }
+                    },
+                    errors=(400, 401, 403, 413, 415, 503),
+                    body="TraceCitizenRequest",
+                    security="adminKey",
+                    tag="admin",
+                )
+            },
+            "/v1/admin/test-results": {
+                "post": _op(
+                    "Upload test results as CSV (role health_officer): each record is checked on"
+                    " its own; good ones apply even when others are bad, bad ones are reported"
+                    " with their line. A positive turns its subject red (reason positive_test)"
+                    " until an override settles it; a negative is only recorded. A record already"
+                    " on file is a duplicate and applies nothing, so re-uploading a file is safe"
+                    " and completes an upload cut short. Recorded in the audit log"
+                    " (test_results.upload) with counts only",
+                    ok={
+                        "200": {
+                            "description": "Counts, and the bad records' lines and errors",
+                            "content": _json("TestResultsUpload"),
+                        },
+                        "400": _problem(
+                            "The body is not UTF-8, or line 1 is not the header"
+                            " user_id,result,tested_at; nothing applied"
+                        ),
+                        "413": _problem(
+                            "Body above PASSCODE_MAX_CSV_BODY bytes (`limit` says how many), or"
+                            " more than PASSCODE_MAX_CSV_ROWS records; nothing applied"
+                        ),
+                        "415": _problem("Body is not text/csv (UTF-8)"),
+                    },
+                    errors=(401, 403, 503),
+                    security="adminKey",
+                    tag="admin",
+                    extra={
+                        "requestBody": {
+                            "required": True,
+                            "content": {"text/csv": {"schema": _ref("TestResultsCsv")}},
+                        }
+                    },
+                )
+            },
+            "/v1/admin/risk-places": {
+                "post": _op(
+                    "Mark a place risky for a window (时空伴随; role health_officer): every"
+                    " citizen who scanned there in [since, until) gets an exposure of that colour"
+                    " (yellow by default) and a new status, in a background job that survives a"
+                    " restart. The same place, window and colour again changes nothing: 200 and"
+                    " the first marking. Recorded in the audit log (risk_place.mark)",
+                    ok={
+                        "202": {
+                            "description": "Marked; the job has started (follow Location)",
+                            "content": _json("RiskPlace"),
+                            "headers": {
+                                "Location": {
+                                    "description": "The marking, with the job's progress",
+                                    "required": True,
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        },
+                        "200": {
+                            "description": "Already marked: the existing marking, no new work",
+                            "content": _json("RiskPlace"),
+                        },
+                    },
+                    errors=(400, 401, 403, 413, 415, 503),
+                    body="RiskPlaceRequest",
+                    security="adminKey",
+                    tag="admin",
+                )
+            },
+            "/v1/admin/risk-places/{marking_id}": {
+                "get": _op(
+                    "A risk place marking and its job's progress (role health_officer; recorded"
+                    " in the audit log as risk_place.read)",
+                    ok={"200": {"description": "The marking", "content": _json("RiskPlace")}},
+                    errors=(401, 403, 404, 503),
+                    security="adminKey",
+                    tag="admin",
+                    extra={
+                        "parameters": [
+                            {"name": "marking_id", "in": "path", "required": True, "schema": s.UUID}
                         ]
                     },
                 )

@@ -224,6 +224,226 @@ AUDIT_PAGE: Schema = {
     },
 }
 
+TRACE_CURSOR: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 100,
+    "pattern": "^[A-Za-z0-9_-]+$",
+    "description": "Opaque; the next_cursor of the previous page of the same query",
+}
+
+TRACE_CITIZEN_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["user_id", "since", "until"],
+    "properties": {
+        "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "since": DATETIME,
+        "until": DATETIME,
+        "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "cursor": TRACE_CURSOR,
+    },
+}
+
+_TRACE_SCAN: Schema = {
+    "scanned_at": DATETIME,
+    "scan_id": UUID,
+    "terminal_id": UUID,
+    "decision": {"type": "string", "enum": [d.value for d in Decision]},
+    "color": {"oneOf": [_enum(Color), {"type": "null"}]},
+}
+
+TRACE_SUBJECT: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["subject_id", "user_id", "name"],
+    "properties": {
+        "subject_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "user_id": {
+            "type": ["string", "null"],
+            "description": "The identity provider's user id, unsealed for this audited query;"
+            " null if it cannot be read (unknown subject, or sealed under another secret)",
+        },
+        "name": {"type": ["string", "null"], "description": "Masked, as stored"},
+    },
+}
+
+
+def _trace_page(entry: Schema) -> Schema:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["entries", "next_cursor"],
+        "properties": {
+            "entries": {"type": "array", "maxItems": 1000, "items": entry},
+            "next_cursor": {
+                "oneOf": [TRACE_CURSOR, {"type": "null"}],
+                "description": "Pass as cursor for the next page; null on the last page",
+            },
+        },
+    }
+
+
+TRACE_PLACE_PAGE: Schema = _trace_page(
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [*_TRACE_SCAN, "subject"],
+        "properties": {
+            **_TRACE_SCAN,
+            "subject": {
+                "oneOf": [TRACE_SUBJECT, {"type": "null"}],
+                "description": "Who was scanned; null for a code that named no one (invalid)",
+            },
+        },
+    }
+)
+
+TRACE_CITIZEN_PAGE: Schema = _trace_page(
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["place", *_TRACE_SCAN],
+        "properties": {"place": {"type": "string"}, **_TRACE_SCAN},
+    }
+)
+
+_COUNT: Schema = {"type": "integer", "minimum": 0}
+
+TEST_RESULTS_CSV: Schema = {
+    "type": "string",
+    "description": "UTF-8 CSV (RFC 4180 quoting; LF or CRLF; a leading BOM is ignored; blank"
+    " lines are skipped). Line 1 is the header `user_id,result,tested_at`; each other line is"
+    " one record: user_id (1-64 printable characters, no surrounding space), result (`positive`"
+    " or `negative`, any case), tested_at (RFC 3339 with an offset; not in the future beyond"
+    " PASSCODE_CLOCK_SKEW, not more than a year ago). At most PASSCODE_MAX_CSV_BODY bytes"
+    " (8 MiB) and PASSCODE_MAX_CSV_ROWS records (100,000).",
+}
+
+TEST_RESULTS_UPLOAD: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "rows",
+        "applied",
+        "duplicates",
+        "rejected",
+        "positives",
+        "errors",
+        "errors_truncated",
+    ],
+    "properties": {
+        "rows": {**_COUNT, "description": "Records in the file (non-blank lines after line 1)"},
+        "applied": {**_COUNT, "description": "Results newly recorded"},
+        "duplicates": {
+            **_COUNT,
+            "description": "Good records already on file (an earlier upload, or repeated in"
+            " this one): nothing applied",
+        },
+        "rejected": {**_COUNT, "description": "Bad records, none applied"},
+        "positives": {**_COUNT, "description": "Of the applied, positive: now red"},
+        "errors": {
+            "type": "array",
+            "maxItems": 1000,
+            "description": "The first 1000 bad records: line number in the file (line 1 is the"
+            " header) and what is wrong",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["line", "error"],
+                "properties": {
+                    "line": {"type": "integer", "minimum": 2},
+                    "error": {"type": "string"},
+                },
+            },
+        },
+        "errors_truncated": {"type": "boolean", "description": "More than 1000 bad records"},
+    },
+}
+
+RISK_COLORS = [Color.YELLOW.value, Color.RED.value]
+
+RISK_PLACE_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["place", "since", "until", "note"],
+    "properties": {
+        "place": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "description": "As terminals there are registered (scans carry their place)",
+        },
+        "since": {**DATETIME, "description": "Start of the window, inclusive"},
+        "until": {
+            **DATETIME,
+            "description": "End of the window, exclusive; not in the future, and at most the"
+            " scan retention (28 days) after since",
+        },
+        "color": {"type": "string", "enum": RISK_COLORS, "default": Color.YELLOW.value},
+        "note": {"type": "string", "minLength": 1, "maxLength": 500, "description": "Reason"},
+        "exposure_until": {
+            **DATETIME,
+            "description": "When the exposure ends; omitted: when an authority's override"
+            " (given after the marking) releases the subject",
+        },
+    },
+}
+
+RISK_PLACE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "id",
+        "place",
+        "since",
+        "until",
+        "color",
+        "note",
+        "exposure_until",
+        "created_by",
+        "created_at",
+        "state",
+        "affected",
+        "processed",
+        "started_at",
+        "finished_at",
+        "error",
+        "links",
+    ],
+    "properties": {
+        "id": UUID,
+        "place": {"type": "string"},
+        "since": DATETIME,
+        "until": DATETIME,
+        "color": {"type": "string", "enum": RISK_COLORS},
+        "note": {"type": "string"},
+        "exposure_until": {"oneOf": [DATETIME, {"type": "null"}]},
+        "created_by": {"type": "string"},
+        "created_at": DATETIME,
+        "state": {"type": "string", "enum": ["pending", "running", "done", "failed"]},
+        "affected": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "Citizens who scanned there in the window; null until the job looked",
+        },
+        "processed": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Of those, how many have their exposure and new status",
+        },
+        "started_at": {"oneOf": [DATETIME, {"type": "null"}]},
+        "finished_at": {"oneOf": [DATETIME, {"type": "null"}]},
+        "error": {"type": ["string", "null"], "description": "Why the job failed"},
+        "links": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["self"],
+            "properties": {"self": {"type": "string"}},
+        },
+    },
+}
+
 PROBLEM: Schema = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],

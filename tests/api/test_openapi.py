@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from referencing.jsonschema import DRAFT202012
 from passcode.api.openapi import openapi_document
 from passcode.app import create_app
 from passcode.config import Settings
+from passcode.keys import DRAIN
 from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
 
 BASE = "urn:passcode:openapi"
@@ -423,6 +425,114 @@ async def test_real_responses_match_the_document(
     await call("GET", "/v1/admin/audit?limit=0", 400, headers=ADMIN)
     await call("GET", "/v1/admin/audit", 401, headers={"Authorization": "Bearer nope"})
     await call("GET", "/v1/admin/audit", 403, headers=green)
+
+    # Issue 5: risk places (a window with no scans: the job finds no one).
+    risk = {
+        "place": f"OpenAPI Mall {uuid.uuid4().hex[:8]}",
+        "since": "2020-01-01T08:00:00+08:00",
+        "until": "2020-01-01T12:00:00Z",
+        "note": "contract test",
+    }
+    marked = await call("POST", "/v1/admin/risk-places", 202, json_body=risk, headers=ADMIN)
+    again = await call("POST", "/v1/admin/risk-places", 200, json_body=risk, headers=ADMIN)
+    assert again["id"] == marked["id"]
+    await call("GET", marked["links"]["self"], 200, headers=ADMIN)
+    await call("GET", f"/v1/admin/risk-places/{uuid.uuid4()}", 404, headers=ADMIN)
+    await call(
+        "POST", "/v1/admin/risk-places", 400, json_body={**risk, "color": "green"}, headers=ADMIN
+    )
+    await call("POST", "/v1/admin/risk-places", 401, json_body=risk, headers={})
+    await call("POST", "/v1/admin/risk-places", 403, json_body=risk, headers=green)
+    await call("GET", marked["links"]["self"], 401, headers={"Authorization": "Bearer nope"})
+    await call("GET", marked["links"]["self"], 403, headers=green)
+    too_big = b"{" + b" " * 4096 + b"}"
+    await call(
+        "POST",
+        "/v1/admin/risk-places",
+        413,
+        data=too_big,
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    await call(
+        "POST",
+        "/v1/admin/risk-places",
+        415,
+        data=b"{}",
+        headers={**ADMIN, "Content-Type": "text/plain"},
+    )
+
+    # Issue 5: test results, uploaded as CSV (one good and one bad row).
+    tested_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    lab_csv = f"user_id,result,tested_at\noa-lab-{uuid.uuid4().hex},negative,{tested_at}\n,x,y\n"
+    csv_admin = {**ADMIN, "Content-Type": "text/csv; charset=utf-8"}
+    lab = await call(
+        "POST", "/v1/admin/test-results", 200, data=lab_csv.encode(), headers=csv_admin
+    )
+    assert (lab["applied"], lab["errors"]) == (1, [{"line": 3, "error": "user_id is empty"}])
+    await call("POST", "/v1/admin/test-results", 400, data=b"no header\n", headers=csv_admin)
+    await call(
+        "POST",
+        "/v1/admin/test-results",
+        401,
+        data=lab_csv.encode(),
+        headers={"Authorization": "Bearer nope", "Content-Type": "text/csv"},
+    )
+    await call(
+        "POST",
+        "/v1/admin/test-results",
+        403,
+        data=lab_csv.encode(),
+        headers={**green, "Content-Type": "text/csv"},
+    )
+    too_many_rows = b"user_id,result,tested_at\n" + b"u,x,y\n" * 100_001  # 600 kB
+    big_csv = await call(
+        "POST", "/v1/admin/test-results", 413, data=too_many_rows, headers=csv_admin
+    )
+    assert "at most 100000" in big_csv["detail"]
+    await call(
+        "POST",
+        "/v1/admin/test-results",
+        415,
+        data=lab_csv.encode(),
+        headers={**ADMIN, "Content-Type": "text/plain"},
+    )
+
+    # Issue 5: contact tracing, over the scans verified above (drained, so pages hold entries).
+    await client.app[DRAIN].drain_all()
+    moment = datetime.now(UTC)
+    window = {
+        "since": (moment - timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
+        "until": (moment + timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
+    }
+    at_gate = f"/v1/admin/trace/place?place=OpenAPI+Gate&since={window['since']}"
+    at_gate += f"&until={window['until']}"
+    traced = await call("GET", at_gate + "&limit=2", 200, headers=ADMIN)
+    assert len(traced["entries"]) == 2
+    assert traced["next_cursor"]
+    await call("GET", f"{at_gate}&cursor={traced['next_cursor']}", 200, headers=ADMIN)
+    await call("GET", at_gate + "&limit=0", 400, headers=ADMIN)
+    await call("GET", at_gate, 401, headers={"Authorization": "Bearer nope"})
+    await call("GET", at_gate, 403, headers=green)
+    trace_body = {"user_id": green_user, **window}
+    mine = await call("POST", "/v1/admin/trace/citizen", 200, json_body=trace_body, headers=ADMIN)
+    assert mine["entries"]
+    await call("POST", "/v1/admin/trace/citizen", 400, json_body={"user_id": "u"}, headers=ADMIN)
+    await call("POST", "/v1/admin/trace/citizen", 401, json_body=trace_body, headers={})
+    await call("POST", "/v1/admin/trace/citizen", 403, json_body=trace_body, headers=green)
+    await call(
+        "POST",
+        "/v1/admin/trace/citizen",
+        413,
+        data=b"{" + b" " * 4096 + b"}",
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    await call(
+        "POST",
+        "/v1/admin/trace/citizen",
+        415,
+        data=b"{}",
+        headers={**ADMIN, "Content-Type": "text/plain"},
+    )
 
     exercised = {(m, t) for m, t, status in c.seen if status < 400}
     documented = {

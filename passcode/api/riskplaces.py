@@ -1,0 +1,133 @@
+"""Risk places (时空伴随): mark a place risky for a window, and follow the job that applies it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from passcode.api.auth import authorize
+from passcode.api.body import parse_datetime, read_json
+from passcode.api.responses import json_response, rfc3339
+from passcode.api.schemas import RISK_PLACE_REQUEST, compile_schema
+from passcode.domain.model import Color, Role
+from passcode.errors import NotFound, ValidationFailed
+from passcode.keys import POOL, RISK_PLACES, SETTINGS
+from passcode.store import audit
+from passcode.store.riskplaces import PENDING, RUNNING, Marking, create_marking, get_marking
+
+_validate = compile_schema(RISK_PLACE_REQUEST)
+PATH = "/v1/admin/risk-places"
+
+
+def marking_body(marking: Marking) -> dict[str, Any]:
+    def when(moment: datetime | None) -> str | None:
+        return None if moment is None else rfc3339(moment)
+
+    return {
+        "id": str(marking.id),
+        "place": marking.place,
+        "since": rfc3339(marking.since),
+        "until": rfc3339(marking.until),
+        "color": marking.color.value,
+        "note": marking.note,
+        "exposure_until": when(marking.exposure_until),
+        "created_by": marking.created_by,
+        "created_at": rfc3339(marking.created_at),
+        "state": marking.state,
+        "affected": marking.affected,
+        "processed": marking.processed,
+        "started_at": when(marking.started_at),
+        "finished_at": when(marking.finished_at),
+        "error": marking.error,
+        "links": {"self": f"{PATH}/{marking.id}"},
+    }
+
+
+async def post_risk_place(request: web.Request) -> web.Response:
+    """Mark a place: 202 and the job starts; the same (place, window, colour) again: 200 and
+    the marking made before, with no new work (its note and exposure end are the first's)."""
+    actor = await authorize(request, Role.HEALTH_OFFICER, action="risk_place.mark")
+    settings = request.app[SETTINGS]
+    data = await read_json(request, limit=settings.max_body, validate=_validate)
+    place = data["place"].strip()
+    if not place:
+        raise ValidationFailed("place must not be blank", errors=["place"])
+    since = parse_datetime(data["since"], "since")
+    until = parse_datetime(data["until"], "until")
+    raw_end = data.get("exposure_until")
+    exposure_until = parse_datetime(raw_end, "exposure_until") if raw_end else None
+    now = datetime.now(UTC)
+    if until <= since:
+        raise ValidationFailed("until must be after since", errors=["since", "until"])
+    if until - since > timedelta(days=settings.scan_retention_days):
+        raise ValidationFailed(
+            f"the window is at most the scan retention, {settings.scan_retention_days} days",
+            errors=["since", "until"],
+        )
+    if until > now + timedelta(seconds=settings.clock_skew):
+        raise ValidationFailed(
+            "until must not be in the future: the job reads the scans already recorded",
+            errors=["until"],
+        )
+    if exposure_until is not None and exposure_until <= now:
+        raise ValidationFailed("exposure_until must be in the future", errors=["exposure_until"])
+    marking, created = await create_marking(
+        request.app[POOL],
+        place=place,
+        since=since,
+        until=until,
+        color=Color(data.get("color", Color.YELLOW.value)),
+        note=data["note"],
+        exposure_until=exposure_until,
+        created_by=actor.name,
+        timeout=settings.pg_timeout,
+    )
+    if marking.state in {PENDING, RUNNING}:
+        # Created now, or left unfinished (its process stopped): run it. Another run of it
+        # in progress (here or elsewhere) holds its lock, and this one then does nothing.
+        request.app[RISK_PLACES].start(marking.id)
+    await audit.record(
+        request.app[POOL],
+        actor=actor.name,
+        action="risk_place.mark",
+        target={
+            "marking_id": str(marking.id),
+            "place": marking.place,
+            "since": rfc3339(marking.since),
+            "until": rfc3339(marking.until),
+            "color": marking.color.value,
+            "created": created,
+        },
+        rows=1 if created else 0,
+        timeout=settings.pg_timeout,
+    )
+    if not created:
+        return json_response(marking_body(marking))
+    return json_response(
+        marking_body(marking), status=202, headers={"Location": f"{PATH}/{marking.id}"}
+    )
+
+
+async def get_risk_place(request: web.Request) -> web.Response:
+    """A marking and its job's progress."""
+    actor = await authorize(request, Role.HEALTH_OFFICER, action="risk_place.read")
+    settings = request.app[SETTINGS]
+    try:
+        marking_id = uuid.UUID(request.match_info["marking_id"])
+    except ValueError as exc:
+        raise NotFound("no such risk place marking") from exc
+    marking = await get_marking(request.app[POOL], marking_id, timeout=settings.pg_timeout)
+    if marking is None:
+        raise NotFound("no such risk place marking")
+    await audit.record(
+        request.app[POOL],
+        actor=actor.name,
+        action="risk_place.read",
+        target={"marking_id": str(marking.id)},
+        rows=1,
+        timeout=settings.pg_timeout,
+    )
+    return json_response(marking_body(marking))

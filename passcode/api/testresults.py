@@ -1,0 +1,125 @@
+"""Bulk test results: a health officer uploads a CSV; good rows apply, bad rows are reported."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import hdrs, web
+
+from passcode.api.auth import authorize
+from passcode.api.responses import json_response
+from passcode.domain.model import Role
+from passcode.domain.testresults import TooManyRows, UploadRejected, parse_upload
+from passcode.errors import (
+    PasscodeError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from passcode.keys import CACHE, POOL, SEALER, SETTINGS
+from passcode.service.testresults import Tally, apply_results
+from passcode.store import audit
+
+ACTION = "test_results.upload"
+MAX_ERRORS_SHOWN = 1000
+
+
+async def post_test_results(request: web.Request) -> web.Response:
+    """``text/csv`` with ``user_id,result,tested_at`` rows: 200 with counts and each bad row's
+    line and error; good rows are applied even when others are bad."""
+    actor = await authorize(request, Role.HEALTH_OFFICER, action=ACTION)
+    settings = request.app[SETTINGS]
+    raw = await read_csv(request, limit=settings.max_csv_body)
+    now = datetime.fromtimestamp(settings.clock.now(), UTC)
+    try:
+        # Checking 100,000 rows takes a while: off the event loop, so verify keeps answering.
+        parsed = await asyncio.to_thread(
+            parse_upload,
+            raw,
+            now=now,
+            skew=timedelta(seconds=settings.clock_skew),
+            max_rows=settings.max_csv_rows,
+        )
+    except TooManyRows as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    except UploadRejected as exc:
+        raise ValidationFailed(str(exc), errors=["body"]) from exc
+    tally = Tally()
+    pool = request.app[POOL]
+
+    async def record(complete: bool) -> None:
+        await audit.record(
+            pool,
+            actor=actor.name,
+            action=ACTION,
+            target={
+                "rows": parsed.rows,
+                "applied": tally.applied,
+                "duplicates": len(parsed.good) - tally.applied if complete else None,
+                "rejected": len(parsed.errors),
+                "positives": tally.positives,
+                "complete": complete,
+            },
+            rows=tally.applied,
+            timeout=settings.pg_timeout,
+        )
+
+    try:
+        await apply_results(
+            parsed.good,
+            pool=pool,
+            cache=request.app[CACHE],
+            sealer=request.app[SEALER],
+            idp_issuer=settings.idp_issuer,
+            uploaded_by=actor.name,
+            clock=settings.clock,
+            policy=settings.policy(),
+            timeout=settings.pg_timeout,
+            tally=tally,
+        )
+    except PasscodeError:
+        # What committed before the failure stays (a re-upload completes it); say so if we can.
+        with contextlib.suppress(PasscodeError):
+            await record(complete=False)
+        raise
+    await record(complete=True)
+    return json_response(
+        {
+            "rows": parsed.rows,
+            "applied": tally.applied,
+            "duplicates": len(parsed.good) - tally.applied,
+            "rejected": len(parsed.errors),
+            "positives": tally.positives,
+            "errors": [
+                {"line": e.line, "error": e.error} for e in parsed.errors[:MAX_ERRORS_SHOWN]
+            ],
+            "errors_truncated": len(parsed.errors) > MAX_ERRORS_SHOWN,
+        }
+    )
+
+
+async def read_csv(request: web.Request, *, limit: int) -> bytes:
+    """The ``text/csv`` body (UTF-8, the default), never more than ``limit`` bytes read.
+
+    Read from the stream, not with ``request.read()``: the application's ``client_max_size``
+    is sized for JSON batches, far below an upload.
+    """
+    if request.content_type != "text/csv":
+        given = request.content_type if hdrs.CONTENT_TYPE in request.headers else "absent"
+        raise UnsupportedMediaType(f"Content-Type must be text/csv; charset=utf-8, not {given}")
+    charset = request.charset
+    if charset is not None and charset.lower() not in {"utf-8", "utf8"}:
+        raise UnsupportedMediaType("CSV uploads must be UTF-8")
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"body is {length} bytes; the limit here is {limit}", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
+    return b"".join(chunks)

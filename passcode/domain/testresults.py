@@ -1,0 +1,151 @@
+"""Laboratory test results uploaded as CSV (issue 5): the file checked row by row, no I/O.
+
+The file is UTF-8; one leading byte-order mark (spreadsheet programs write it) is ignored. Lines
+end in LF or CRLF. Line 1 is the header ``user_id,result,tested_at``. Every other non-blank line
+is one record: no field may hold a line break, so each physical line is parsed on its own and a
+stray quote spoils only its line (it cannot swallow the rest of the file) and every error names
+the line as an editor shows it (the header is line 1). Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+HEADER = ("user_id", "result", "tested_at")
+HEADER_TEXT = ",".join(HEADER)
+MAX_USER_ID = 64
+MAX_AGE = timedelta(days=366)
+RESULTS = {"positive": True, "negative": False}
+_BOM = "\ufeff"
+# RFC 3339 with an explicit offset; ASCII digits only (``\d`` would admit other scripts' digits).
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+class UploadRejected(ValueError):
+    """The file as a whole cannot be read (not UTF-8, no header): nothing is applied."""
+
+
+class TooManyRows(UploadRejected):
+    """More records than one upload may hold: nothing is applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabResult:
+    """One good record."""
+
+    line: int
+    user_id: str
+    positive: bool
+    tested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    line: int
+    error: str
+
+
+@dataclass(slots=True)
+class ParsedUpload:
+    """``rows`` records (non-blank lines after the header): ``good`` plus ``errors``."""
+
+    rows: int = 0
+    good: list[LabResult] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+
+def exposure_source(tested_at: datetime) -> str:
+    """The exposure a positive result creates is keyed by this: one per subject and test time."""
+    utc = tested_at.astimezone(UTC).replace(tzinfo=None)
+    return f"test:{utc.isoformat()}Z"
+
+
+def parse_upload(raw: bytes, *, now: datetime, skew: timedelta, max_rows: int) -> ParsedUpload:
+    """The records of a CSV upload, each good or with its line's error.
+
+    Raises :class:`UploadRejected` for a body that is not UTF-8 or lacks the header line and
+    :class:`TooManyRows` above ``max_rows`` records.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = raw.count(b"\n", 0, exc.start) + 1
+        raise UploadRejected(f"the body is not UTF-8 (line {at}, byte {exc.start})") from exc
+    lines = text.removeprefix(_BOM).split("\n")
+    header = _fields(lines[0].removesuffix("\r"))
+    if header is None or tuple(f.strip() for f in header) != HEADER:
+        raise UploadRejected(f"line 1 must be the header {HEADER_TEXT}")
+    records = sum(1 for line in lines[1:] if line not in {"", "\r"})
+    if records > max_rows:
+        raise TooManyRows(f"the file has {records} rows; an upload holds at most {max_rows}")
+    parsed = ParsedUpload(rows=records)
+    earliest, latest = now - MAX_AGE, now + skew
+    for number, physical in enumerate(lines[1:], start=2):
+        text_line = physical.removesuffix("\r")  # CRLF files: the same line without its CR
+        if not text_line:
+            continue
+        result = _record(number, text_line, earliest, latest)
+        if isinstance(result, RowError):
+            parsed.errors.append(result)
+        else:
+            parsed.good.append(result)
+    return parsed
+
+
+def _fields(line: str) -> list[str] | None:
+    """The line's fields (RFC 4180 quoting, strict), or None when its quoting is broken."""
+    try:
+        return next(csv.reader((line,), strict=True), [])
+    except csv.Error:
+        return None
+
+
+def _record(number: int, line: str, earliest: datetime, latest: datetime) -> LabResult | RowError:
+    fields = _fields(line)
+    if fields is None:
+        if "\r" in line:
+            return RowError(number, "a carriage return inside the line")
+        return RowError(number, "broken quoting (a quote must close its field before a comma)")
+    if len(fields) != len(HEADER):
+        return RowError(number, f"expected 3 fields ({HEADER_TEXT}), found {len(fields)}")
+    user_id, result, tested = fields[0], fields[1].strip().lower(), fields[2].strip()
+    if not user_id:
+        return RowError(number, "user_id is empty")
+    if len(user_id) > MAX_USER_ID:
+        return RowError(number, f"user_id is longer than {MAX_USER_ID} characters")
+    if not user_id.isprintable() or user_id != user_id.strip():
+        return RowError(
+            number, "user_id holds control characters or leading or trailing white space"
+        )
+    if result not in RESULTS:
+        return RowError(number, f"result must be positive or negative, not {_shown(fields[1])}")
+    tested_at = _time(tested)
+    if tested_at is None:
+        return RowError(
+            number, f"tested_at must be an RFC 3339 time with an offset, not {_shown(tested)}"
+        )
+    if tested_at > latest:
+        return RowError(number, "tested_at is in the future")
+    if tested_at < earliest:
+        return RowError(number, "tested_at is more than a year ago")
+    return LabResult(number, user_id, RESULTS[result], tested_at)
+
+
+def _time(value: str) -> datetime | None:
+    if len(value) > 40 or not _RFC3339.fullmatch(value):
+        return None
+    try:
+        # fromisoformat reads at most microseconds and wants upper-case T and Z.
+        return datetime.fromisoformat(value.upper())
+    except ValueError:  # e.g. February 30th, hour 24
+        return None
+
+
+def _shown(value: str) -> str:
+    """A bad value quoted back, cut short (never a user id: only result and time are shown)."""
+    return repr(value if len(value) <= 40 else value[:40] + "…")

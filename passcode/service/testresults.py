@@ -1,0 +1,79 @@
+"""Bulk test results (issue 5): a checked upload applied chunk by chunk; positives turn red.
+
+Each chunk is one transaction (subjects, results, exposures, the statuses they change), so a
+crash loses at most the chunk in flight and a re-upload of the same file completes what is
+missing: results already on file are duplicates and add nothing. A positive gives an open-ended
+red exposure (reason ``positive_test``): the subject stays red until an authority's override
+settles it. Negatives are only recorded; they release nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from passcode.domain.clock import Clock
+from passcode.domain.privacy import Sealer
+from passcode.domain.rules import Policy
+from passcode.domain.testresults import LabResult
+from passcode.store.cache import Cache
+from passcode.store.pg import Pool
+from passcode.store.statuses import push_statuses_to_cache
+from passcode.store.testresults import KeyedResult, record_chunk
+
+CHUNK = 1000  # records per transaction; its subjects stay locked while it runs
+
+
+@dataclass(slots=True)
+class Tally:
+    """What an upload did so far (filled in as chunks commit, so a failure can still report)."""
+
+    applied: int = 0
+    positives: int = 0
+
+
+async def apply_results(
+    results: Sequence[LabResult],
+    *,
+    pool: Pool,
+    cache: Cache,
+    sealer: Sealer,
+    idp_issuer: str,
+    uploaded_by: str,
+    clock: Clock,
+    policy: Policy,
+    timeout: float,
+    tally: Tally,
+) -> None:
+    """Record ``results``: a subject with a new positive is red at its next scan (or, if Redis
+    missed the write, once the drain's sync repairs it)."""
+    keyed = await asyncio.to_thread(_keyed, sealer, idp_issuer, results)
+    for start in range(0, len(keyed), CHUNK):
+        outcome = await record_chunk(
+            pool,
+            keyed[start : start + CHUNK],
+            uploaded_by=uploaded_by,
+            now=datetime.fromtimestamp(clock.now(), UTC),
+            policy=policy,
+            timeout=timeout,
+        )
+        tally.applied += outcome.applied
+        tally.positives += outcome.positives
+        await push_statuses_to_cache(pool, cache, outcome.statuses.written, timeout=timeout)
+
+
+def _keyed(sealer: Sealer, idp_issuer: str, results: Sequence[LabResult]) -> list[KeyedResult]:
+    """User ids hashed and sealed (once per user; CPU work, run off the event loop), in key
+    order so each user's rows sit together and chunks lock subjects in one order."""
+    users: dict[str, tuple[bytes, bytes]] = {}
+    keyed = []
+    for result in results:
+        user = users.get(result.user_id)
+        if user is None:
+            user = (sealer.user_hash(idp_issuer, result.user_id), sealer.seal(result.user_id))
+            users[result.user_id] = user
+        keyed.append(KeyedResult(user[0], user[1], result.positive, result.tested_at))
+    keyed.sort(key=lambda k: (k.user_hash, k.tested_at, k.positive))
+    return keyed

@@ -1,0 +1,112 @@
+"""Test results: one transaction per chunk of an upload, safe to run again.
+
+A chunk finds or creates its subjects (nameless, as :func:`passcode.store.statuses.
+subject_for_user` does, but one statement for the whole chunk), records its results (a result
+already on file adds nothing), gives each positive its red exposure (once per subject and test
+time) and re-derives the statuses of the subjects that got a new exposure, all in the same
+transaction: a crash leaves a chunk either wholly applied or not at all. Redis gets the new
+statuses after the commit (:func:`passcode.store.statuses.push_statuses_to_cache`); if that
+never happens, ``cached_version`` stays behind and the drain's sync repairs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from passcode.domain.model import Color, StatusReason
+from passcode.domain.rules import Policy
+from passcode.domain.testresults import exposure_source
+from passcode.store.pg import Pool, acquire
+from passcode.store.statuses import StatusChanges, lock_subjects, write_statuses
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedResult:
+    """A good record with the user id replaced by its keyed hash and sealed copy."""
+
+    user_hash: bytes
+    sealed: bytes
+    positive: bool
+    tested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkOutcome:
+    applied: int  # results newly on file
+    positives: int  # of them positive
+    exposed: int  # subjects that got a new exposure (and so had their status re-derived)
+    statuses: StatusChanges
+
+
+async def record_chunk(
+    pool: Pool,
+    rows: Sequence[KeyedResult],
+    *,
+    uploaded_by: str,
+    now: datetime,
+    policy: Policy,
+    timeout: float,
+) -> ChunkOutcome:
+    """Record ``rows`` in one transaction and write the statuses they change (Postgres only).
+
+    The subjects are locked in id order before anything refers to them, as every bulk status
+    writer does, so uploads, risk-place jobs and declarations wait for each other rather than
+    deadlock.
+    """
+    sealed: dict[bytes, bytes] = {}
+    for row in rows:
+        sealed.setdefault(row.user_hash, row.sealed)
+    async with acquire(pool, "record test results", timeout) as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO subjects (id, user_hash, user_id_enc, name_masked)"
+            " SELECT id, h, enc, '*' FROM unnest($1::bytea[], $2::bytea[], $3::bytea[])"
+            " AS u(id, h, enc) ORDER BY h ON CONFLICT (user_hash) DO NOTHING",
+            [os.urandom(16) for _ in sealed],
+            list(sealed),
+            list(sealed.values()),
+        )
+        found = await conn.fetch(
+            "SELECT user_hash, id FROM subjects WHERE user_hash = ANY($1::bytea[])", list(sealed)
+        )
+        subject_of: dict[bytes, bytes] = {r["user_hash"]: r["id"] for r in found}
+        holders = await lock_subjects(conn, sorted(subject_of.values()), timeout=timeout)
+        subjects = [subject_of[row.user_hash] for row in rows]
+        inserted = await conn.fetch(
+            "INSERT INTO test_results (subject_id, tested_at, result, uploaded_by)"
+            " SELECT s, t, r, $4 FROM unnest($1::bytea[], $2::timestamptz[], $3::text[])"
+            " AS u(s, t, r) ORDER BY s, t, r ON CONFLICT DO NOTHING RETURNING result",
+            subjects,
+            [row.tested_at for row in rows],
+            ["positive" if row.positive else "negative" for row in rows],
+            uploaded_by,
+        )
+        positive = [
+            (s, row.tested_at) for s, row in zip(subjects, rows, strict=True) if row.positive
+        ]
+        # Red from the test on, with no end: it holds until an authority's override settles
+        # it. Every positive row asks for its exposure, so a result on file without one (from
+        # before this code, say) gets it now; one already given adds nothing.
+        exposed = await conn.fetch(
+            "INSERT INTO exposures (subject_id, color, reason, source, valid_from)"
+            " SELECT s, $3, $4, src, t FROM unnest($1::bytea[], $2::timestamptz[], $5::text[])"
+            " AS u(s, t, src) ORDER BY s, src ON CONFLICT (subject_id, source) DO NOTHING"
+            " RETURNING subject_id",
+            [s for s, _ in positive],
+            [t for _, t in positive],
+            Color.RED.value,
+            StatusReason.POSITIVE_TEST.value,
+            [exposure_source(t) for _, t in positive],
+        )
+        changed = sorted({r["subject_id"] for r in exposed})
+        statuses = await write_statuses(
+            conn, {s: holders[s] for s in changed}, now=now, policy=policy, timeout=timeout
+        )
+    return ChunkOutcome(
+        applied=len(inserted),
+        positives=sum(1 for r in inserted if r["result"] == "positive"),
+        exposed=len(changed),
+        statuses=statuses,
+    )

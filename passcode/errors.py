@@ -85,6 +85,14 @@ class MethodNotAllowed(PasscodeError):
     title = "Method not allowed"
 
 
+class RequestTimeout(PasscodeError):
+    """The body did not arrive within PASSCODE_BODY_TIMEOUT: a slow sender holds no handler."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "Request body not received in time"
+
+
 class Conflict(PasscodeError):
     status = 409
     slug = "conflict"
@@ -162,6 +170,7 @@ ALL_ERRORS: tuple[type[PasscodeError], ...] = (
     NotFound,
     NoDeclaration,
     MethodNotAllowed,
+    RequestTimeout,
     Conflict,
     IdempotencyMismatch,
     PayloadTooLarge,

@@ -49,19 +49,6 @@ async def post_override(request: web.Request) -> web.Response:
         created_by=actor.name,
         timeout=settings.pg_timeout,
     )
-    await audit.record(
-        request.app[POOL],
-        actor=actor.name,
-        action="override.add",
-        target={
-            "override_id": override_id,
-            "user": request.app[SEALER].user_hash(settings.idp_issuer, data["user_id"]).hex()[:16],
-            "color": data["color"],
-            "reason": data["reason"],
-        },
-        rows=1,
-        timeout=settings.pg_timeout,
-    )
     return json_response({"override_id": override_id, "status": status_body(live)}, status=201)
 
 

@@ -30,7 +30,17 @@ def query_time(request: web.Request, name: str) -> datetime | None:
         return None
     if len(raw) > 40 or not _DATETIME.match(raw):
         raise ValidationFailed(f"{name} must be an RFC 3339 time with an offset", errors=[name])
-    return parse_datetime(raw, name)
+    moment = parse_datetime(raw, name)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not MIN_YEAR <= utc.year <= MAX_YEAR:
+        raise ValidationFailed(f"{name} must be between {MIN_YEAR} and {MAX_YEAR}", errors=[name])
+    return utc
+
+
+MIN_YEAR, MAX_YEAR = 1970, 9000  # window arithmetic (± days) can never overflow in between
 
 
 def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
@@ -54,8 +64,8 @@ async def get_audit(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
     cursor = query_int(request, "cursor", default=0, low=0, high=2**62)
     who = request.query.get("actor")
-    if who is not None and not 1 <= len(who) <= 200:
-        raise ValidationFailed("actor must be 1 to 200 characters", errors=["actor"])
+    if who is not None and (not 1 <= len(who) <= 200 or not who.isprintable()):
+        raise ValidationFailed("actor must be 1 to 200 printable characters", errors=["actor"])
     action = request.query.get("action")
     if action is not None and not _ACTION.fullmatch(action):
         raise ValidationFailed("action must look like terminal.add", errors=["action"])

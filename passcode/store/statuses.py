@@ -19,6 +19,7 @@ import asyncpg
 from passcode.domain.model import Color, StatusReason, Symptom
 from passcode.domain.rules import Declaration, Policy, Ruling, derive_status
 from passcode.errors import IdempotencyMismatch, StoreUnavailable
+from passcode.store import audit
 from passcode.store.cache import Cache, LiveStatus
 from passcode.store.pg import Connection, Pool, acquire
 
@@ -386,7 +387,16 @@ async def push_statuses_to_cache(
         return 0
     try:
         written = await cache.put_statuses(items)
-        async with acquire(pool, "mark cached", timeout) as conn:
+        subjects = sorted(subject for subject, _ in items)
+        async with acquire(pool, "mark cached", timeout) as conn, conn.transaction():
+            # Rows locked in subject order first, as every bulk writer locks them: a multi-row
+            # UPDATE locks in plan order, which could deadlock with a concurrent write_statuses.
+            await conn.execute(
+                "SELECT 1 FROM statuses WHERE subject_id = ANY($1::bytea[])"
+                " ORDER BY subject_id FOR UPDATE",
+                subjects,
+                timeout=timeout,
+            )
             await conn.execute(
                 # The ANY makes the rows index lookups; joined on the array alone, the
                 # planner merge-joined the whole key range up to the last id, every time.
@@ -465,7 +475,8 @@ async def add_override(
     created_by: str,
     timeout: float,
 ) -> int:
-    async with acquire(pool, "add override", timeout) as conn:
+    """The ruling and its audit entry (``override.add``), committed together."""
+    async with acquire(pool, "add override", timeout) as conn, conn.transaction():
         override_id: int = await conn.fetchval(
             "INSERT INTO overrides (subject_id, color, reason, valid_from, valid_until,"
             " created_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -475,5 +486,17 @@ async def add_override(
             valid_from,
             valid_until,
             created_by,
+        )
+        await audit.append(
+            conn,
+            actor=created_by,
+            action="override.add",
+            target={
+                "override_id": override_id,
+                "subject": subject_id.hex(),
+                "color": color.value,
+                "reason": reason.value,
+            },
+            rows=1,
         )
     return override_id

@@ -166,6 +166,10 @@ async def test_the_auditor_reads_the_log_in_pages_and_the_read_is_recorded(
         "since=yesterday",
         "action=DROP%20TABLE",
         "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+        "until=0001-01-01T00:00:00Z",
+        "since=9999-12-31T23:59:59-01:00",
+        "actor=%00",
+        "actor=a%0Ab",
     ],
 )
 async def test_bad_audit_queries_are_400_problems(client: Client, query: str) -> None:
@@ -173,6 +177,16 @@ async def test_bad_audit_queries_are_400_problems(client: Client, query: str) ->
     response = await client.get(f"/v1/admin/audit?{query}", headers=ADMIN)
     assert response.status == 400, await response.text()
     assert response.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["since=9999-12-31T20:00:00Z", "until=0001-01-01T00:00:00Z", "since=1969-12-31T00:00:00Z"],
+)
+async def test_replay_counts_refuse_times_out_of_range(client: Client, query: str) -> None:
+    """Times whose window arithmetic would overflow are a 400, never a 500."""
+    response = await client.get(f"/v1/admin/replays?{query}", headers=ADMIN)
+    assert response.status == 400, await response.text()
 
 
 async def test_the_audit_log_refuses_update_delete_and_truncate(client: Client) -> None:

@@ -299,6 +299,9 @@ async def _risk_places(app: web.Application) -> AsyncIterator[None]:
         policy=settings.policy(),
         chunk=settings.risk_chunk,
         timeout=settings.risk_timeout,
+        # A job first drains the scans of its window; without this process's drain it waits
+        # for the `passcode drain` process's (bounded, then a warning).
+        drain=app[DRAIN] if settings.drain_enabled else None,
     )
     app[RISK_PLACES] = runner
     runner.resume_unfinished()

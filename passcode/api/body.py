@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +12,14 @@ import fastjsonschema
 import orjson
 from aiohttp import hdrs, web
 
-from passcode.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from passcode.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from passcode.keys import SETTINGS
 
 Validator = Callable[[Any], Any]
 
@@ -26,14 +35,26 @@ async def read_json(request: web.Request, *, limit: int, validate: Validator) ->
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"body is {length} bytes; the limit here is {limit}", limit=limit)
-    data = _parse(
-        await request.read() if length is not None else await _read_chunked(request, limit)
-    )
+    async with body_deadline(request):
+        raw = await request.read() if length is not None else await _read_chunked(request, limit)
+    data = _parse(raw)
     try:
         validate(data)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise ValidationFailed(exc.message, errors=[exc.message]) from exc
     return data
+
+
+@asynccontextmanager
+async def body_deadline(request: web.Request) -> AsyncIterator[None]:
+    """Reading the body inside this gets PASSCODE_BODY_TIMEOUT, else a 408: a client that
+    sends part of a body and stalls must not hold a handler (and its buffer) forever."""
+    timeout = request.app[SETTINGS].body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from exc
 
 
 async def _read_chunked(request: web.Request, limit: int) -> bytes:

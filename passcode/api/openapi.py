@@ -54,6 +54,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Missing or unknown credential",
         403: "Credential not allowed (revoked terminal, citizen token on admin API)",
         404: "Not found",
+        408: "The body did not arrive within PASSCODE_BODY_TIMEOUT (30 s); nothing applied",
         409: "Conflict (Idempotency-Key reused with another body)",
         413: "Body too large",
         415: "Body is not application/json (UTF-8)",
@@ -75,6 +76,8 @@ def _op(
     tag: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    if body is not None:  # read_json gives every body a deadline
+        errors = tuple(sorted({*errors, 408}))
     op: dict[str, Any] = {
         "summary": summary,
         "tags": [tag],
@@ -497,7 +500,8 @@ def openapi_document() -> dict[str, Any]:
                     " until an override settles it; a negative is only recorded. A record already"
                     " on file is a duplicate and applies nothing, so re-uploading a file is safe"
                     " and completes an upload cut short. Recorded in the audit log"
-                    " (test_results.upload) with counts only",
+                    " (test_results.upload) with counts only, one entry per chunk of 1000 records"
+                    " committed with it",
                     ok={
                         "200": {
                             "description": "Counts, and the bad records' lines and errors",
@@ -513,7 +517,7 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "415": _problem("Body is not text/csv (UTF-8)"),
                     },
-                    errors=(401, 403, 503),
+                    errors=(401, 403, 408, 503),
                     security="adminKey",
                     tag="admin",
                     extra={
@@ -544,7 +548,8 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         "200": {
-                            "description": "Already marked: the existing marking, no new work",
+                            "description": "Already marked: the existing marking, no new work"
+                            " (one that failed is set back to pending and runs again)",
                             "content": _json("RiskPlace"),
                         },
                     },

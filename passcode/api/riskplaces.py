@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,24 @@ from passcode.store.riskplaces import PENDING, RUNNING, Marking, create_marking,
 
 _validate = compile_schema(RISK_PLACE_REQUEST)
 PATH = "/v1/admin/risk-places"
+_CONTROL = re.compile("[\x00-\x1f]")  # C0 controls: Postgres refuses NUL; none belong in text
+EXPOSURE_MAX = timedelta(days=366)  # the furthest an exposure may end, from now
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value: str = data[name]
+    if _CONTROL.search(value):
+        raise ValidationFailed(f"{name} must not contain control characters", errors=[name])
+    return value
+
+
+def _utc(value: str, name: str) -> datetime:
+    """An RFC 3339 time in UTC; 400 when UTC cannot hold it (e.g. 9999-12-31T23:59:59-01:00)."""
+    moment = parse_datetime(value, name)
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValidationFailed(f"{name} is out of range", errors=[name]) from exc
 
 
 def marking_body(marking: Marking) -> dict[str, Any]:
@@ -48,21 +67,24 @@ def marking_body(marking: Marking) -> dict[str, Any]:
 
 async def post_risk_place(request: web.Request) -> web.Response:
     """Mark a place: 202 and the job starts; the same (place, window, colour) again: 200 and
-    the marking made before, with no new work (its note and exposure end are the first's)."""
+    the marking made before, with no new work (its note and exposure end are the first's),
+    unless it failed: then it runs again. Audited in the marking's transaction."""
     actor = await authorize(request, Role.HEALTH_OFFICER, action="risk_place.mark")
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_body, validate=_validate)
-    place = data["place"].strip()
+    place = _text(data, "place").strip()
     if not place:
         raise ValidationFailed("place must not be blank", errors=["place"])
-    since = parse_datetime(data["since"], "since")
-    until = parse_datetime(data["until"], "until")
+    note = _text(data, "note")
+    since = _utc(data["since"], "since")
+    until = _utc(data["until"], "until")
     raw_end = data.get("exposure_until")
-    exposure_until = parse_datetime(raw_end, "exposure_until") if raw_end else None
+    exposure_until = _utc(raw_end, "exposure_until") if raw_end else None
     now = datetime.now(UTC)
+    retention = timedelta(days=settings.scan_retention_days)
     if until <= since:
         raise ValidationFailed("until must be after since", errors=["since", "until"])
-    if until - since > timedelta(days=settings.scan_retention_days):
+    if until - since > retention:
         raise ValidationFailed(
             f"the window is at most the scan retention, {settings.scan_retention_days} days",
             errors=["since", "until"],
@@ -72,38 +94,33 @@ async def post_risk_place(request: web.Request) -> web.Response:
             "until must not be in the future: the job reads the scans already recorded",
             errors=["until"],
         )
+    if since < now - retention - timedelta(days=1):  # a day's grace: partitions go by day
+        raise ValidationFailed(
+            f"since is before the scans kept ({settings.scan_retention_days} days)",
+            errors=["since"],
+        )
     if exposure_until is not None and exposure_until <= now:
         raise ValidationFailed("exposure_until must be in the future", errors=["exposure_until"])
+    if exposure_until is not None and exposure_until > now + EXPOSURE_MAX:
+        raise ValidationFailed(
+            f"exposure_until is at most {EXPOSURE_MAX.days} days ahead", errors=["exposure_until"]
+        )
     marking, created = await create_marking(
         request.app[POOL],
         place=place,
         since=since,
         until=until,
         color=Color(data.get("color", Color.YELLOW.value)),
-        note=data["note"],
+        note=note,
         exposure_until=exposure_until,
         created_by=actor.name,
         timeout=settings.pg_timeout,
     )
     if marking.state in {PENDING, RUNNING}:
-        # Created now, or left unfinished (its process stopped): run it. Another run of it
-        # in progress (here or elsewhere) holds its lock, and this one then does nothing.
+        # Created now, failed and set back to pending, or left unfinished (its process
+        # stopped): run it. Another run of it in progress (here or elsewhere) holds its lock,
+        # and this one then does nothing.
         request.app[RISK_PLACES].start(marking.id)
-    await audit.record(
-        request.app[POOL],
-        actor=actor.name,
-        action="risk_place.mark",
-        target={
-            "marking_id": str(marking.id),
-            "place": marking.place,
-            "since": rfc3339(marking.since),
-            "until": rfc3339(marking.until),
-            "color": marking.color.value,
-            "created": created,
-        },
-        rows=1 if created else 0,
-        timeout=settings.pg_timeout,
-    )
     if not created:
         return json_response(marking_body(marking))
     return json_response(

@@ -372,20 +372,30 @@ RISK_PLACE_REQUEST: Schema = {
             "type": "string",
             "minLength": 1,
             "maxLength": 200,
-            "description": "As terminals there are registered (scans carry their place)",
+            "description": "As terminals there are registered (scans carry their place); no"
+            " control characters",
         },
-        "since": {**DATETIME, "description": "Start of the window, inclusive"},
+        "since": {
+            **DATETIME,
+            "description": "Start of the window, inclusive; within the scan retention (plus a"
+            " day) of now",
+        },
         "until": {
             **DATETIME,
             "description": "End of the window, exclusive; not in the future, and at most the"
             " scan retention (28 days) after since",
         },
         "color": {"type": "string", "enum": RISK_COLORS, "default": Color.YELLOW.value},
-        "note": {"type": "string", "minLength": 1, "maxLength": 500, "description": "Reason"},
+        "note": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 500,
+            "description": "Reason; no control characters",
+        },
         "exposure_until": {
             **DATETIME,
-            "description": "When the exposure ends; omitted: when an authority's override"
-            " (given after the marking) releases the subject",
+            "description": "When the exposure ends, at most 366 days ahead; omitted: when an"
+            " authority's override (given after the marking) releases the subject",
         },
     },
 }

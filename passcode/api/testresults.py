@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import hdrs, web
 
 from passcode.api.auth import authorize
+from passcode.api.body import body_deadline
 from passcode.api.responses import json_response
 from passcode.domain.model import Role
 from passcode.domain.testresults import TooManyRows, UploadRejected, parse_upload
-from passcode.errors import (
-    PasscodeError,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    ValidationFailed,
-)
+from passcode.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from passcode.keys import CACHE, POOL, SEALER, SETTINGS
 from passcode.service.testresults import Tally, apply_results
-from passcode.store import audit
+from passcode.store.testresults import ACTION
 
-ACTION = "test_results.upload"
 MAX_ERRORS_SHOWN = 1000
 
 
@@ -47,44 +42,22 @@ async def post_test_results(request: web.Request) -> web.Response:
     except UploadRejected as exc:
         raise ValidationFailed(str(exc), errors=["body"]) from exc
     tally = Tally()
-    pool = request.app[POOL]
-
-    async def record(complete: bool) -> None:
-        await audit.record(
-            pool,
-            actor=actor.name,
-            action=ACTION,
-            target={
-                "rows": parsed.rows,
-                "applied": tally.applied,
-                "duplicates": len(parsed.good) - tally.applied if complete else None,
-                "rejected": len(parsed.errors),
-                "positives": tally.positives,
-                "complete": complete,
-            },
-            rows=tally.applied,
-            timeout=settings.pg_timeout,
-        )
-
-    try:
-        await apply_results(
-            parsed.good,
-            pool=pool,
-            cache=request.app[CACHE],
-            sealer=request.app[SEALER],
-            idp_issuer=settings.idp_issuer,
-            uploaded_by=actor.name,
-            clock=settings.clock,
-            policy=settings.policy(),
-            timeout=settings.pg_timeout,
-            tally=tally,
-        )
-    except PasscodeError:
-        # What committed before the failure stays (a re-upload completes it); say so if we can.
-        with contextlib.suppress(PasscodeError):
-            await record(complete=False)
-        raise
-    await record(complete=True)
+    # Each chunk writes its own audit entry in its own transaction (see apply_results), so
+    # whatever commits is audited even if the upload is cut short by a failure or shutdown.
+    await apply_results(
+        parsed.good,
+        pool=request.app[POOL],
+        cache=request.app[CACHE],
+        sealer=request.app[SEALER],
+        idp_issuer=settings.idp_issuer,
+        actor=actor.name,
+        upload_id=str(uuid.uuid4()),
+        summary={"rows": parsed.rows, "good": len(parsed.good), "rejected": len(parsed.errors)},
+        clock=settings.clock,
+        policy=settings.policy(),
+        timeout=settings.pg_timeout,
+        tally=tally,
+    )
     return json_response(
         {
             "rows": parsed.rows,
@@ -101,7 +74,8 @@ async def post_test_results(request: web.Request) -> web.Response:
 
 
 async def read_csv(request: web.Request, *, limit: int) -> bytes:
-    """The ``text/csv`` body (UTF-8, the default), never more than ``limit`` bytes read.
+    """The ``text/csv`` body (UTF-8, the default), never more than ``limit`` bytes read, all of
+    it within PASSCODE_BODY_TIMEOUT (else 408).
 
     Read from the stream, not with ``request.read()``: the application's ``client_max_size``
     is sized for JSON batches, far below an upload.
@@ -117,9 +91,10 @@ async def read_csv(request: web.Request, *, limit: int) -> bytes:
         raise PayloadTooLarge(f"body is {length} bytes; the limit here is {limit}", limit=limit)
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(limit + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
+    async with body_deadline(request):  # the whole body, not each read: a trickle times out too
+        while chunk := await request.content.read(limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
     return b"".join(chunks)

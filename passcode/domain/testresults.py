@@ -24,6 +24,11 @@ _BOM = "\ufeff"
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
+# What a bad value may look like to be quoted back in an error: a near-miss time (RFC 3339
+# characters in a date-time shape). The character set alone would admit an all-digit ID number.
+_TIME_LIKE = re.compile(
+    r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ][0-9]{1,2}(:[0-9]{1,2}){0,2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})?"
+)
 
 
 class UploadRejected(ValueError):
@@ -123,11 +128,11 @@ def _record(number: int, line: str, earliest: datetime, latest: datetime) -> Lab
             number, "user_id holds control characters or leading or trailing white space"
         )
     if result not in RESULTS:
-        return RowError(number, f"result must be positive or negative, not {_shown(fields[1])}")
+        return RowError(number, f"result must be positive or negative{_shown(fields[1])}")
     tested_at = _time(tested)
     if tested_at is None:
         return RowError(
-            number, f"tested_at must be an RFC 3339 time with an offset, not {_shown(tested)}"
+            number, f"tested_at must be an RFC 3339 time with an offset{_shown(tested)}"
         )
     if tested_at > latest:
         return RowError(number, "tested_at is in the future")
@@ -147,5 +152,12 @@ def _time(value: str) -> datetime | None:
 
 
 def _shown(value: str) -> str:
-    """A bad value quoted back, cut short (never a user id: only result and time are shown)."""
-    return repr(value if len(value) <= 40 else value[:40] + "…")
+    """The end of an error about a bad result or time: the value quoted back only when it is
+    a result word or a near-miss time. Anything else may be a user id in the wrong column (or
+    other personal data), and the response and the operator's tools must never repeat one."""
+    value = value.strip()
+    if not value:
+        return ", not an empty field"
+    if value.lower() in RESULTS or (len(value) <= 40 and _TIME_LIKE.fullmatch(value)):
+        return f", not {value!r}"
+    return " (the value given is not repeated here)"

@@ -1,14 +1,17 @@
 """The risk-place job: expose everyone who scanned at a place in a window, in resumable chunks.
 
 :func:`run_marking` runs one marking to the end on a connection of its own, holding the
-marking's advisory lock, so only one process works on a marking at a time. A chunk commits its
-exposures, statuses and resume point together (see :mod:`passcode.store.riskplaces`); its
-statuses then go to Redis in one pipelined pass. A Redis failure leaves them for the sync worker
-and does not stop the job. Cancelled (shutdown), the marking stays ``running`` and the next
-start resumes it; an unexpected error marks it ``failed`` with the error's text.
+marking's advisory lock, so only one process works on a marking at a time. Scans reach Postgres
+through the Redis stream and the drain, so the job first waits until the stream holds no scan
+from before the window's end (:func:`catch_up_scan_log`). A chunk commits its exposures,
+statuses and progress together (see :mod:`passcode.store.riskplaces`); its statuses then go to
+Redis in one pipelined pass. A Redis failure there leaves them for the sync worker and does not
+stop the job. Cancelled (shutdown), the marking stays ``running`` and the next start resumes
+it; an unavailable store or a transient error (deadlock, lock or serialization failure) leaves
+it ``running`` for a retry; any other error marks it ``failed`` with the error's text.
 
 :class:`RiskPlaceRunner` runs markings in the service's background, one at a time, and retries
-one whose store was unavailable.
+one whose store was unavailable or whose error was transient.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from datetime import UTC, datetime
 from passcode.domain.rules import Policy
 from passcode.errors import StoreUnavailable
 from passcode.store import riskplaces
-from passcode.store.cache import Cache
+from passcode.store.cache import Cache, redis_errors
 from passcode.store.pg import Connection, Pool, acquire, pg_errors
 from passcode.store.statuses import push_statuses_to_cache
+from passcode.workers.drain import ScanDrain
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,55 @@ class JobReport:
 
 OnProgress = Callable[[Progress], Awaitable[None]]
 
+# A stream entry's id is Redis's clock, a scan's scanned_at the verifying process's: the wait
+# covers entries this much past the window's end, for hosts whose clocks differ a little.
+STREAM_CLOCK_MARGIN = 2.0
+CATCH_UP_POLL = 0.1  # s between looks at the stream while another process drains it
+
+
+async def _oldest_entry_ms(cache: Cache) -> int | None:
+    """The Redis time (ms) of the oldest scan still in the stream (not yet stored), or None."""
+    with redis_errors("scan log backlog"):
+        async with asyncio.timeout(cache.timeout * 4):
+            pipe = cache.client.pipeline(transaction=False)
+            for stream in cache.stream_keys():
+                pipe.xrange(stream, "-", "+", count=1)
+            replies: list[list[tuple[bytes, object]]] = await pipe.execute()
+    firsts = [int(entries[0][0].split(b"-", 1)[0]) for entries in replies if entries]
+    return min(firsts, default=None)
+
+
+async def catch_up_scan_log(
+    cache: Cache, drain: ScanDrain | None, until: datetime, *, bound: float
+) -> bool:
+    """Wait until the scan streams hold no entry from before ``until``: every scan of the window
+    is then in Postgres. With this process's ``drain``, drain passes run meanwhile; without one
+    (``PASSCODE_DRAIN_ENABLED=0``: a ``passcode drain`` process stores them) it polls. Returns
+    False when ``bound`` seconds passed first (Redis unreachable or the drain behind)."""
+    cutoff_ms = int((until.timestamp() + STREAM_CLOCK_MARGIN) * 1000)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    grouped = drain is None
+    while True:
+        moved = 0
+        try:
+            oldest = await _oldest_entry_ms(cache)
+            if oldest is None or oldest >= cutoff_ms:
+                return True
+            if drain is not None and loop.time() < deadline:
+                async with asyncio.timeout(deadline - loop.time()):
+                    if not grouped:
+                        await drain.ensure_groups()
+                        grouped = True
+                    moved = await drain.drain_once()
+        except (StoreUnavailable, TimeoutError):
+            pass  # tried again until the bound
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        if not moved:
+            await asyncio.sleep(min(CATCH_UP_POLL, left))
+
 
 async def run_marking(
     pool: Pool,
@@ -70,11 +123,17 @@ async def run_marking(
     timeout: float,
     states: Sequence[str] = (riskplaces.PENDING, riskplaces.RUNNING),
     on_progress: OnProgress | None = None,
+    drain: ScanDrain | None = None,
+    catch_up: float | None = None,
 ) -> JobReport:
     """Run (or resume) the marking if it is in ``states`` and no one else runs it.
 
-    Raises :class:`StoreUnavailable` when a store fails on the way (the marking stays
-    ``running``; running it again resumes it).
+    Before listing who scanned, waits up to ``catch_up`` seconds (default ``timeout``) for the
+    scan stream to hold nothing from before the window's end, running ``drain`` (this process's,
+    if it drains) meanwhile; past that bound it logs a warning and goes on with Postgres's scans.
+
+    Raises :class:`StoreUnavailable` when a store fails on the way or an error is transient
+    (the marking stays ``running``; running it again resumes it).
     """
     report = JobReport(marking_id)
     started = time.perf_counter()
@@ -83,9 +142,25 @@ async def run_marking(
             return report
         try:
             with pg_errors("risk place job"):
-                await _work(conn, pool, cache, report, policy, chunk, timeout, states, on_progress)
+                await _work(
+                    conn,
+                    pool,
+                    cache,
+                    report,
+                    policy,
+                    chunk,
+                    timeout,
+                    states,
+                    on_progress,
+                    drain,
+                    timeout if catch_up is None else catch_up,
+                )
         except StoreUnavailable:
             raise
+        except riskplaces.TRANSIENT_ERRORS as exc:
+            # The chunk rolled back; the marking stays running and a retry goes on from there.
+            log.warning("risk place %s: transient %s, to retry", marking_id, type(exc).__name__)
+            raise StoreUnavailable(f"risk place job ({type(exc).__name__})") from exc
         except Exception as exc:
             # A bug or a data error: retrying would fail the same way. Recorded for the
             # authority (GET shows it) and the operator (the log has the traceback).
@@ -94,8 +169,8 @@ async def run_marking(
                 conn, marking_id, error=f"{type(exc).__name__}: {exc}"[:500], timeout=timeout
             )
             report.state = riskplaces.FAILED
-        # Cancelled or failed on a store, the connection goes back with the lock held: the
-        # pool's reset (pg_advisory_unlock_all) or closing the connection releases it.
+        # Cancelled, failed on a store or transiently, the connection goes back with the lock
+        # held: the pool's reset (pg_advisory_unlock_all) or closing the connection releases it.
         await riskplaces.unlock(conn, marking_id, timeout=timeout)
     report.seconds = time.perf_counter() - started
     return report
@@ -111,18 +186,28 @@ async def _work(
     timeout: float,
     states: Sequence[str],
     on_progress: OnProgress | None,
+    drain: ScanDrain | None,
+    catch_up: float,
 ) -> None:
     """The job, under the marking's lock; counts go into ``report``."""
     marking_id = report.marking_id
     marking = await riskplaces.claim(conn, marking_id, states=states, timeout=timeout)
     if marking is None:
         return
-    subjects = await riskplaces.affected_subjects(conn, marking, timeout=timeout)
-    cursor = marking.cursor_subject
-    remaining = subjects if cursor is None else [s for s in subjects if s > cursor]
+    if not await catch_up_scan_log(cache, drain, marking.until, bound=catch_up):
+        log.warning(
+            "risk place %s: after %.0f s the scan stream still holds scans from before %s (or"
+            " Redis is unreachable); going on with those in Postgres. Is a drain running"
+            " (PASSCODE_DRAIN_ENABLED=0 needs a `passcode drain` process)?",
+            marking_id,
+            catch_up,
+            marking.until.isoformat(),
+        )
+    affected = await riskplaces.affected_subjects(conn, marking, timeout=timeout)
+    remaining = affected.todo
     report.state = riskplaces.RUNNING
-    report.affected = len(subjects)
-    report.processed = len(subjects) - len(remaining)
+    report.affected = affected.total
+    report.processed = affected.total - len(remaining)
     await riskplaces.set_progress(
         conn, marking_id, affected=report.affected, processed=report.processed, timeout=timeout
     )
@@ -175,10 +260,18 @@ class RiskPlaceRunner:
     cancelled marking stays ``running`` and is resumed at the next start)."""
 
     def __init__(
-        self, pool: Pool, cache: Cache, *, policy: Policy, chunk: int, timeout: float
+        self,
+        pool: Pool,
+        cache: Cache,
+        *,
+        policy: Policy,
+        chunk: int,
+        timeout: float,
+        drain: ScanDrain | None = None,
     ) -> None:
         self.pool = pool
         self.cache = cache
+        self.drain = drain  # this process's, when it drains (else another process does)
         self.policy = policy
         self.chunk = chunk
         self.timeout = timeout
@@ -224,10 +317,13 @@ class RiskPlaceRunner:
                         policy=self.policy,
                         chunk=self.chunk,
                         timeout=self.timeout,
+                        drain=self.drain,
                     )
             except StoreUnavailable:
                 log.warning(
-                    "risk place %s: store unavailable, retrying in %.0f s", marking_id, delay
+                    "risk place %s: store unavailable or transient error, retrying in %.0f s",
+                    marking_id,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)

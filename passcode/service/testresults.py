@@ -2,9 +2,10 @@
 
 Each chunk is one transaction (subjects, results, exposures, the statuses they change), so a
 crash loses at most the chunk in flight and a re-upload of the same file completes what is
-missing: results already on file are duplicates and add nothing. A positive gives an open-ended
-red exposure (reason ``positive_test``): the subject stays red until an authority's override
-settles it. Negatives are only recorded; they release nobody.
+missing: results already on file are duplicates and add nothing. Each chunk's audit entry
+commits with it, so nothing is applied unaudited however an upload ends. A positive gives an
+open-ended red exposure (reason ``positive_test``): the subject stays red until an authority's
+override settles it. Negatives are only recorded; they release nobody.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from passcode.domain.clock import Clock
 from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Policy
 from passcode.domain.testresults import LabResult
+from passcode.store import audit
 from passcode.store.cache import Cache
 from passcode.store.pg import Pool
 from passcode.store.statuses import push_statuses_to_cache
-from passcode.store.testresults import KeyedResult, record_chunk
+from passcode.store.testresults import ACTION, KeyedResult, record_chunk
 
 CHUNK = 1000  # records per transaction; its subjects stay locked while it runs
 
@@ -41,20 +44,47 @@ async def apply_results(
     cache: Cache,
     sealer: Sealer,
     idp_issuer: str,
-    uploaded_by: str,
+    actor: str,
+    upload_id: str,
+    summary: dict[str, Any],
     clock: Clock,
     policy: Policy,
     timeout: float,
     tally: Tally,
 ) -> None:
     """Record ``results``: a subject with a new positive is red at its next scan (or, if Redis
-    missed the write, once the drain's sync repairs it)."""
+    missed the write, once the drain's sync repairs it).
+
+    Every chunk's audit entry (action ``test_results.upload``, by ``actor``) holds ``summary``
+    (the upload's counts; never user ids), ``upload`` (``upload_id``), ``chunk`` (1-based) of
+    ``chunks`` and that chunk's counts. An upload with no good record gets one entry, chunk 0
+    of 0, so every upload is audited.
+    """
     keyed = await asyncio.to_thread(_keyed, sealer, idp_issuer, results)
-    for start in range(0, len(keyed), CHUNK):
+    chunks = (len(keyed) + CHUNK - 1) // CHUNK
+    base = {**summary, "upload": upload_id, "chunks": chunks}
+    if not keyed:
+        await audit.record(
+            pool,
+            actor=actor,
+            action=ACTION,
+            target={
+                **base,
+                "chunk": 0,
+                "records": 0,
+                "applied": 0,
+                "duplicates": 0,
+                "positives": 0,
+            },
+            rows=0,
+            timeout=timeout,
+        )
+    for index, start in enumerate(range(0, len(keyed), CHUNK), start=1):
         outcome = await record_chunk(
             pool,
             keyed[start : start + CHUNK],
-            uploaded_by=uploaded_by,
+            uploaded_by=actor,
+            audit_target={**base, "chunk": index},
             now=datetime.fromtimestamp(clock.now(), UTC),
             policy=policy,
             timeout=timeout,

@@ -3,8 +3,10 @@
 A marking names a place and a window; every subject who scanned there in the window gets an
 exposure (one per subject and marking: ``source`` is ``risk_place:<marking id>``), and their
 status is re-derived. The work goes in chunks of subjects in id order; each chunk's exposures,
-statuses and the resume point (``cursor_subject``) commit together, so an interrupted job
-resumes after the last committed chunk and never does a chunk's work twice.
+statuses and progress commit together. A run (or a resumed one) works on the subjects that have
+no exposure from this marking yet, so an interrupted job never does a chunk's work twice and a
+subject whose scan reached Postgres late (below ``cursor_subject``, which is progress only) is
+still exposed.
 
 Exposures are dated (``valid_from`` and ``created_at``) when the marking was made: an authority's
 override given after the marking settles the exposure, however late the job reaches the subject.
@@ -15,16 +17,28 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
+from redis.exceptions import RedisError
 
 from passcode.domain.model import Color, StatusReason
 from passcode.domain.rules import Policy
+from passcode.store import audit
 from passcode.store.pg import Connection, Pool, acquire
 from passcode.store.statuses import StatusChanges, lock_subjects, write_statuses
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+# Errors that a later attempt clears (another transaction's locks, a moment's Redis trouble):
+# the job retries them like an unavailable store instead of marking the marking failed.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.SerializationError,
+    RedisError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +57,7 @@ class Marking:
     state: str
     affected: int | None  # subjects found; None until the job has looked
     processed: int
-    cursor_subject: bytes | None  # the last subject done (resume after it)
+    cursor_subject: bytes | None  # the last subject of the last chunk done (progress only)
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
@@ -81,6 +95,10 @@ def _marking(row: asyncpg.Record) -> Marking:
     )
 
 
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 async def create_marking(
     pool: Pool,
     *,
@@ -94,8 +112,10 @@ async def create_marking(
     timeout: float,
 ) -> tuple[Marking, bool]:
     """The marking of (place, since, until, color): created pending (True), or the one that
-    already exists (False), whatever its note and exposure end."""
-    async with acquire(pool, "mark risk place", timeout) as conn:
+    already exists (False), whatever its note and exposure end; a ``failed`` one is set back to
+    pending to run again. In the same transaction, the ``risk_place.mark`` audit entry by
+    ``created_by`` (who asks now): the record commits before any job can start."""
+    async with acquire(pool, "mark risk place", timeout) as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO risk_places (id, place, window_start, window_end, color, note,"  # noqa: S608  # constant names
             " exposure_until, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -109,19 +129,51 @@ async def create_marking(
             note,
             exposure_until,
             created_by,
+            timeout=timeout,
         )
-        if row is not None:
-            return _marking(row), True
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM risk_places"  # noqa: S608  # constant names
-            " WHERE place = $1 AND window_start = $2 AND window_end = $3 AND color = $4",
-            place,
-            since,
-            until,
-            color.value,
+        created, restarted = row is not None, False
+        if row is None:
+            row = await conn.fetchrow(
+                "UPDATE risk_places SET state = 'pending', error = NULL, finished_at = NULL"  # noqa: S608  # constant names
+                " WHERE place = $1 AND window_start = $2 AND window_end = $3 AND color = $4"
+                f" AND state = 'failed' RETURNING {_COLUMNS}",
+                place,
+                since,
+                until,
+                color.value,
+                timeout=timeout,
+            )
+            restarted = row is not None
+        if row is None:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM risk_places"  # noqa: S608  # constant names
+                " WHERE place = $1 AND window_start = $2 AND window_end = $3 AND color = $4",
+                place,
+                since,
+                until,
+                color.value,
+                timeout=timeout,
+            )
+        assert row is not None  # the conflicting row; markings are never deleted
+        marking = _marking(row)
+        target: dict[str, Any] = {
+            "marking_id": str(marking.id),
+            "place": marking.place,
+            "since": _utc(marking.since),
+            "until": _utc(marking.until),
+            "color": marking.color.value,
+            "created": created,
+        }
+        if restarted:
+            target["restarted"] = True
+        await audit.append(
+            conn,
+            actor=created_by,
+            action="risk_place.mark",
+            target=target,
+            rows=1 if created or restarted else 0,
         )
-    assert row is not None  # the conflicting row; markings are never deleted
-    return _marking(row), False
+    return marking, created
 
 
 async def get_marking(pool: Pool, marking_id: uuid.UUID, *, timeout: float) -> Marking | None:
@@ -185,17 +237,29 @@ async def claim(
     return None if row is None else _marking(row)
 
 
-async def affected_subjects(conn: Connection, marking: Marking, *, timeout: float) -> list[bytes]:
-    """Every subject with a scan at the place in the window, in id order."""
+@dataclass(frozen=True, slots=True)
+class Affected:
+    """Who scanned at the place in the window."""
+
+    total: int  # subjects found
+    todo: list[bytes]  # those without this marking's exposure yet, in id order
+
+
+async def affected_subjects(conn: Connection, marking: Marking, *, timeout: float) -> Affected:
+    """Every subject with a scan at the place in the window, and which of them still need this
+    marking's exposure (the unique index on exposures (subject_id, source) answers each)."""
     rows = await conn.fetch(
-        "SELECT DISTINCT subject_id FROM scans WHERE place = $1 AND scanned_at >= $2"
-        " AND scanned_at < $3 AND subject_id IS NOT NULL ORDER BY subject_id",
+        "SELECT s.subject_id, EXISTS (SELECT 1 FROM exposures AS e"
+        " WHERE e.subject_id = s.subject_id AND e.source = $4) AS done"
+        " FROM (SELECT DISTINCT subject_id FROM scans WHERE place = $1 AND scanned_at >= $2"
+        " AND scanned_at < $3 AND subject_id IS NOT NULL) AS s ORDER BY s.subject_id",
         marking.place,
         marking.since,
         marking.until,
+        marking.source,
         timeout=timeout,
     )
-    return [row["subject_id"] for row in rows]
+    return Affected(len(rows), [row["subject_id"] for row in rows if not row["done"]])
 
 
 async def set_progress(
@@ -251,8 +315,8 @@ async def apply_chunk(
     timeout: float,
 ) -> ChunkResult:
     """One chunk, in one transaction: lock the subjects (id order), give each this marking's
-    exposure (once: ``ON CONFLICT DO NOTHING``), re-derive and write their statuses, and move
-    the resume point to the chunk's last subject. ``subjects`` are in id order."""
+    exposure (once: ``ON CONFLICT DO NOTHING``), re-derive and write their statuses, and record
+    the progress (``cursor_subject``: the chunk's last subject). ``subjects`` are in id order."""
     async with conn.transaction():
         holders = await lock_subjects(conn, subjects, timeout=timeout)
         status = await conn.execute(

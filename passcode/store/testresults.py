@@ -4,7 +4,8 @@ A chunk finds or creates its subjects (nameless, as :func:`passcode.store.status
 subject_for_user` does, but one statement for the whole chunk), records its results (a result
 already on file adds nothing), gives each positive its red exposure (once per subject and test
 time) and re-derives the statuses of the subjects that got a new exposure, all in the same
-transaction: a crash leaves a chunk either wholly applied or not at all. Redis gets the new
+transaction, with the chunk's audit entry: a crash leaves a chunk either wholly applied and
+audited or not at all. Redis gets the new
 statuses after the commit (:func:`passcode.store.statuses.push_statuses_to_cache`); if that
 never happens, ``cached_version`` stays behind and the drain's sync repairs it.
 """
@@ -15,12 +16,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from passcode.domain.model import Color, StatusReason
 from passcode.domain.rules import Policy
 from passcode.domain.testresults import exposure_source
+from passcode.store import audit
 from passcode.store.pg import Pool, acquire
 from passcode.store.statuses import StatusChanges, lock_subjects, write_statuses
+
+ACTION = "test_results.upload"  # the audit action of an upload (and of its authorization)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +51,16 @@ async def record_chunk(
     rows: Sequence[KeyedResult],
     *,
     uploaded_by: str,
+    audit_target: dict[str, Any],
     now: datetime,
     policy: Policy,
     timeout: float,
 ) -> ChunkOutcome:
     """Record ``rows`` in one transaction and write the statuses they change (Postgres only).
+
+    The transaction also appends the chunk's audit entry (by ``uploaded_by``): ``audit_target``
+    plus the chunk's ``records``, ``applied``, ``duplicates`` and ``positives``; ``rows`` is
+    ``applied``.
 
     The subjects are locked in id order before anything refers to them, as every bulk status
     writer does, so uploads, risk-place jobs and declarations wait for each other rather than
@@ -104,9 +114,21 @@ async def record_chunk(
         statuses = await write_statuses(
             conn, {s: holders[s] for s in changed}, now=now, policy=policy, timeout=timeout
         )
+        applied = len(inserted)
+        positives = sum(1 for r in inserted if r["result"] == "positive")
+        await audit.append(
+            conn,
+            actor=uploaded_by,
+            action=ACTION,
+            target={
+                **audit_target,
+                "records": len(rows),
+                "applied": applied,
+                "duplicates": len(rows) - applied,
+                "positives": positives,
+            },
+            rows=applied,
+        )
     return ChunkOutcome(
-        applied=len(inserted),
-        positives=sum(1 for r in inserted if r["result"] == "positive"),
-        exposed=len(changed),
-        statuses=statuses,
+        applied=applied, positives=positives, exposed=len(changed), statuses=statuses
     )

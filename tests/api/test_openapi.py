@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -426,11 +426,12 @@ async def test_real_responses_match_the_document(
     await call("GET", "/v1/admin/audit", 401, headers={"Authorization": "Bearer nope"})
     await call("GET", "/v1/admin/audit", 403, headers=green)
 
-    # Issue 5: risk places (a window with no scans: the job finds no one).
+    # Issue 5: risk places (a window with no scans: the job finds no one; within the retention).
+    risk_start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
     risk = {
         "place": f"OpenAPI Mall {uuid.uuid4().hex[:8]}",
-        "since": "2020-01-01T08:00:00+08:00",
-        "until": "2020-01-01T12:00:00Z",
+        "since": risk_start.astimezone(timezone(timedelta(hours=8))).isoformat(),
+        "until": (risk_start + timedelta(hours=1)).isoformat(),
         "note": "contract test",
     }
     marked = await call("POST", "/v1/admin/risk-places", 202, json_body=risk, headers=ADMIN)

@@ -5,9 +5,12 @@ idempotent background job; only health officers may do it, and it is audited."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
+import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +31,7 @@ from passcode.store.statuses import (
     find_subject,
     read_status,
     refresh_statuses,
+    subject_for_user,
     sync_unsynced,
 )
 from tests.api.proxy import TcpProxy
@@ -35,6 +39,7 @@ from tests.api.test_verify import (
     assert_problem,
     declare,
     fetch_pass,
+    needs_tcp,
     new_terminal,
     post_verify,
     verify_ok,
@@ -54,14 +59,26 @@ class Citizen:
     code: str  # a pass fetched while green
 
 
-async def new_citizen(client: Client, make_token: TokenFactory) -> Citizen:
-    """A citizen with a healthy declaration (green) and a pass."""
+async def new_citizen(
+    client: Client, make_token: TokenFactory, subject_id: bytes | None = None
+) -> Citizen:
+    """A citizen with a healthy declaration (green) and a pass; with ``subject_id``, that is
+    their subject's id (made before they first declare)."""
     user_id = f"rp-{uuid.uuid4().hex}"
     token = make_token(user_id=user_id)
+    settings = client.app[SETTINGS]
+    sealer = client.app[SEALER]
+    user_hash = sealer.user_hash(settings.idp_issuer, user_id)
+    if subject_id is not None:
+        await subject_for_user(
+            client.app[POOL],
+            subject_id=subject_id,
+            user_hash=user_hash,
+            sealed=sealer.seal(user_id),
+            timeout=5,
+        )
     await declare(client, token, HEALTHY)
     code = await fetch_pass(client, token)
-    settings = client.app[SETTINGS]
-    user_hash = client.app[SEALER].user_hash(settings.idp_issuer, user_id)
     subject = await find_subject(client.app[POOL], user_hash, timeout=5)
     assert subject is not None
     return Citizen(user_id, token, subject, code)
@@ -217,7 +234,8 @@ async def test_a_red_marking_turns_them_red_until_the_exposure_ends(
 
 
 async def test_marking_again_changes_nothing(client: Client, make_token: TokenFactory) -> None:
-    """The same place, window and colour again: 200 with the same marking and no new job; and
+    """The same place, window and colour again: 200 with the same marking and no new job
+    (audited too, as not created); and
     running its job once more from scratch inserts no exposure, changes no status row or
     version, and writes nothing to Redis. A finished marking is not run again; a bulk refresh
     of the same subjects changes nothing either."""
@@ -234,6 +252,10 @@ async def test_marking_again_changes_nothing(client: Client, make_token: TokenFa
     again = await mark(client, {**body, "note": "second"}, status=200)
     assert again["id"] == marked["id"]
     assert (again["note"], again["state"], again["processed"]) == ("first", "done", 3)
+    assert [(o, r, t["created"]) for o, r, t in await mark_audits(client, marked["id"])] == [
+        ("ok", 1, True),
+        ("ok", 0, False),
+    ]
     assert [await both(client, p.subject) for p in people] == versions
     red = await mark(client, {**body, "color": "red"})  # another colour is another marking
     assert red["id"] != marked["id"]
@@ -368,9 +390,11 @@ async def test_redis_down_during_the_job_leaves_the_sync_worker_to_repair(
     make_token: TokenFactory,
     proxies: Callable[[str], Awaitable[TcpProxy]],
 ) -> None:
-    """With Redis unreachable the job still finishes: statuses are yellow in Postgres with
+    """With Redis unreachable the job still finishes (its wait for the scan stream gives up at
+    its bound): statuses are yellow in Postgres with
     cached_version behind version, Redis keeps the old green; once Redis is back the sync
     worker's repair brings it in line."""
+    needs_tcp(settings.redis_url)
     assert settings.redis_url is not None
     redis_proxy = await proxies(settings.redis_url)
     proxied = dataclasses.replace(
@@ -400,6 +424,7 @@ async def test_redis_down_during_the_job_leaves_the_sync_worker_to_repair(
         policy=proxied.policy(),
         chunk=10,
         timeout=10,
+        catch_up=0.5,  # the scan stream cannot be looked at: a warning, and on with Postgres
     )
     assert (report.state, report.rows_written, report.redis_writes) == ("done", 1, 0)
     async with client.app[POOL].acquire() as conn:
@@ -459,6 +484,10 @@ def _future(**delta: float) -> str:
     return (datetime.now(UTC) + timedelta(**delta)).isoformat()
 
 
+def _past(**delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(**delta)).isoformat()
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [
@@ -473,19 +502,28 @@ def _future(**delta: float) -> str:
         ({"since": "yesterday"}, "since not RFC 3339"),
         ({"until": "2026-13-45T00:00:00Z"}, "until not a date"),
         ({"since": "2026-01-01T00:00:00"}, "since without an offset"),
-        ({"since": "2024-01-02T00:00:00Z", "until": "2024-01-01T00:00:00Z"}, "until before"),
-        ({"since": "2024-01-01T00:00:00Z", "until": "2024-01-01T00:00:00Z"}, "empty window"),
-        ({"since": "2024-01-01T00:00:00Z", "until": "2024-01-29T00:00:01Z"}, "over 28 days"),
+        ({"since": _past(hours=1), "until": _past(hours=2)}, "until before"),
+        ({"since": (hour_ago := _past(hours=1)), "until": hour_ago}, "empty window"),
+        ({"since": _past(days=28, seconds=2), "until": _past(seconds=1)}, "over 28 days"),
         ({"until": _future(hours=1)}, "until in the future"),
+        ({"since": _past(days=40), "until": _past(days=39)}, "before the scans kept"),
+        ({"since": "0001-01-01T00:00:00Z", "until": "0001-01-02T00:00:00Z"}, "year 1"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since before year 1 in UTC"),
+        ({"until": "9999-12-31T23:59:59-01:00"}, "until past year 9999 in UTC"),
+        ({"until": "9999-12-31T23:59:59Z"}, "until in year 9999"),
         ({"exposure_until": "2020-01-01T00:00:00Z"}, "exposure already over"),
         ({"exposure_until": 5}, "exposure_until not a string"),
+        ({"exposure_until": "9999-12-31T23:59:59-01:00"}, "exposure past year 9999 in UTC"),
+        ({"exposure_until": "9999-12-31T23:59:59Z"}, "exposure in year 9999"),
+        ({"exposure_until": _future(days=367)}, "exposure over 366 days ahead"),
         ({"extra": 1}, "unknown field"),
     ],
 )
 async def test_bad_bodies_get_400_problems(
     client: Client, change: dict[str, Any], why: str
 ) -> None:
-    """Each malformed or out-of-range body is a 400 problem, and nothing is marked."""
+    """Each malformed or out-of-range body (far years and times UTC cannot hold included) is a
+    400 problem, and nothing is marked."""
     body = _valid()
     for name, value in change.items():
         if value is None:
@@ -551,3 +589,280 @@ async def test_a_later_override_releases_the_exposure(
     assert await colors_agree(client, person.subject) is Color.GREEN
     response, body = await post_verify(client, key, code=fresh)
     assert (response.status, body["decision"]) == (200, "admit")
+
+
+async def mark_audits(client: Client, marking_id: str) -> list[tuple[str, int, dict[str, Any]]]:
+    """(outcome, rows, target) of the marking's risk_place.mark audit entries, oldest first."""
+    async with client.app[POOL].acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT outcome, rows, target FROM audit_log WHERE action = 'risk_place.mark'"
+            " AND target->>'marking_id' = $1 ORDER BY id",
+            marking_id,
+        )
+    return [(r["outcome"], r["rows"], json.loads(r["target"])) for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("place", "Risky\u0000Mall"),
+        ("note", "case\u0000"),
+        ("note", "line\nbreak"),
+        ("place", "\u001fMall"),
+    ],
+)
+async def test_control_characters_are_refused_naming_the_field(
+    client: Client, field: str, value: str
+) -> None:
+    """A NUL (which Postgres refuses) or any other C0 control character in place or note is a
+    400 problem naming the field, never a 500; nothing is marked."""
+    body = {**_valid(), "note": "ctl", field: value}
+    response = await client.post(URL, json=body, headers=ADMIN)
+    problem = await response.json()
+    assert_problem(response, problem, 400)
+    assert problem["errors"] == [field]
+    async with client.app[POOL].acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM risk_places WHERE note = 'ctl'") == 0
+
+
+async def test_a_scan_still_in_the_redis_stream_is_exposed(
+    aiohttp_client: ClientFactory, settings: Settings, make_token: TokenFactory
+) -> None:
+    """A scan at a real terminal that the drain has not yet moved to Postgres (the service's
+    drain waits an hour between passes) is found by a marking made right after: the job drains
+    the stream up to the window's end before it lists who scanned, and the citizen turns
+    yellow."""
+    slow = dataclasses.replace(settings, drain_interval=3600)
+    client = await aiohttp_client(create_app(slow))
+    place = a_place()
+    _, key = await new_terminal(client, place)
+    person = await new_citizen(client, make_token)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    assert (await verify_ok(client, key, person.code))["decision"] == "admit"
+    assert await scans_at(client, place) == 0  # in the Redis stream only
+    until = datetime.now(UTC)
+    marked = await mark(
+        client,
+        {"place": place, "since": since.isoformat(), "until": until.isoformat(), "note": "lag"},
+    )
+    done = await finished(client, marked["id"])
+    assert (done["state"], done["affected"], done["processed"]) == ("done", 1, 1)
+    assert await scans_at(client, place) == 1
+    assert await colors_agree(client, person.subject) is Color.YELLOW
+
+
+async def test_a_subject_below_the_cursor_is_still_exposed_on_resume(
+    aiohttp_client: ClientFactory, settings: Settings, make_token: TokenFactory
+) -> None:
+    """A job interrupted after its first chunk; then a scan of a subject whose id sorts below
+    the chunk's last subject (the cursor) reaches Postgres. Resumed, the job gives that subject
+    the exposure too (it selects subjects without this marking's exposure, not those after the
+    cursor): 5 of 5, each exposed once."""
+    small = dataclasses.replace(settings, risk_chunk=2)
+    client = await aiohttp_client(create_app(small))
+    place = a_place()
+    people = [await new_citizen(client, make_token) for _ in range(4)]
+    at = datetime.now(UTC) - timedelta(hours=1)
+    for person in people:
+        await add_scan(client, person.subject, place, at)
+    start = datetime.now(UTC) - timedelta(hours=2)
+    marking, _ = await riskplaces.create_marking(
+        client.app[POOL],
+        place=place,
+        since=start,
+        until=start + timedelta(hours=1, minutes=30),
+        color=Color.YELLOW,
+        note="below the cursor",
+        exposure_until=None,
+        created_by="test",
+        timeout=5,
+    )
+    first_chunk = asyncio.Event()
+
+    async def stall(progress: Progress) -> None:
+        first_chunk.set()
+        await asyncio.Event().wait()
+
+    pool, cache = client.app[POOL], client.app[CACHE]
+
+    def job(on_progress: Callable[[Progress], Awaitable[None]] | None = None) -> Any:
+        return run_marking(
+            pool,
+            cache,
+            marking.id,
+            policy=small.policy(),
+            chunk=small.risk_chunk,
+            timeout=10,
+            on_progress=on_progress,
+        )
+
+    running = asyncio.create_task(job(stall))
+    async with asyncio.timeout(20):
+        await first_chunk.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    stored = await riskplaces.get_marking(pool, marking.id, timeout=5)
+    assert stored is not None
+    assert stored.cursor_subject is not None
+    assert stored.processed == 2
+
+    late = await new_citizen(client, make_token, subject_id=b"\x00\x00" + os.urandom(14))
+    assert late.subject < stored.cursor_subject
+    await add_scan(client, late.subject, place, at)
+    report = await job()
+    assert (report.state, report.affected, report.processed) == ("done", 5, 5)
+    assert report.exposures == 3  # the late subject and the two after the cursor
+    for person in [*people, late]:
+        assert await colors_agree(client, person.subject) is Color.YELLOW
+    async with pool.acquire() as conn:
+        per_subject = await conn.fetch(
+            "SELECT count(*) AS n FROM exposures WHERE source = $1 GROUP BY subject_id",
+            marking.source,
+        )
+    assert sorted(r["n"] for r in per_subject) == [1] * 5
+
+
+@contextlib.asynccontextmanager
+async def exposures_refused(
+    client: Client, note: str, *, errcode: str, once: bool
+) -> AsyncIterator[None]:
+    """Inserting an exposure of a marking with ``note`` raises ``errcode`` (once, or always),
+    through a trigger the test adds and drops."""
+    name = f"rp_refuse_{uuid.uuid4().hex[:12]}"
+    first = f"nextval('{name}') = 1" if once else "true"
+    async with client.app[POOL].acquire() as conn:
+        await conn.execute(f"CREATE SEQUENCE {name}")
+        await conn.execute(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"  # noqa: S608  # the test's own names and values
+            "  IF EXISTS (SELECT 1 FROM risk_places WHERE 'risk_place:' || id = NEW.source"
+            f"   AND note = '{note}') THEN"
+            f"    IF {first} THEN"
+            f"      RAISE EXCEPTION 'refused by the test' USING ERRCODE = '{errcode}';"
+            "    END IF;"
+            "  END IF;"
+            "  RETURN NEW;"
+            " END $$"
+        )
+        await conn.execute(
+            f"CREATE TRIGGER {name} BEFORE INSERT ON exposures"
+            f" FOR EACH ROW EXECUTE FUNCTION {name}()"
+        )
+    try:
+        yield
+    finally:
+        async with client.app[POOL].acquire() as conn:
+            await conn.execute(f"DROP TRIGGER {name} ON exposures")
+            await conn.execute(f"DROP FUNCTION {name}()")
+            await conn.execute(f"DROP SEQUENCE {name}")
+
+
+async def test_a_failed_job_is_audited_and_marking_again_reruns_it(
+    client: Client, make_token: TokenFactory
+) -> None:
+    """The mark audit entry commits with the marking, before the job: it is there when the job
+    fails (a data error: failed, with the error). Marking the same again restarts the failed
+    marking: 200 with it pending, audited (not created, restarted), and the job then exposes
+    the citizen."""
+    place = a_place()
+    person = await new_citizen(client, make_token)
+    await add_scan(client, person.subject, place, datetime.now(UTC) - timedelta(hours=1))
+    note = f"fail-{uuid.uuid4().hex[:8]}"
+    body = {"place": place, **window(), "note": note}
+    async with exposures_refused(client, note, errcode="P0001", once=False):
+        marked = await mark(client, body)
+        failed = await finished(client, marked["id"])
+    assert failed["state"] == "failed"
+    assert "refused by the test" in failed["error"]
+    audits = await mark_audits(client, marked["id"])
+    assert [(o, r, t["created"]) for o, r, t in audits] == [("ok", 1, True)]
+    assert await colors_agree(client, person.subject) is Color.GREEN
+
+    again = await mark(client, body, status=200)
+    assert (again["id"], again["state"], again["error"]) == (marked["id"], "pending", None)
+    done = await finished(client, marked["id"])
+    assert (done["state"], done["affected"], done["processed"], done["error"]) == (
+        "done",
+        1,
+        1,
+        None,
+    )
+    assert await colors_agree(client, person.subject) is Color.YELLOW
+    audits = await mark_audits(client, marked["id"])
+    assert [(o, r, t["created"], t.get("restarted")) for o, r, t in audits] == [
+        ("ok", 1, True, None),
+        ("ok", 1, False, True),
+    ]
+
+
+@pytest.mark.parametrize("errcode", ["40P01", "40001", "55P03"])
+async def test_a_transient_error_is_retried_not_failed(
+    client: Client, make_token: TokenFactory, errcode: str
+) -> None:
+    """A deadlock (40P01), serialization failure (40001) or lock not available (55P03) in a
+    chunk leaves the marking running; the runner retries it after a backoff and it ends done,
+    never failed."""
+    place = a_place()
+    person = await new_citizen(client, make_token)
+    await add_scan(client, person.subject, place, datetime.now(UTC) - timedelta(hours=1))
+    note = f"transient-{uuid.uuid4().hex[:8]}"
+    async with exposures_refused(client, note, errcode=errcode, once=True):
+        marked = await mark(client, {"place": place, **window(), "note": note})
+        done = await finished(client, marked["id"])
+    assert (done["state"], done["processed"], done["error"]) == ("done", 1, None)
+    assert await colors_agree(client, person.subject) is Color.YELLOW
+
+
+async def test_without_its_own_drain_the_job_waits_for_the_drain_process(
+    aiohttp_client: ClientFactory,
+    settings: Settings,
+    make_token: TokenFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PASSCODE_DRAIN_ENABLED=0 (a separate `passcode drain` process stores the scans): the
+    job waits, bounded, until the stream holds no scan from before the window's end. Past the
+    bound it logs a warning and goes on with Postgres's scans (no one found); once the other
+    drain has stored the scan, the same wait ends and the citizen is exposed."""
+    alone = dataclasses.replace(settings, drain_enabled=False)
+    client = await aiohttp_client(create_app(alone))
+    place = a_place()
+    _, key = await new_terminal(client, place)
+    person = await new_citizen(client, make_token)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    assert (await verify_ok(client, key, person.code))["decision"] == "admit"
+    pool, cache = client.app[POOL], client.app[CACHE]
+
+    async def marking_now(note: str) -> riskplaces.Marking:
+        made, _ = await riskplaces.create_marking(
+            pool,
+            place=place,
+            since=since,
+            until=datetime.now(UTC),
+            color=Color.YELLOW,
+            note=note,
+            exposure_until=None,
+            created_by="test",
+            timeout=5,
+        )
+        return made
+
+    def job(marking: riskplaces.Marking, catch_up: float) -> Any:
+        return run_marking(
+            pool, cache, marking.id, policy=alone.policy(), chunk=10, timeout=10, catch_up=catch_up
+        )
+
+    unlucky = await marking_now("no drain")
+    with caplog.at_level("WARNING", logger="passcode.service.riskplaces"):
+        report = await job(unlucky, 0.3)
+    assert (report.state, report.affected) == ("done", 0)
+    assert "still holds scans" in caplog.text
+
+    waiting = asyncio.create_task(job(await marking_now("drain elsewhere"), 20))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    other = client.app[DRAIN]  # as the `passcode drain` process would
+    await other.ensure_groups()
+    assert await other.drain_all() == 1
+    report = await waiting
+    assert (report.state, report.affected, report.exposures) == ("done", 1, 1)
+    assert await colors_agree(client, person.subject) is Color.YELLOW

@@ -3,17 +3,20 @@
 A positive turns its subject red at the next scan and stays red until an override; a negative
 changes nothing; bad rows are reported by line while good rows apply; a re-upload applies
 nothing and moves no status version; whole-file problems (header, encoding, media type, size)
-apply nothing; the role is enforced and the audit entry holds counts, never user ids.
+apply nothing; a body that stalls gets 408; the role is enforced; each chunk's audit entry
+commits with it and holds counts, never user ids; an error never echoes an ID number.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
@@ -180,8 +183,9 @@ async def test_bad_rows_are_reported_by_line_and_good_rows_still_apply(
     answer = await upload_ok(client, body)
 
     assert {e["line"]: e["error"] for e in answer["errors"]} == {
-        3: "result must be positive or negative, not 'maybe'",
-        4: "tested_at must be an RFC 3339 time with an offset, not 'last tuesday'",
+        3: "result must be positive or negative (the value given is not repeated here)",
+        4: "tested_at must be an RFC 3339 time with an offset (the value given is not repeated"
+        " here)",
         5: "tested_at is in the future",
         6: "user_id is empty",
         7: "expected 3 fields (user_id,result,tested_at), found 2",
@@ -286,15 +290,23 @@ async def test_a_chunk_committed_before_its_redis_write_is_repaired_and_not_redo
     tested = datetime.now(UTC) - timedelta(hours=2)
     pool = client.app[POOL]
     keyed = _keyed(client.app[SEALER], settings.idp_issuer, [LabResult(2, user_id, True, tested)])
+    upload_id = str(uuid.uuid4())
     outcome = await record_chunk(
         pool,
         keyed,
         uploaded_by="crashed",
+        audit_target={"upload": upload_id, "chunk": 1, "chunks": 2},
         now=datetime.now(UTC),
         policy=settings.policy(),
         timeout=5,
     )
     assert (outcome.applied, outcome.exposed, outcome.statuses.bumped) == (1, 1, 1)
+    # The chunk is audited although the upload never got further (chunk 2 never ran).
+    assert [(e["actor"], e["rows"], e["target"]["chunk"]) for e in await entries(client)][-1] == (
+        "crashed",
+        1,
+        1,
+    )
     status = await status_of(client, user_id)
     assert status is not None
     assert status[:2] == ("red", "positive_test")
@@ -391,9 +403,22 @@ async def test_a_credential_without_the_role_is_refused_and_audited(client: Clie
     assert await results_of(client, user_id) == []
 
 
-async def test_the_audit_entry_holds_counts_and_no_user_id(client: Client) -> None:
-    """One entry per upload, action test_results.upload, with the counts as target and the
-    applied rows as rows; no user id (nor its hash) appears in it."""
+async def entries(client: Client, upload: str | None = None) -> list[dict[str, Any]]:
+    """The test_results.upload entries (target decoded), of one upload if given, oldest first."""
+    async with client.app[POOL].acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT actor, outcome, target::text AS target, rows FROM audit_log"
+            " WHERE action = 'test_results.upload' AND ($1::text IS NULL OR target->>'upload' = $1)"
+            " ORDER BY id",
+            upload,
+        )
+    return [{**dict(r), "target": json.loads(r["target"]), "raw": r["target"]} for r in rows]
+
+
+async def test_each_chunk_has_an_audit_entry_with_counts_and_no_user_id(client: Client) -> None:
+    """One entry per chunk (action test_results.upload) with the upload's counts, its random
+    upload id, the chunk's index and counts as target and the chunk's applied rows as rows; no
+    user id (nor its hash) appears in any."""
     users = [new_user() for _ in range(3)]
     tested = hours_ago(1)
     rows = [
@@ -403,26 +428,156 @@ async def test_the_audit_entry_holds_counts_and_no_user_id(client: Client) -> No
         f"{users[0]},positive,{tested}",  # a duplicate
     ]
     await upload_ok(client, HEADER + "\n".join(rows))
-    async with client.app[POOL].acquire() as conn:
-        entry = await conn.fetchrow(
-            "SELECT actor, outcome, target::text AS target, rows FROM audit_log"
-            " WHERE action = 'test_results.upload' ORDER BY id DESC LIMIT 1"
-        )
-    assert entry is not None
-    target = json.loads(entry["target"])
+    entry = (await entries(client))[-1]
+    target = entry["target"]
+    upload_id = target.pop("upload")
+    assert uuid.UUID(upload_id).version == 4
     assert target == {
         "rows": 4,
+        "good": 3,
+        "rejected": 1,
+        "chunk": 1,
+        "chunks": 1,
+        "records": 3,
         "applied": 2,
         "duplicates": 1,
-        "rejected": 1,
         "positives": 1,
-        "complete": True,
     }
     assert (entry["outcome"], entry["rows"]) == ("ok", 2)
     assert entry["actor"] == "admin (PASSCODE_ADMIN_KEY)"
+    assert len(await entries(client, upload_id)) == 1
     settings = client.app[SETTINGS]
     for user_id in users:
-        assert user_id not in entry["target"]
-        assert (
-            client.app[SEALER].user_hash(settings.idp_issuer, user_id).hex() not in entry["target"]
+        assert user_id not in entry["raw"]
+        assert client.app[SEALER].user_hash(settings.idp_issuer, user_id).hex() not in entry["raw"]
+
+
+async def test_a_multi_chunk_upload_has_one_entry_per_chunk_adding_up(client: Client) -> None:
+    """CHUNK * 2 + 1 records: three entries sharing one upload id, chunks 1, 2, 3 of 3, whose
+    applied rows add up to the answer's; another upload gets another id. An upload with no good
+    record still gets one entry (chunk 0 of 0)."""
+    rows = [f"{new_user()},negative,{hours_ago(1)}" for _ in range(CHUNK * 2 + 1)]
+    answer = await upload_ok(client, HEADER + "\n".join(rows))
+    upload_id = (await entries(client))[-1]["target"]["upload"]
+    chunks = await entries(client, upload_id)
+    assert [(e["target"]["chunk"], e["target"]["chunks"]) for e in chunks] == [
+        (1, 3),
+        (2, 3),
+        (3, 3),
+    ]
+    assert [e["target"]["records"] for e in chunks] == [CHUNK, CHUNK, 1]
+    assert sum(e["rows"] for e in chunks) == answer["applied"] == len(rows)
+
+    await upload_ok(client, f"{HEADER}{new_user()},unsure,{hours_ago(1)}\n")
+    last = (await entries(client))[-1]
+    assert last["target"]["upload"] != upload_id
+    assert (last["target"]["chunk"], last["target"]["chunks"], last["rows"]) == (0, 0, 0)
+
+
+async def test_a_chunk_whose_audit_entry_fails_applies_nothing(
+    client: Client, settings: Settings
+) -> None:
+    """The audit entry is written in the chunk's transaction: when it cannot be written (here a
+    target that is not JSON), the chunk's results roll back with it, so nothing is applied
+    unaudited."""
+    user_id = new_user()
+    keyed = _keyed(
+        client.app[SEALER],
+        settings.idp_issuer,
+        [LabResult(2, user_id, True, datetime.now(UTC) - timedelta(hours=1))],
+    )
+    with pytest.raises(TypeError):
+        await record_chunk(
+            client.app[POOL],
+            keyed,
+            uploaded_by="broken",
+            audit_target={"upload": object()},
+            now=datetime.now(UTC),
+            policy=settings.policy(),
+            timeout=5,
         )
+    assert await results_of(client, user_id) == []
+    assert await status_of(client, user_id) is None
+
+
+async def test_an_id_number_in_a_wrong_column_is_never_echoed(client: Client) -> None:
+    """Columns out of order put an ID number where result or tested_at belongs: the row is
+    reported by line, but the number appears nowhere in the response (nor in the audit log)."""
+    id_number = "110101199001011234"
+    tested = hours_ago(1)
+    rows = [
+        f"positive,{id_number},{tested}",
+        f"positive,{tested},{id_number}",
+        f"{tested},positive,{id_number}",
+        f"negative,11010119900101123X,{tested}",
+        f"x,negative,{id_number[:4]}-{id_number[4:6]}-{id_number[6:]}",
+    ]
+    response = await client.post(
+        PATH, data=(HEADER + "\n".join(rows)).encode(), headers={**ADMIN, "Content-Type": CSV}
+    )
+    text = await response.text()
+    assert response.status == 200, text
+    answer = json.loads(text)
+    assert [e["line"] for e in answer["errors"]] == [2, 3, 4, 5, 6]
+    for secret in (id_number, "11010119900101123X", id_number[6:]):
+        assert secret not in text
+        assert secret not in (await entries(client))[-1]["raw"]
+    # A time in the result column is still shown: it tells the columns are swapped.
+    assert answer["errors"][1]["error"] == f"result must be positive or negative, not {tested!r}"
+
+
+async def stalled(
+    client: Client, path: str, content_type: str, framing: str, first: bytes
+) -> tuple[int, dict[str, Any]]:
+    """Send headers and part of a body, then nothing: the status and problem body answered."""
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: {server.host}\r\n"
+                f"Authorization: {ADMIN['Authorization']}\r\nContent-Type: {content_type}\r\n"
+                f"{framing}\r\n\r\n"
+            ).encode()
+            + first
+        )
+        await writer.drain()
+        async with asyncio.timeout(20):  # a bound for the test only; the server answers first
+            status_line = await reader.readline()
+            headers: dict[str, str] = {}
+            while (line := await reader.readline()) not in {b"\r\n", b""}:
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers["content-length"]))
+    finally:
+        writer.close()
+    assert headers["content-type"].startswith("application/problem+json")
+    return int(status_line.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "framing", "first"),
+    [
+        (PATH, CSV, "Content-Length: 1000", HEADER.encode()),
+        (PATH, CSV, "Transfer-Encoding: chunked", b"400\r\n" + HEADER.encode()),
+        ("/v1/admin/overrides", "application/json", "Content-Length: 100", b'{"user_id": '),
+        ("/v1/admin/overrides", "application/json", "Transfer-Encoding: chunked", b"40\r\n{"),
+    ],
+)
+async def test_a_body_that_stalls_gets_408(
+    aiohttp_client: Any,
+    settings: Settings,
+    path: str,
+    content_type: str,
+    framing: str,
+    first: bytes,
+) -> None:
+    """A client that sends part of its body (with a Content-Length larger than what it sends, or
+    a chunk it never finishes) and then nothing gets 408 request-timeout once
+    PASSCODE_BODY_TIMEOUT passes: the CSV upload and a JSON endpoint (read_json) alike."""
+    client = await aiohttp_client(create_app(replace(settings, body_timeout=0.3)))
+    status, problem = await stalled(client, path, content_type, framing, first)
+    assert status == 408, problem
+    assert problem["type"].endswith("/request-timeout")
+    assert problem["title"] == "Request body not received in time"
+    assert "0.3 s" in problem["detail"]

@@ -116,3 +116,52 @@ def test_the_exposure_source_names_the_instant_in_utc() -> None:
     assert exposure_source(datetime(2026, 6, 1, 8, 0, 0, 5, tzinfo=UTC)) == (
         "test:2026-06-01T08:00:00.000005Z"
     )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "positive,110101199001011234,2026-06-01T08:00:00Z",  # user id and result swapped
+        "positive,negative,110101199001011234",  # the user id in the time column
+        "a,negative,110101199001011234",  # all digits: RFC 3339 characters, but no time
+        "a,11010119900101123X,2026-06-01T08:00:00Z",
+        "a,negative,1101-01-199001011234",
+        "a,negative,2026-06-01 110101199001011234",
+    ],
+)
+def test_an_id_number_in_a_wrong_column_is_never_echoed(line: str) -> None:
+    """The error for a bad result or time describes the problem but never repeats a value that
+    could be a user id: only result words and near-miss times are quoted back."""
+    _, good, errors = parse(f"user_id,result,tested_at\n{line}\n")
+    assert good == []
+    assert len(errors) == 1
+    assert "110101199001011234" not in errors[0].error
+    assert "11010119900101123X" not in errors[0].error
+    assert "199001011234" not in errors[0].error
+    assert errors[0].error.endswith("(the value given is not repeated here)")
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("a,2026-06-01T08:00:00Z,positive", "result must be positive or negative, not '2026-"),
+        (
+            "a,positive,Negative",
+            "tested_at must be an RFC 3339 time with an offset, not 'Negative'",
+        ),
+        (
+            "a,positive,2026-06-01T08:00:00",
+            "tested_at must be an RFC 3339 time with an offset, not",
+        ),
+        ("a,positive,2026-6-1 8:00+0800", "tested_at must be an RFC 3339 time with an offset, not"),
+        ("a,, 2026-06-01T08:00:00Z", "result must be positive or negative, not an empty field"),
+        ("a,positive,  ", "tested_at must be an RFC 3339 time with an offset, not an empty field"),
+        ("a,maybe,2026-06-01T08:00:00Z", "result must be positive or negative (the value given is"),
+    ],
+)
+def test_result_words_and_near_miss_times_are_quoted_back(line: str, error: str) -> None:
+    """A swapped column holding a result word or a time, and a time that is almost right, are
+    shown, since they help fix the file; anything else is described without its value."""
+    _, _, errors = parse(f"user_id,result,tested_at\n{line}\n")
+    assert len(errors) == 1
+    assert errors[0].error.startswith(error), errors[0].error

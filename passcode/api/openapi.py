@@ -92,12 +92,14 @@ def _op(
     return op
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    """An optional query parameter."""
+def _query(
+    name: str, schema: dict[str, Any], description: str, *, required: bool = False
+) -> dict[str, Any]:
+    """A query parameter (optional unless ``required``)."""
     return {
         "name": name,
         "in": "query",
-        "required": False,
+        "required": required,
         "schema": schema,
         "description": description,
     }
@@ -359,21 +361,17 @@ def openapi_document() -> dict[str, Any]:
                     tag="admin",
                     extra={
                         "parameters": [
-                            {
-                                "name": name,
-                                "in": "query",
-                                "required": False,
-                                "schema": s.DATETIME,
-                                "description": text,
-                            }
-                            for name, text in (
-                                ("since", "Start, inclusive (RFC 3339); default: until - 24 h"),
-                                (
-                                    "until",
-                                    "End, exclusive (RFC 3339); default: now, or since + 24 h;"
-                                    " at most 31 days after since",
-                                ),
-                            )
+                            _query(
+                                "since",
+                                s.DATETIME,
+                                "Start, inclusive (RFC 3339); default: until - 24 h",
+                            ),
+                            _query(
+                                "until",
+                                s.DATETIME,
+                                "End, exclusive (RFC 3339); default: now, or since + 24 h;"
+                                " at most 31 days after since",
+                            ),
                         ]
                     },
                 )
@@ -433,34 +431,26 @@ def openapi_document() -> dict[str, Any]:
                     tag="admin",
                     extra={
                         "parameters": [
-                            {
-                                "name": "place",
-                                "in": "query",
-                                "required": True,
-                                "schema": {
+                            _query(
+                                "place",
+                                {
                                     "type": "string",
                                     "minLength": 1,
                                     "maxLength": 200,
                                     "pattern": "^[^\\u0000]+$",
                                 },
-                                "description": "The place, exactly as its terminals record it",
-                            },
-                            *(
-                                {
-                                    "name": name,
-                                    "in": "query",
-                                    "required": True,
-                                    "schema": s.DATETIME,
-                                    "description": text,
-                                }
-                                for name, text in (
-                                    ("since", "Start, inclusive (RFC 3339)"),
-                                    (
-                                        "until",
-                                        "End, exclusive (RFC 3339); at most the scan retention"
-                                        " period (default 28 days) after since",
-                                    ),
-                                )
+                                "The place, exactly as its terminals record it",
+                                required=True,
+                            ),
+                            _query(
+                                "since", s.DATETIME, "Start, inclusive (RFC 3339)", required=True
+                            ),
+                            _query(
+                                "until",
+                                s.DATETIME,
+                                "End, exclusive (RFC 3339); at most the scan retention"
+                                " period (default 28 days) after since",
+                                required=True,
                             ),
                             _query(
                                 "limit",

@@ -23,7 +23,7 @@ from passcode.api import (
     testresults,
     tracing,
 )
-from passcode.api.middleware import problem_middleware
+from passcode.api.problems import add_route, add_unmatched
 from passcode.api.shedding import SHEDDER, LoadShedder
 from passcode.config import Settings, SettingsError, mask_url
 from passcode.domain.identity import IdTokenVerifier, load_jwks
@@ -325,10 +325,7 @@ def create_app(settings: Settings) -> web.Application:
         raise SettingsError("database_url and redis_url must be set (the CLI starts embedded ones)")
     if settings.scan_retention_days < 1 or settings.retention_interval <= 0:
         raise SettingsError("scan_retention_days must be at least 1, retention_interval above 0")
-    app = web.Application(
-        middlewares=[problem_middleware],
-        client_max_size=settings.max_batch_body + 1024,
-    )
+    app = web.Application(client_max_size=settings.max_batch_body + 1024)
     app[SETTINGS] = settings
     shedder = LoadShedder(
         issue_inflight=settings.shed_issue_inflight,
@@ -341,24 +338,25 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _drain, shedder.watch_lag])
     app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_risk_places)
-    app.router.add_post("/v1/verify", terminal.verify)
-    app.router.add_post("/v1/verify/batch", terminal.verify_batch)
-    app.router.add_get("/v1/keys", public.get_keys)
-    app.router.add_post("/v1/declarations", citizen.declare)
-    app.router.add_get("/v1/pass", citizen.get_pass)
-    app.router.add_get("/v1/pass.png", citizen.get_pass_png)
-    app.router.add_get("/v1/pass.svg", citizen.get_pass_svg)
-    app.router.add_post("/v1/admin/overrides", admin.post_override)
-    app.router.add_post("/v1/admin/terminals", admin.post_terminal)
-    app.router.add_post("/v1/admin/terminals/{terminal_id}/revoke", admin.revoke)
-    app.router.add_get("/v1/admin/replays", admin.get_replays)
-    app.router.add_get("/v1/admin/audit", auditlog.get_audit)
-    app.router.add_post("/v1/admin/risk-places", riskplaces.post_risk_place)
-    app.router.add_get("/v1/admin/risk-places/{marking_id}", riskplaces.get_risk_place)
-    app.router.add_post("/v1/admin/test-results", testresults.post_test_results)
-    app.router.add_get("/v1/admin/trace/place", tracing.trace_place)
-    app.router.add_post("/v1/admin/trace/citizen", tracing.trace_citizen)
-    app.router.add_get("/healthz", public.healthz)
-    app.router.add_get("/readyz", public.readyz)
-    app.router.add_get("/openapi.json", public.get_openapi)
+    add_route(app, "POST", "/v1/verify", terminal.verify)
+    add_route(app, "POST", "/v1/verify/batch", terminal.verify_batch)
+    add_route(app, "GET", "/v1/keys", public.get_keys)
+    add_route(app, "POST", "/v1/declarations", citizen.declare)
+    add_route(app, "GET", "/v1/pass", citizen.get_pass)
+    add_route(app, "GET", "/v1/pass.png", citizen.get_pass_png)
+    add_route(app, "GET", "/v1/pass.svg", citizen.get_pass_svg)
+    add_route(app, "POST", "/v1/admin/overrides", admin.post_override)
+    add_route(app, "POST", "/v1/admin/terminals", admin.post_terminal)
+    add_route(app, "POST", "/v1/admin/terminals/{terminal_id}/revoke", admin.revoke)
+    add_route(app, "GET", "/v1/admin/replays", admin.get_replays)
+    add_route(app, "GET", "/v1/admin/audit", auditlog.get_audit)
+    add_route(app, "POST", "/v1/admin/risk-places", riskplaces.post_risk_place)
+    add_route(app, "GET", "/v1/admin/risk-places/{marking_id}", riskplaces.get_risk_place)
+    add_route(app, "POST", "/v1/admin/test-results", testresults.post_test_results)
+    add_route(app, "GET", "/v1/admin/trace/place", tracing.trace_place)
+    add_route(app, "POST", "/v1/admin/trace/citizen", tracing.trace_citizen)
+    add_route(app, "GET", "/healthz", public.healthz)
+    add_route(app, "GET", "/readyz", public.readyz)
+    add_route(app, "GET", "/openapi.json", public.get_openapi)
+    add_unmatched(app)  # last: what no route above takes
     return app

@@ -12,13 +12,19 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from passcode.api.problems import UNMATCHED
+
 
 def route_of(request: web.BaseRequest) -> str:
     """The template of the route that matched, or ``(unrouted)``."""
     match_info = getattr(request, "match_info", None)
     route = getattr(match_info, "route", None)
     resource = getattr(route, "resource", None)
-    if resource is None or getattr(match_info, "http_exception", None) is not None:
+    if (
+        resource is None
+        or getattr(match_info, "http_exception", None) is not None
+        or resource.name == UNMATCHED
+    ):
         return "(unrouted)"
     canonical: str = resource.canonical
     return canonical

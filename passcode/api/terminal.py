@@ -29,12 +29,14 @@ def _scan(data: dict[str, Any]) -> ScanRequest:
 
 
 def outcome_body(outcome: VerifyOutcome) -> dict[str, Any]:
+    """The answer's body; the enums are ``str`` members, which orjson writes as their values."""
     verdict = outcome.verdict
+    holder = outcome.holder
     return {
-        "decision": verdict.decision.value,
-        "color": verdict.color.value if verdict.color else None,
-        "reason": verdict.reason.value,
-        "holder": {"name": outcome.holder} if outcome.holder is not None else None,
+        "decision": verdict.decision,
+        "color": verdict.color,
+        "reason": verdict.reason,
+        "holder": None if holder is None else {"name": holder},
         "scan_id": outcome.scan_id,
         "server_time": rfc3339(outcome.server_time),
     }
@@ -48,7 +50,7 @@ async def verify(request: web.Request) -> web.Response:
     data = await read_json(request, limit=app[SETTINGS].max_body, validate=_validate_one)
     scan = _scan(data)
     limits = app[TERMINAL_LIMITS]
-    key = limits.key(terminal.id.bytes, str(terminal.id))
+    key = limits.key(terminal.id.bytes, terminal.id_text)
     if not limits.speculate(key):
         await limits.check(key)
     outcome = await app[VERIFIER].verify(terminal, scan)
@@ -61,7 +63,7 @@ async def verify_batch(request: web.Request) -> web.Response:
     data = await read_json(request, limit=settings.max_batch_body, validate=_validate_batch)
     scans = [_scan(item) for item in data["scans"]]
     limits = request.app[TERMINAL_LIMITS]
-    await limits.check(limits.key(terminal.id.bytes, str(terminal.id)), len(scans))
+    await limits.check(limits.key(terminal.id.bytes, terminal.id_text), len(scans))
     verifier = request.app[VERIFIER]
     results = [outcome_body(await verifier.verify(terminal, scan)) for scan in scans]
     return json_response({"results": results})

@@ -19,7 +19,13 @@ class Verdict:
     color: Color | None
 
 
-_DENY_REASON = {Color.YELLOW: Reason.STATUS_YELLOW, Color.RED: Reason.STATUS_RED}
+_ADMIT = Verdict(Decision.ADMIT, Reason.OK, Color.GREEN)
+_NO_STATUS = Verdict(Decision.DENY, Reason.SUPERSEDED, None)
+_DENY = {
+    Color.YELLOW: Verdict(Decision.DENY, Reason.STATUS_YELLOW, Color.YELLOW),
+    Color.RED: Verdict(Decision.DENY, Reason.STATUS_RED, Color.RED),
+}
+_OUTDATED = {color: Verdict(Decision.DENY, Reason.SUPERSEDED, color) for color in Color}
 
 
 def invalid(reason: Reason) -> Verdict:
@@ -28,11 +34,14 @@ def invalid(reason: Reason) -> Verdict:
 
 
 def judge_live(pass_version: int, live_color: Color | None, live_version: int) -> Verdict:
-    """Admit only a subject green now whose pass is not older than the latest status change."""
+    """Admit only a subject green now whose pass is not older than the latest status change.
+
+    The few possible verdicts are shared constants (they are immutable): no allocation per scan.
+    """
     if live_color is None:
-        return Verdict(Decision.DENY, Reason.SUPERSEDED, None)
+        return _NO_STATUS
     if live_color is not Color.GREEN:
-        return Verdict(Decision.DENY, _DENY_REASON[live_color], live_color)
+        return _DENY[live_color]
     if pass_version < live_version:
-        return Verdict(Decision.DENY, Reason.SUPERSEDED, live_color)
-    return Verdict(Decision.ADMIT, Reason.OK, live_color)
+        return _OUTDATED[live_color]
+    return _ADMIT

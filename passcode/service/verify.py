@@ -105,34 +105,24 @@ class Verifier:
         now = self._now()
         now_s = int(now)
         sid = str(scan.scan_id) if scan.scan_id is not None else self._scan_ids.next()
-
-        def record(subject: bytes | None, version: int, verdict: Verdict | None) -> str:
-            return encode_record(
-                scan_id=sid,
-                at_ms=int(now * 1000),
-                terminal_time=scan.scanned_at,
-                terminal_id=str(terminal.id),
-                subject=subject,
-                pass_version=version,
-                verdict=verdict,
-            )
-
         try:
             claims = self._authenticate(scan.code, now_s)
             check_window(claims, now=now_s, leeway=self.leeway)
         except PassError as exc:
             verdict = invalid(exc.reason)
             row = _row(scan, sid, now, terminal, None, verdict)
-            await self._record(uuid.UUID(sid).bytes, sid, record(None, 0, verdict), row)
+            record = _record(scan, sid, now, terminal, None, 0, verdict)
+            await self._record(uuid.UUID(sid).bytes, sid, record, row)
             return VerifyOutcome(verdict, None, sid, now)
 
+        subject, version = claims.subject, claims.version
         try:
             live = await self.cache.verify_and_record(
-                claims.subject,
+                subject,
                 now=now_s,
-                pass_version=claims.version,
+                pass_version=version,
                 scan_id=sid,
-                record=record(claims.subject, claims.version, None),
+                record=_record(scan, sid, now, terminal, subject, version, None),
                 token_id=claims.token_id,
                 place=terminal.place,
             )
@@ -141,14 +131,11 @@ class Verifier:
         if live is None:
             live = await self._load_live(claims, now, cache_up=True)
             verdict = _judge(claims, live)
-            row = _row(scan, sid, now, terminal, claims.subject, verdict)
-            await self._record(
-                claims.subject, sid, record(claims.subject, claims.version, verdict), row
-            )
-        else:
-            verdict = _judge(claims, live)
-        holder = live.holder if live is not None else None
-        return VerifyOutcome(verdict, holder, sid, now)
+            row = _row(scan, sid, now, terminal, subject, verdict)
+            record = _record(scan, sid, now, terminal, subject, version, verdict)
+            await self._record(subject, sid, record, row)
+            return VerifyOutcome(verdict, live.holder if live is not None else None, sid, now)
+        return VerifyOutcome(judge_live(version, live.color, live.version), live.holder, sid, now)
 
     def _authenticate(self, code: str, now: int) -> PassClaims:
         """Signature and structure, checked once per distinct code while its key is published."""
@@ -228,6 +215,27 @@ def _judge(claims: PassClaims, live: LiveStatus | None) -> Verdict:
     if live is None:
         return Verdict(Decision.DENY, Reason.SUPERSEDED, None)
     return judge_live(claims.version, live.color, live.version)
+
+
+def _record(
+    scan: ScanRequest,
+    sid: str,
+    now: float,
+    terminal: Terminal,
+    subject: bytes | None,
+    version: int,
+    verdict: Verdict | None,
+) -> str:
+    """The scan as the stream carries it (``verdict`` None: the verify script adds a snapshot)."""
+    return encode_record(
+        scan_id=sid,
+        at_ms=int(now * 1000),
+        terminal_time=scan.scanned_at,
+        terminal_id=terminal.id_text,
+        subject=subject,
+        pass_version=version,
+        verdict=verdict,
+    )
 
 
 def _row(

@@ -170,10 +170,7 @@ class _Batcher:
         try:
             async with asyncio.timeout(self.timeout):
                 connection = await self._connection()
-                packed = b"".join(
-                    chunk for command, _ in batch for chunk in connection.pack_command(*command)
-                )
-                await connection.send_packed_command(packed, check_health=False)
+                await connection.send_packed_command(_pack(batch), check_health=False)
                 await _deliver(connection, batch)
         except BaseException as exc:
             # Whatever ends the send (Redis down, the deadline, an argument that cannot be
@@ -194,6 +191,16 @@ class _Batcher:
                 self._idle.append(connection)
             else:
                 await pool.release(connection)
+
+
+def _pack(batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]) -> bytes:
+    """The batch as one RESP write, packed by hiredis (C); every submitter spells a command as
+    separate words ("SCRIPT", "LOAD"), which is all :class:`_HiredisPacking` adds."""
+    pack = hiredis.pack_command
+    try:
+        return b"".join([pack(command) for command, _ in batch])  # type: ignore[arg-type]
+    except TypeError as exc:  # an argument hiredis cannot encode: redis-py's error for it
+        raise DataError(str(exc)) from exc
 
 
 async def _deliver(
@@ -270,11 +277,17 @@ class _Script:
         try:
             return await self.batcher.submit(command)
         except NoScriptError:
-            # Batched too: after a SCRIPT FLUSH or a restart every caller of a pipeline gets
-            # NOSCRIPT at once; one pipeline of loads (under its deadline) instead of a
-            # connection each, which would exhaust the pool and push them all to Postgres.
-            await self.batcher.submit(("SCRIPT", "LOAD", self.source))
-            return await self.batcher.submit(command)
+            return await self.load_and_retry(command)
+
+    async def load_and_retry(self, command: tuple[object, ...]) -> Any:
+        """After NOSCRIPT: load the script, then send ``command`` again.
+
+        Batched too: after a SCRIPT FLUSH or a restart every caller of a pipeline gets
+        NOSCRIPT at once; one pipeline of loads (under its deadline) instead of a connection
+        each, which would exhaust the pool and push them all to Postgres.
+        """
+        await self.batcher.submit(("SCRIPT", "LOAD", self.source))
+        return await self.batcher.submit(command)
 
 
 def _numkeys(source: str) -> int:
@@ -468,19 +481,27 @@ class Cache:
         Batched calls need no deadline of their own: the batch they ride in has one.
         """
         tag = self._tags[int.from_bytes(subject[:4], "big") % self.shards]  # shard_of, inlined
+        script = self._verify
+        command = (
+            "EVALSHA",
+            script.sha,
+            script.numkeys,
+            f"{tag}:st:{subject.hex()}",
+            f"{tag}:scans",
+            f"{tag}:sid:{scan_id}",
+            f"{tag}:rp:{token_id.hex()}",
+            now,
+            pass_version,
+            self.dedupe_ttl,
+            record,
+            place,
+            self.replay_window,
+        )
         try:
-            found = await self._verify(
-                f"{tag}:st:{subject.hex()}",
-                f"{tag}:scans",
-                f"{tag}:sid:{scan_id}",
-                f"{tag}:rp:{token_id.hex()}",
-                now,
-                pass_version,
-                self.dedupe_ttl,
-                record,
-                place,
-                self.replay_window,
-            )
+            try:  # the batch future awaited here, not through _Script: one coroutine level less
+                found = await self._batcher.submit(command)
+            except NoScriptError:
+                found = await script.load_and_retry(command)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("redis unavailable during verify: %s", type(exc).__name__)
             raise StoreUnavailable("cache unavailable (verify)") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from passcode.domain.privacy import secret_hash
@@ -20,6 +20,10 @@ class Terminal:
     id: uuid.UUID
     place: str
     revoked: bool
+    id_text: str = field(init=False, repr=False, compare=False)  # every scan record carries it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id_text", str(self.id))
 
 
 @dataclass(frozen=True, slots=True)

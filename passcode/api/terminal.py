@@ -22,9 +22,9 @@ def _scan(data: dict[str, Any]) -> ScanRequest:
     scan_id = data.get("scan_id")
     scanned_at = data.get("scanned_at")
     return ScanRequest(
-        code=data["code"],
-        scan_id=uuid.UUID(scan_id) if scan_id is not None else None,
-        scanned_at=parse_datetime(scanned_at, "scanned_at") if scanned_at is not None else None,
+        data["code"],
+        uuid.UUID(scan_id) if scan_id is not None else None,
+        parse_datetime(scanned_at, "scanned_at") if scanned_at is not None else None,
     )
 
 

@@ -11,8 +11,8 @@ import asyncio
 import logging
 import os
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.domain.model import Decision, Reason
@@ -31,15 +31,15 @@ from passcode.store.terminals import Terminal
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ScanRequest:
+class ScanRequest(NamedTuple):
+    """One scan as a terminal sent it (named tuples: see :class:`LiveStatus`)."""
+
     code: str
     scan_id: uuid.UUID | None
     scanned_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyOutcome:
+class VerifyOutcome(NamedTuple):
     verdict: Verdict
     holder: str | None
     scan_id: str  # canonical lower-case hyphenated UUID

@@ -65,20 +65,15 @@ def encode_record(
     from ``terminals`` when stored). ``verdict`` is None when the verify script adds a snapshot
     of the live status instead, from which :func:`decode_entry` derives the decision.
     """
-    decided = ("", "", "")
-    if verdict is not None:
-        color = verdict.color.value if verdict.color else ""
-        decided = (verdict.decision.value, verdict.reason.value, color)
-    return SEP.join(
-        (
-            scan_id,
-            str(at_ms),
-            terminal_time.isoformat() if terminal_time else "",
-            terminal_id,
-            subject.hex() if subject else "",
-            str(pass_version),
-            *decided,
-        )
+    # Fields joined by SEP, spelled out: one format instead of a tuple and a join per scan.
+    tt = terminal_time.isoformat() if terminal_time else ""
+    hexed = subject.hex() if subject else ""
+    if verdict is None:
+        return f"{scan_id}|{at_ms}|{tt}|{terminal_id}|{hexed}|{pass_version}|||"
+    color = verdict.color.value if verdict.color else ""
+    decision, reason = verdict.decision.value, verdict.reason.value
+    return (
+        f"{scan_id}|{at_ms}|{tt}|{terminal_id}|{hexed}|{pass_version}|{decision}|{reason}|{color}"
     )
 
 

@@ -1,4 +1,4 @@
-"""One exception hierarchy; the error middleware maps each to an RFC 9457 problem body."""
+"""One exception hierarchy; :mod:`passcode.api.problems` maps each to an RFC 9457 problem body."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""HTTP: thin handlers per audience (citizen, terminal, admin), middleware, OpenAPI."""
+"""HTTP: thin handlers per audience (citizen, terminal, admin), problem bodies, OpenAPI."""

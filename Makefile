@@ -52,6 +52,17 @@ bench: $(STAMP)
 	PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/bench} $(BIN)/passcode embedded -- \
 		$(BIN)/python loadtest/bench.py
 
+## What a change buys: the working tree and BASE (a git revision) served side by side on one
+## core over the same window, each loaded by its own wrk; prints server CPU per verify of both
+## and their ratio (loadtest/ab.py). AB_ROUNDS, AB_DURATION tune it.
+BASE ?= HEAD
+.PHONY: ab
+ab: $(STAMP)
+	tmp=$$(mktemp -d) && git worktree add --quiet --detach $$tmp/base $(BASE) && \
+	{ PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/bench} $(BIN)/passcode embedded -- \
+		$(BIN)/python -m loadtest.ab --base-dir $$tmp/base; rc=$$?; \
+	  git worktree remove --force $$tmp/base; rm -rf $$tmp; exit $$rc; }
+
 ## Risk-place job at scale: 100k citizens who scanned at one place, marked and timed end to end
 ## on a throwaway database (loadtest/risk_bench.py; --subjects N via RISK_BENCH_ARGS).
 RISK_BENCH_ARGS ?=

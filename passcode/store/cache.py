@@ -197,7 +197,7 @@ def _pack(batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]) -> bytes:
     separate words ("SCRIPT", "LOAD"), which is all :class:`_HiredisPacking` adds."""
     pack = hiredis.pack_command
     try:
-        return b"".join([pack(command) for command, _ in batch])  # type: ignore[arg-type]
+        return b"".join([pack(command) for command, _ in batch])  # type: ignore[arg-type]  # stub: 1-tuple
     except TypeError as exc:  # an argument hiredis cannot encode: redis-py's error for it
         raise DataError(str(exc)) from exc
 

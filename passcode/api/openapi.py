@@ -20,6 +20,20 @@ def _json(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": _ref(name)}}
 
 
+_NO_STORE = {
+    "Cache-Control": {
+        "description": "Always `no-store`",
+        "required": True,
+        "schema": {"const": "no-store"},
+    }
+}
+
+
+def _no_store_json(status: str, description: str, schema: str) -> dict[str, Any]:
+    """A JSON answer sent with ``Cache-Control: no-store`` (it holds a pass, a key or scans)."""
+    return {status: {"description": description, "content": _json(schema), "headers": _NO_STORE}}
+
+
 RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before trying again",
@@ -127,13 +141,6 @@ def openapi_document() -> dict[str, Any]:
         },
         "Cache-Control": {"required": True, "schema": {"type": "string"}},
     }
-    no_store = {
-        "Cache-Control": {
-            "description": "Always `no-store`",
-            "required": True,
-            "schema": {"const": "no-store"},
-        }
-    }
     idem_header = {
         "name": "Idempotency-Key",
         "in": "header",
@@ -235,7 +242,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "Stored; the new status",
                             "content": _json("DeclarationResponse"),
                             "headers": {
-                                **no_store,
+                                **_NO_STORE,
                                 "Idempotent-Replayed": {
                                     "description": "`true` when this answers a retry (same"
                                     " Idempotency-Key and body) from the stored declaration",
@@ -255,13 +262,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/pass": {
                 "get": _op(
                     "The citizen's current pass (亮码) as JSON",
-                    ok={
-                        "200": {
-                            "description": "A freshly signed pass",
-                            "content": _json("PassResponse"),
-                            "headers": no_store,
-                        }
-                    },
+                    ok=_no_store_json("200", "A freshly signed pass", "PassResponse"),
                     errors=(401, 404, 429, 503),
                     security="idToken",
                     tag="citizen",
@@ -273,7 +274,7 @@ def openapi_document() -> dict[str, Any]:
                     ok={
                         "200": {
                             "description": "PNG",
-                            "headers": no_store,
+                            "headers": _NO_STORE,
                             "content": {
                                 "image/png": {
                                     "schema": {"type": "string", "contentMediaType": "image/png"}
@@ -292,7 +293,7 @@ def openapi_document() -> dict[str, Any]:
                     ok={
                         "200": {
                             "description": "SVG",
-                            "headers": no_store,
+                            "headers": _NO_STORE,
                             "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                         }
                     },
@@ -319,13 +320,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/admin/terminals": {
                 "post": _op(
                     "Register a terminal; its key is shown once",
-                    ok={
-                        "201": {
-                            "description": "Created",
-                            "content": _json("TerminalResponse"),
-                            "headers": no_store,
-                        }
-                    },
+                    ok=_no_store_json("201", "Created", "TerminalResponse"),
                     errors=(400, 401, 403, 413, 415, 503),
                     body="TerminalRequest",
                     security="adminKey",
@@ -419,13 +414,7 @@ def openapi_document() -> dict[str, Any]:
                     " until), oldest first, paginated, with each subject's unsealed user id and"
                     " masked name. Every page is recorded in the audit log (trace.place) with the"
                     " rows it returned",
-                    ok={
-                        "200": {
-                            "description": "A page of scans",
-                            "content": _json("TracePlacePage"),
-                            "headers": no_store,
-                        }
-                    },
+                    ok=_no_store_json("200", "A page of scans", "TracePlacePage"),
                     errors=(400, 401, 403, 503),
                     security="adminKey",
                     tag="admin",
@@ -469,13 +458,7 @@ def openapi_document() -> dict[str, Any]:
                     " a URL. Every page is recorded in the audit log (trace.citizen, naming the"
                     " subject by its pseudonymous id) with the rows it returned; an unknown user"
                     " gets an empty page",
-                    ok={
-                        "200": {
-                            "description": "A page of scans",
-                            "content": _json("TraceCitizenPage"),
-                            "headers": no_store,
-                        }
-                    },
+                    ok=_no_store_json("200", "A page of scans", "TraceCitizenPage"),
                     errors=(400, 401, 403, 413, 415, 503),
                     body="TraceCitizenRequest",
                     security="adminKey",

@@ -26,24 +26,20 @@ Validator = Callable[[Any], Any]
 
 async def read_json(request: web.Request, *, limit: int, validate: Validator) -> Any:
     """The body as validated JSON, never more than ``limit`` bytes read."""
-    if request.content_type != "application/json":
-        given = request.content_type if hdrs.CONTENT_TYPE in request.headers else "absent"
-        raise UnsupportedMediaType(f"Content-Type must be application/json, not {given}")
-    charset = request.charset
-    if charset is not None and charset.lower() not in {"utf-8", "utf8"}:
-        raise UnsupportedMediaType("JSON bodies must be UTF-8")
-    length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"body is {length} bytes; the limit here is {limit}", limit=limit)
+    length = check_body_headers(
+        request,
+        media_type="application/json",
+        spelled="application/json",
+        kind="JSON bodies",
+        limit=limit,
+    )
     if length is not None and request.content.is_eof():
         # All of it arrived with the headers: taken from the buffer, nothing to wait for
         # (``request.read()`` would copy it through a loop of awaits).
         raw = request.content.read_nowait()
     else:
         async with body_deadline(request):
-            raw = (
-                await request.read() if length is not None else await _read_chunked(request, limit)
-            )
+            raw = await request.read() if length is not None else await read_limited(request, limit)
     data = _parse(raw)
     try:
         validate(data)
@@ -68,8 +64,25 @@ async def body_deadline(request: web.Request) -> AsyncIterator[None]:
         raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from exc
 
 
-async def _read_chunked(request: web.Request, limit: int) -> bytes:
-    """A body of unknown length, read no further than one byte past ``limit``."""
+def check_body_headers(
+    request: web.Request, *, media_type: str, spelled: str, kind: str, limit: int
+) -> int | None:
+    """The media type (415, naming ``spelled``), a UTF-8 charset if one is given (415 for
+    ``kind``) and a declared length within ``limit`` (413); returns the declared length."""
+    if request.content_type != media_type:
+        given = request.content_type if hdrs.CONTENT_TYPE in request.headers else "absent"
+        raise UnsupportedMediaType(f"Content-Type must be {spelled}, not {given}")
+    charset = request.charset
+    if charset is not None and charset.lower() not in {"utf-8", "utf8"}:
+        raise UnsupportedMediaType(f"{kind} must be UTF-8")
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"body is {length} bytes; the limit here is {limit}", limit=limit)
+    return length
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body from the stream, read no further than one byte past ``limit`` (then 413)."""
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(limit + 1 - size):

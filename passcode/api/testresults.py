@@ -6,14 +6,14 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from passcode.api.auth import authorize
-from passcode.api.body import body_deadline
+from passcode.api.body import body_deadline, check_body_headers, read_limited
 from passcode.api.responses import json_response
 from passcode.domain.model import Role
 from passcode.domain.testresults import TooManyRows, UploadRejected, parse_upload
-from passcode.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from passcode.errors import PayloadTooLarge, ValidationFailed
 from passcode.keys import CACHE, POOL, SEALER, SETTINGS
 from passcode.service.testresults import Tally, apply_results
 from passcode.store.testresults import ACTION
@@ -80,21 +80,12 @@ async def read_csv(request: web.Request, *, limit: int) -> bytes:
     Read from the stream, not with ``request.read()``: the application's ``client_max_size``
     is sized for JSON batches, far below an upload.
     """
-    if request.content_type != "text/csv":
-        given = request.content_type if hdrs.CONTENT_TYPE in request.headers else "absent"
-        raise UnsupportedMediaType(f"Content-Type must be text/csv; charset=utf-8, not {given}")
-    charset = request.charset
-    if charset is not None and charset.lower() not in {"utf-8", "utf8"}:
-        raise UnsupportedMediaType("CSV uploads must be UTF-8")
-    length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"body is {length} bytes; the limit here is {limit}", limit=limit)
-    chunks: list[bytes] = []
-    size = 0
+    check_body_headers(
+        request,
+        media_type="text/csv",
+        spelled="text/csv; charset=utf-8",
+        kind="CSV uploads",
+        limit=limit,
+    )
     async with body_deadline(request):  # the whole body, not each read: a trickle times out too
-        while chunk := await request.content.read(limit + 1 - size):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
-    return b"".join(chunks)
+        return await read_limited(request, limit)

@@ -10,7 +10,11 @@ service's own drain (:func:`passcode.app.make_drain`), checks the row count, del
 drops its database.
 
     .venv/bin/python loadtest/drain_bench.py [--scans 200000] [--repeat 3] [--preload 0]
-                                             [--decided 0.05] [--writers N]
+                                             [--decided 0.05] [--writers N] [--random-ids]
+
+Scan ids are time-ordered (version 7) as the service makes them, in the preloaded rows too;
+``--random-ids`` makes them all random (version 4), as a terminal sending its own may: compare
+the two with ``--preload 1500000`` to see what ordered ids save once a partition is large.
 
 Each run prints rows/s and the CPU time per row of this process and of its Postgres backends
 (read from ``/proc`` when Postgres runs on this machine), which stay comparable when other load
@@ -43,6 +47,7 @@ from passcode.config import Settings
 from passcode.domain.model import Decision, Reason
 from passcode.domain.verdict import Verdict
 from passcode.errors import StoreUnavailable
+from passcode.service.verify import ScanIds
 from passcode.store import pg
 from passcode.store.cache import Cache
 from passcode.store.scans import encode_record
@@ -68,15 +73,26 @@ async def _admin(url: str, sql: str) -> None:
 
 
 def _entries(
-    count: int, terminal_id: str, cache: Cache, decided_share: float, start_ms: int
+    count: int,
+    terminal_id: str,
+    cache: Cache,
+    decided_share: float,
+    start_ms: int,
+    *,
+    random_ids: bool,
 ) -> list[tuple[int, dict[str, str | int]]]:
     """``count`` stream entries as (shard, fields), a scan per 20 µs from ``start_ms``."""
     rng = random.Random(7)
     subjects = [rng.randbytes(16) for _ in range(SUBJECTS)]
+    ids = ScanIds()
     out: list[tuple[int, dict[str, str | int]]] = []
     for n in range(count):
-        scan_id = uuid.UUID(int=rng.getrandbits(128), version=4)
         at_ms = start_ms + n // 50
+        scan_id = (
+            uuid.UUID(int=rng.getrandbits(128), version=4)
+            if random_ids
+            else uuid.UUID(ids.next(at_ms / 1000))
+        )
         terminal_time = (
             datetime.fromtimestamp(at_ms / 1000, UTC) - timedelta(seconds=3) if n % 3 == 0 else None
         )
@@ -134,7 +150,14 @@ async def _forget(cache: Cache) -> None:
         await cache.client.delete(*keys[start : start + 500])
 
 
-async def _preload(pool: pg.Pool, rows: int, terminal_id: uuid.UUID) -> None:
+# A version 7 UUID for the row's time (ms) and position ``g`` (the rest of its bits from md5).
+_ORDERED_ID = (
+    "(lpad(to_hex((extract(epoch FROM t) * 1000)::bigint), 12, '0')"
+    " || '7' || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid"
+)
+
+
+async def _preload(pool: pg.Pool, rows: int, terminal_id: uuid.UUID, *, random_ids: bool) -> None:
     """Rows already in ``scans`` (today's partition), as a day of earlier traffic leaves."""
     if rows <= 0:
         return
@@ -146,10 +169,12 @@ async def _preload(pool: pg.Pool, rows: int, terminal_id: uuid.UUID) -> None:
             f" FROM ('{day.isoformat()}T00:00:00+00:00')"
             f" TO ('{(day + timedelta(days=1)).isoformat()}T00:00:00+00:00')"
         )
+        scan_id = "gen_random_uuid()" if random_ids else _ORDERED_ID
         await conn.execute(
-            "INSERT INTO scans SELECT $1::timestamptz - g * interval '1 ms', gen_random_uuid(),"
-            " NULL, $2, 'bench place', NULL, 'admit', 'ok', 'green'"
-            " FROM generate_series(1, $3) AS g",
+            f"INSERT INTO scans SELECT t, {scan_id}, NULL, $2, 'bench place', NULL,"  # noqa: S608  # constant SQL
+            " 'admit', 'ok', 'green'"
+            " FROM generate_series(1, $3) AS g,"
+            " LATERAL (SELECT $1::timestamptz - g * interval '1 ms' AS t) AS at",
             now - timedelta(minutes=1),
             terminal_id,
             rows,
@@ -192,7 +217,13 @@ async def _backend_cpu(pool: pg.Pool, pids: dict[int, float]) -> dict[int, float
 
 
 async def one_run(
-    settings: Settings, count: int, decided_share: float, preload: int, writers: int
+    settings: Settings,
+    count: int,
+    decided_share: float,
+    preload: int,
+    writers: int,
+    *,
+    random_ids: bool,
 ) -> float:
     """Fill, drain, check, clean up; returns rows/s."""
     assert settings.database_url is not None
@@ -216,7 +247,7 @@ async def one_run(
         await _until_answering(cache)
         await cache.check_layout()
         terminal = await add_terminal(pool, "drain bench", timeout=10)
-        await _preload(pool, preload, terminal.id)
+        await _preload(pool, preload, terminal.id, random_ids=random_ids)
         drain = make_drain(settings, pool, cache)
         if writers:
             drain.writers = writers
@@ -227,6 +258,7 @@ async def one_run(
             cache,
             decided_share,
             int(time.time() * 1000) - 10_000,
+            random_ids=random_ids,
         )
         await _fill(cache, entries)
         del entries
@@ -251,7 +283,8 @@ async def one_run(
         print(
             f"drained {moved:,} entries, {drain.stored:,} rows in {seconds:.2f}s"
             f" = {rate:,.0f} rows/s (batch {settings.drain_batch},"
-            f" {settings.scan_shards} shards, {writers} writers, preload {preload:,});"
+            f" {settings.scan_shards} shards, {writers} writers, preload {preload:,},"
+            f" {'random' if random_ids else 'time-ordered'} ids);"
             f" CPU per row: drain {own_cpu / count * 1e6:.1f} µs,"
             f" postgres {pg_cpu / count * 1e6:.1f} µs; machine {busy:.0%} busy before"
         )
@@ -284,13 +317,23 @@ async def main() -> None:
     parser.add_argument(
         "--writers", type=int, default=0, help="the drain's concurrent transactions (0: its own)"
     )
+    parser.add_argument(
+        "--random-ids", action="store_true", help="random (version 4) scan ids, not ordered"
+    )
     args = parser.parse_args()
     env = dict(os.environ)
     env.setdefault("PASSCODE_DATABASE_URL", DEFAULT_DATABASE_URL)
     env.setdefault("PASSCODE_REDIS_URL", DEFAULT_REDIS_URL)
     settings = Settings.from_env(env)
     rates = [
-        await one_run(settings, args.scans, args.decided, args.preload, args.writers)
+        await one_run(
+            settings,
+            args.scans,
+            args.decided,
+            args.preload,
+            args.writers,
+            random_ids=args.random_ids,
+        )
         for _ in range(args.repeat)
     ]
     rates.sort()

@@ -95,7 +95,9 @@ async def verify_ok(client: Client, key: str, code: str, **extra: Any) -> dict[s
     assert response.status == 200, body
     assert response.content_type == "application/json"
     jsonschema.validate(body, VERIFY_RESPONSE)
-    uuid.UUID(body["scan_id"])
+    scan_id = uuid.UUID(body["scan_id"])
+    if "scan_id" not in extra:  # the server's own ids are time-ordered (version 7)
+        assert scan_id.version == 7, scan_id
     assert datetime.fromisoformat(body["server_time"].replace("Z", "+00:00")).tzinfo is not None
     return body  # type: ignore[no-any-return]
 

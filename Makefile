@@ -50,7 +50,7 @@ clean:
 .PHONY: bench
 bench: $(STAMP)
 	PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/bench} $(BIN)/passcode embedded -- \
-		$(BIN)/python loadtest/bench.py
+		$(BIN)/python -m loadtest.bench
 
 ## What a change buys: the working tree and BASE (a git revision) served side by side on one
 ## core over the same window, each loaded by its own wrk; prints server CPU per verify of both
@@ -69,7 +69,7 @@ RISK_BENCH_ARGS ?=
 .PHONY: risk-bench
 risk-bench: $(STAMP)
 	PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/bench} $(BIN)/passcode embedded -- \
-		$(BIN)/python loadtest/risk_bench.py $(RISK_BENCH_ARGS)
+		$(BIN)/python -m loadtest.risk_bench $(RISK_BENCH_ARGS)
 
 ## Load test (Locust) against a service already running at HOST (e.g. `make run` in another
 ## shell): installs the loadtest extra, seeds its stores once (loadtest/data/seed.json; delete it

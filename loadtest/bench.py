@@ -43,6 +43,7 @@ from typing import Any
 
 import aiohttp
 
+from loadtest.throwaway import forget_prefix
 from passcode.app import DEV_IDP_KID, dev_idp_key_path, make_drain, open_cache
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
@@ -498,7 +499,7 @@ class DrainMeter:
     async def __aexit__(self, *_exc: object) -> None:
         """Delete this run's Redis keys (statuses, dedupe marks, streams): runs do not pile up."""
         try:
-            await _forget_prefix(self.cache.client, self.settings.redis_prefix)
+            await forget_prefix(self.cache.client, self.settings.redis_prefix)
         finally:
             await self.cache.client.aclose()
             await self.pool.close()
@@ -847,18 +848,6 @@ def render(results: dict[str, Any]) -> str:
         f"  {'met ' if ok else 'MISS'}  {name:<36} {value}" for name, value, ok in targets(results)
     ]
     return "\n".join(lines)
-
-
-async def _forget_prefix(client: Any, prefix: str) -> None:
-    """Delete this run's Redis keys (statuses, dedupe marks, streams) so runs do not pile up."""
-    batch: list[bytes] = []
-    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await client.delete(*batch)
-            batch.clear()
-    if batch:
-        await client.delete(*batch)
 
 
 def main() -> int:

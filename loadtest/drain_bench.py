@@ -9,7 +9,7 @@ valid pass, ``r`` alone with its decision for the rest), then times ``drain_all(
 service's own drain (:func:`passcode.app.make_drain`), checks the row count, deletes its keys and
 drops its database.
 
-    .venv/bin/python loadtest/drain_bench.py [--scans 200000] [--repeat 3] [--preload 0]
+    .venv/bin/python -m loadtest.drain_bench [--scans 200000] [--repeat 3] [--preload 0]
                                              [--decided 0.05] [--writers N] [--random-ids]
 
 Scan ids are time-ordered (version 7) as the service makes them, in the preloaded rows too;
@@ -37,10 +37,8 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-
+from loadtest.throwaway import create_database, drop_database, forget_prefix, with_database
 from passcode.app import make_drain, open_cache
 from passcode.cli import new_event_loop
 from passcode.config import Settings
@@ -58,18 +56,6 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SUBJECTS = 2000  # as many citizens as ``make bench`` seeds
 FILL_BATCH = 5000
-
-
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(sql, timeout=120)
-    finally:
-        await conn.close()
 
 
 def _entries(
@@ -142,12 +128,6 @@ async def _until_answering(cache: Cache, seconds: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
-
-
-async def _forget(cache: Cache) -> None:
-    keys = [key async for key in cache.client.scan_iter(match=f"{cache.prefix}:*", count=1000)]
-    for start in range(0, len(keys), 500):
-        await cache.client.delete(*keys[start : start + 500])
 
 
 # A version 7 UUID for the row's time (ms) and position ``g`` (the rest of its bits from md5).
@@ -227,11 +207,11 @@ async def one_run(
 ) -> float:
     """Fill, drain, check, clean up; returns rows/s."""
     assert settings.database_url is not None
-    name = f"passcode_drainbench_{secrets.token_hex(4)}"
-    await _admin(settings.database_url, f'CREATE DATABASE "{name}"')
+    server = settings.database_url
+    name = await create_database(server, "drainbench")
     settings = dataclasses.replace(
         settings,
-        database_url=_with_database(settings.database_url, name),
+        database_url=with_database(server, name),
         redis_prefix=f"drainbench-{secrets.token_hex(4)}",
     )
     assert settings.database_url is not None
@@ -295,13 +275,10 @@ async def one_run(
             )
         return rate
     finally:
-        await _forget(cache)
+        await forget_prefix(cache.client, cache.prefix)
         await cache.client.aclose()
         await pool.close()
-        await _admin(
-            _with_database(settings.database_url, "postgres"),
-            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-        )
+        await drop_database(server, name)
 
 
 async def main() -> None:

@@ -13,7 +13,7 @@ change) and marks the same place and window once more (the existing marking come
 
     PASSCODE_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
     PASSCODE_REDIS_URL=redis://127.0.0.1:6379/0 \\
-        .venv/bin/python loadtest/risk_bench.py [--subjects 100000] [--noise 100000]
+        .venv/bin/python -m loadtest.risk_bench [--subjects 100000] [--noise 100000]
 
 (``make risk-bench`` runs it with embedded servers when the URLs are unset.) Prints a table:
 subjects, seconds, subjects/s, and the Postgres rows changed: exposures inserted, status rows
@@ -33,14 +33,13 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-
+from loadtest.throwaway import create_database, drop_database, forget_prefix, with_database
 from passcode.app import open_cache
 from passcode.cli import new_event_loop
 from passcode.config import Settings
 from passcode.domain.model import Color, StatusReason
+from passcode.seed import Chunk, copy_chunk
 from passcode.service.riskplaces import JobReport, run_marking
 from passcode.store import pg, riskplaces
 from passcode.store.cache import Cache, LiveStatus
@@ -53,18 +52,6 @@ COPY_TIMEOUT = 600.0
 JOB_TIMEOUT = 60.0
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(sql, timeout=120)
-    finally:
-        await conn.close()
-
-
 async def _seed(
     pool: pg.Pool, cache: Cache, settings: Settings, *, subjects: int, noise: int, now: datetime
 ) -> tuple[datetime, datetime]:
@@ -75,44 +62,20 @@ async def _seed(
     declared_at = now - timedelta(minutes=10)
     valid_until = declared_at + settings.policy().declaration_ttl
     since, until = now - timedelta(hours=3), now - timedelta(hours=1)
-    async with pg.acquire(pool, "seed", COPY_TIMEOUT) as conn:
-        await conn.copy_records_to_table(
-            "subjects",
-            records=[(s, rng.randbytes(32), rng.randbytes(40), "张*三") for s in ids],
-            columns=["id", "user_hash", "user_id_enc", "name_masked"],
-            timeout=COPY_TIMEOUT,
-        )
-        await conn.copy_records_to_table(
-            "declarations",
-            records=[(s, b"\0" * 32, Decimal("36.5"), [], [], False, declared_at) for s in ids],
-            columns=[
-                "subject_id",
-                "request_hash",
-                "temperature_c",
-                "symptoms",
-                "regions",
-                "close_contact",
-                "declared_at",
+    await copy_chunk(
+        pool,
+        Chunk(
+            subjects=[(s, rng.randbytes(32), rng.randbytes(40), "张*三", declared_at) for s in ids],
+            declarations=[
+                (s, b"\0" * 32, Decimal("36.5"), [], [], False, declared_at) for s in ids
             ],
-            timeout=COPY_TIMEOUT,
-        )
-        await conn.copy_records_to_table(
-            "statuses",
-            records=[
+            statuses=[
                 (s, "green", StatusReason.DECLARED_HEALTHY.value, valid_until, 1, 1, now)
                 for s in ids
             ],
-            columns=[
-                "subject_id",
-                "color",
-                "reason",
-                "valid_until",
-                "version",
-                "cached_version",
-                "updated_at",
-            ],
-            timeout=COPY_TIMEOUT,
-        )
+        ),
+    )
+    async with pg.acquire(pool, "seed scans", COPY_TIMEOUT) as conn:
         terminal = uuid.uuid4()
         span = (until - since).total_seconds()
 
@@ -174,11 +137,11 @@ async def _check(pool: pg.Pool, cache: Cache, subjects: int) -> None:
 
 async def run(settings: Settings, *, subjects: int, noise: int) -> None:
     assert settings.database_url is not None
-    name = f"passcode_riskbench_{secrets.token_hex(4)}"
-    await _admin(settings.database_url, f'CREATE DATABASE "{name}"')
+    server = settings.database_url
+    name = await create_database(server, "riskbench")
     settings = dataclasses.replace(
         settings,
-        database_url=_with_database(settings.database_url, name),
+        database_url=with_database(server, name),
         redis_prefix=f"riskbench-{secrets.token_hex(4)}",
     )
     assert settings.database_url is not None
@@ -256,15 +219,10 @@ async def run(settings: Settings, *, subjects: int, noise: int) -> None:
         verdict = "under" if first.seconds < 10 else "OVER"
         print(f"goal: 100k in under 10 s; first run {first.seconds:.2f} s ({verdict})")
     finally:
-        keys = [k async for k in cache.client.scan_iter(match=f"{cache.prefix}:*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await cache.client.delete(*keys[start : start + 500])
+        await forget_prefix(cache.client, cache.prefix)
         await cache.client.aclose()
         await pool.close()
-        await _admin(
-            _with_database(settings.database_url, "postgres"),
-            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-        )
+        await drop_database(server, name)
 
 
 def main() -> None:

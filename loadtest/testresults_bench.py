@@ -7,7 +7,7 @@ those citizens (each re-derived, green to red, Postgres then Redis) and negative
 never seen (subjects created). Then the same file again (all duplicates). Prints both timings
 and checks the counts and that every positive citizen is red.
 
-    .venv/bin/python loadtest/testresults_bench.py [--rows 10000] [--positive 0.5]
+    .venv/bin/python -m loadtest.testresults_bench [--rows 10000] [--positive 0.5]
 
 ``PASSCODE_DATABASE_URL`` / ``PASSCODE_REDIS_URL`` name the servers (default: this machine's own
 on 127.0.0.1).
@@ -26,12 +26,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestServer
 
+from loadtest.throwaway import create_database, drop_database, forget_prefix, with_database
 from passcode.app import create_app, open_cache
 from passcode.config import Settings
 from passcode.seed import seed
@@ -41,24 +41,10 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ADMIN_KEY = "bench-admin-" + secrets.token_hex(8)
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(sql, timeout=120)
-    finally:
-        await conn.close()
-
-
 async def _forget(settings: Settings) -> None:
     cache = open_cache(settings)
     try:
-        keys = [k async for k in cache.client.scan_iter(match=f"{settings.redis_prefix}:*")]
-        for start in range(0, len(keys), 500):
-            await cache.client.delete(*keys[start : start + 500])
+        await forget_prefix(cache.client, settings.redis_prefix)
     finally:
         await cache.client.aclose()
 
@@ -89,12 +75,12 @@ async def _upload(
 
 async def run(settings: Settings, rows: int, share: float) -> None:
     assert settings.database_url is not None
-    name = f"passcode_labbench_{secrets.token_hex(4)}"
-    await _admin(settings.database_url, f'CREATE DATABASE "{name}"')
+    server = settings.database_url
+    name = await create_database(server, "labbench")
     with tempfile.TemporaryDirectory() as data_dir:
         settings = dataclasses.replace(
             settings,
-            database_url=_with_database(settings.database_url, name),
+            database_url=with_database(server, name),
             redis_prefix=f"labbench-{secrets.token_hex(4)}",
             data_dir=Path(data_dir),
             admin_key=ADMIN_KEY,
@@ -105,11 +91,7 @@ async def run(settings: Settings, rows: int, share: float) -> None:
             await _measure(settings, rows, share)
         finally:
             await _forget(settings)
-            assert settings.database_url is not None
-            await _admin(
-                _with_database(settings.database_url, "postgres"),
-                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-            )
+            await drop_database(server, name)
 
 
 async def _measure(settings: Settings, rows: int, share: float) -> None:

@@ -18,7 +18,7 @@ invalid codes (no subject). Each query runs ``--runs`` times (the median and the
 reported) and once under ``EXPLAIN (ANALYZE, BUFFERS)``, summarized: plan root, indexes used,
 partitions scanned, buffers, execution time.
 
-    .venv/bin/python loadtest/trace_bench.py [--scans 10000000] [--days 28] [--places 2000]
+    .venv/bin/python -m loadtest.trace_bench [--scans 10000000] [--days 28] [--places 2000]
                                              [--subjects 500000] [--runs 7] [--keep]
 
 ``PASSCODE_DATABASE_URL`` names the server (default: this machine's on 127.0.0.1).
@@ -31,17 +31,14 @@ import asyncio
 import hashlib
 import json
 import os
-import secrets
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-
+from loadtest.throwaway import create_database, drop_database, with_database
 from passcode.store import pg
 from passcode.store.scans import ensure_partitions
 from passcode.store.statuses import find_subject
@@ -81,18 +78,6 @@ _SCANS = (
     "  floor($5::int * random())::int AS s, random() < 0.95 AS valid"
     "  FROM generate_series($2::bigint, $6::bigint - 1) AS g) AS x"
 )
-
-
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(sql, timeout=300)
-    finally:
-        await conn.close()
 
 
 def place_name(k: int) -> str:
@@ -329,12 +314,10 @@ def cases(pool: pg.Pool, first: date, args: argparse.Namespace) -> list[Case]:
 
 async def main(args: argparse.Namespace) -> None:
     base = os.environ.get("PASSCODE_DATABASE_URL") or DEFAULT_DATABASE_URL
-    name = args.reuse or f"passcode_tracebench_{secrets.token_hex(4)}"
-    if not args.reuse:
-        await _admin(base, f'CREATE DATABASE "{name}"')
+    name = args.reuse or await create_database(base, "tracebench")
     print(f"database {name}: {args.scans:,} scans over {args.days} days", flush=True)
     pool = await pg.create_pool(
-        _with_database(base, name), timeout=10, min_size=1, max_size=LOADERS + 1
+        with_database(base, name), timeout=10, min_size=1, max_size=LOADERS + 1
     )
     try:
         await pg.migrate(pool)
@@ -350,7 +333,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.keep or args.reuse:
             print(f"kept database {name} (drop it with: DROP DATABASE {name})")
         else:
-            await _admin(base, f'DROP DATABASE "{name}" WITH (FORCE)')
+            await drop_database(base, name)
 
 
 def parse() -> argparse.Namespace:

@@ -155,7 +155,9 @@ def _plan(citizens: int, shares: tuple[float, float, float], rng: random.Random)
 
 
 @dataclass(slots=True)
-class _Chunk:
+class Chunk:
+    """Rows of citizens for one COPY transaction (:func:`copy_chunk`), and their live statuses."""
+
     subjects: list[tuple[bytes, bytes, bytes, str, datetime]] = field(default_factory=list)
     declarations: list[tuple[bytes, bytes, Decimal, list[str], list[str], bool, datetime]] = field(
         default_factory=list
@@ -177,9 +179,9 @@ def _build_chunk(
     bodies: dict[Color, dict[str, Any]],
     now: datetime,
     rng: random.Random,
-) -> _Chunk:
+) -> Chunk:
     """Rows for citizens ``numbers``; each status derived by the rules from its declaration."""
-    chunk = _Chunk()
+    chunk = Chunk()
     hashes = {color: _request_hash(body) for color, body in bodies.items()}
     # Declarations spread over a recent window, short of the policy's lifetime of one.
     spread = int(min(3600.0, policy.declaration_ttl.total_seconds() / 10))
@@ -216,8 +218,9 @@ def _build_chunk(
     return chunk
 
 
-async def _copy_chunk(pool: pg.Pool, chunk: _Chunk) -> None:
-    """One transaction: the chunk's subjects, declarations and statuses (not yet cached)."""
+async def copy_chunk(pool: pg.Pool, chunk: Chunk) -> None:
+    """One transaction: the chunk's subjects, declarations and statuses, by COPY (``live`` is
+    not written here: the caller puts it in Redis, then marks the statuses cached)."""
     async with pg.acquire(pool, "seed", COPY_TIMEOUT) as conn, conn.transaction():
         await conn.copy_records_to_table(
             "subjects",
@@ -312,7 +315,7 @@ async def _seed_citizens(
         )
         phases["build"] += time.perf_counter() - mark
         mark = time.perf_counter()
-        await _copy_chunk(pool, chunk)
+        await copy_chunk(pool, chunk)
         phases["postgres"] += time.perf_counter() - mark
         mark = time.perf_counter()
         await cache.put_statuses(chunk.live)

@@ -18,9 +18,8 @@ def rfc3339(moment: datetime | int | float) -> str:
     if isinstance(moment, datetime):
         utc = moment.astimezone(UTC)
         return f"{_second(calendar.timegm(utc.timetuple()))}.{utc.microsecond // 1000:03d}Z"
-    seconds = math.floor(moment)
-    millis = int((moment - seconds) * 1000)
-    return f"{_second(seconds)}.{millis:03d}Z"
+    millis = math.floor(moment * 1000)
+    return f"{_second(millis // 1000)}.{millis % 1000:03d}Z"
 
 
 @functools.lru_cache(maxsize=8)

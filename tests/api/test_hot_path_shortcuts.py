@@ -1,13 +1,15 @@
 """Where verify skips work, every rejection still happens (issue 3).
 
-Two shortcuts sit on the hot path: the Verifier remembers codes whose signature and structure it
+Three shortcuts sit on the hot path: the Verifier remembers codes whose signature and structure it
 already authenticated (passcode/domain/passcache.py), and the Cache sends the script calls made
 in one event-loop turn as one Redis pipeline (``_Batcher`` in passcode/store/cache.py). These
 tests show that a remembered code is still refused once its window passes, its subject's status
 changes or its key is withdrawn; that a code one character away from a remembered one is never
 a hit; that turning the memory off changes no answer; and that callers sharing a pipeline each
 get their own answer, survive a Redis failure, a flushed script cache, a failing neighbour and
-their own cancellation. All on the real servers, outages made with tests/api/proxy.py.
+their own cancellation. All on the real servers, outages made with tests/api/proxy.py. The third,
+the verify body's schema check skipped for the usual ``{"code": …}``, accepts exactly what the
+schema accepts.
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
 from redis.exceptions import NoScriptError, ResponseError
 
+from passcode.api import terminal as terminal_api
+from passcode.api.schemas import VERIFY_REQUEST, compile_schema
 from passcode.app import create_app
 from passcode.config import Settings
 from passcode.domain.passfmt import (
@@ -785,3 +793,50 @@ async def test_the_verify_script_uses_the_documented_key_layout(
     assert await cache.client.exists(cache.replay_key(shard, claims.token_id)) == 1
     entries = await cache.client.xrange(cache.stream_key(shard))
     assert any(fields[b"r"].startswith(scan_id.encode()) for _, fields in entries), entries
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_CODE_LIKE = st.text(max_size=1100) | st.text(min_size=1020, max_size=1030) | _JSON
+_BODIES = (
+    _JSON
+    | st.builds(lambda code: {"code": code}, _CODE_LIKE)
+    | st.builds(
+        lambda code, extra: {"code": code, **extra},
+        _CODE_LIKE,
+        st.dictionaries(st.text(max_size=10), _JSON, max_size=2),
+    )
+)
+
+
+def _accepts(validate: Callable[[Any], Any], body: Any) -> bool:
+    try:
+        validate(body)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
+
+
+@hypothesis_settings(max_examples=2000, derandomize=True, deadline=None)
+@given(_BODIES)
+def test_verify_body_shortcut_accepts_exactly_what_the_schema_accepts(body: Any) -> None:
+    """The verify handler accepts ``{"code": …}`` without running the compiled schema; for any
+    JSON value (empty, 1024- and 1025-character codes, non-text codes, extra or unknown fields
+    among them) it accepts exactly the bodies the schema accepts, and the rest still get the
+    schema's own error."""
+    assert _accepts(terminal_api._validate_one, body) == _accepts(
+        compile_schema(VERIFY_REQUEST), body
+    )
+
+
+@pytest.mark.parametrize("length", [0, 1, 1024, 1025])
+def test_verify_body_shortcut_keeps_the_schema_bounds_on_the_code(length: int) -> None:
+    """The shortcut's bounds are the schema's: 1 to 1024 characters (counted as characters, not
+    bytes: ``码`` is one), a 0- or 1025-character code is refused."""
+    body = {"code": "码" * length}
+    assert _accepts(terminal_api._validate_one, body) == (1 <= length <= 1024)

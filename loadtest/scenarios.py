@@ -41,6 +41,7 @@ from locust.exception import StopUser
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.passfmt import b45decode, b45encode
 from passcode.seed import full_name
+from passcode.service.verify import ScanIds
 from passcode.store.keyring import load_or_create_ed25519
 
 log = logging.getLogger("loadtest")
@@ -448,6 +449,7 @@ class TerminalUser(FastHttpUser):
         self.key = seed.terminals[next(_terminal_numbers) % len(seed.terminals)]
         self.mix = Mix.from_env()
         self.pool = pass_pool(self.environment)
+        self.scan_ids = ScanIds()  # time-ordered (version 7), as the API asks of terminals
         self.pool.start()
         self.pool.ready.wait(timeout=120)
 
@@ -477,7 +479,8 @@ class TerminalUser(FastHttpUser):
             _fail_locally(self.environment, "pass pool [empty]", "the pass pool is empty")
             return
         kind, code = chosen
-        body = {"code": code, "scan_id": str(uuid.uuid4()), "scanned_at": rfc3339_now()}
+        scan_id = self.scan_ids.next(time.time())
+        body = {"code": code, "scan_id": scan_id, "scanned_at": rfc3339_now()}
         with self.client.post(
             "/v1/verify",
             json=body,

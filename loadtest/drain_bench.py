@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import random
-import secrets
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from loadtest.throwaway import create_database, drop_database, forget_prefix, with_database
+from loadtest.throwaway import throwaway_stores
 from passcode.app import make_drain, open_cache
 from passcode.cli import new_event_loop
 from passcode.config import Settings
@@ -197,7 +195,7 @@ async def _backend_cpu(pool: pg.Pool, pids: dict[int, float]) -> dict[int, float
 
 
 async def one_run(
-    settings: Settings,
+    base: Settings,
     count: int,
     decided_share: float,
     preload: int,
@@ -206,79 +204,70 @@ async def one_run(
     random_ids: bool,
 ) -> float:
     """Fill, drain, check, clean up; returns rows/s."""
-    assert settings.database_url is not None
-    server = settings.database_url
-    name = await create_database(server, "drainbench")
-    settings = dataclasses.replace(
-        settings,
-        database_url=with_database(server, name),
-        redis_prefix=f"drainbench-{secrets.token_hex(4)}",
-    )
-    assert settings.database_url is not None
-    pool = await pg.create_pool(
-        settings.database_url,
-        timeout=settings.pg_timeout,
-        min_size=settings.pg_pool_min,
-        max_size=settings.pg_pool_max,
-    )
-    cache = open_cache(settings)
-    try:
-        await pg.migrate(pool)
-        await _until_answering(cache)
-        await cache.check_layout()
-        terminal = await add_terminal(pool, "drain bench", timeout=10)
-        await _preload(pool, preload, terminal.id, random_ids=random_ids)
-        drain = make_drain(settings, pool, cache)
-        if writers:
-            drain.writers = writers
-        await drain.ensure_groups()
-        entries = _entries(
-            count,
-            str(terminal.id),
-            cache,
-            decided_share,
-            int(time.time() * 1000) - 10_000,
-            random_ids=random_ids,
+    async with throwaway_stores(base, "drainbench") as settings:
+        assert settings.database_url is not None
+        pool = await pg.create_pool(
+            settings.database_url,
+            timeout=settings.pg_timeout,
+            min_size=settings.pg_pool_min,
+            max_size=settings.pg_pool_max,
         )
-        await _fill(cache, entries)
-        del entries
-        busy = _busy()
-        before = await _backend_cpu(pool, {})
-        cpu_started = time.process_time()
-        started = time.perf_counter()
-        moved = await drain.drain_all()
-        seconds = time.perf_counter() - started
-        own_cpu = time.process_time() - cpu_started
-        after = await _backend_cpu(pool, dict(before))
-        pg_cpu = sum(after[pid] - before.get(pid, 0.0) for pid in after)
-        left = sum([int(await cache.client.xlen(s)) for s in cache.stream_keys()])
-        async with pool.acquire(timeout=30) as conn:
-            stored = int(
-                await conn.fetchval(
-                    "SELECT count(*) FROM scans WHERE place = 'drain bench'", timeout=120
+        cache = open_cache(settings)
+        try:
+            await pg.migrate(pool)
+            await _until_answering(cache)
+            await cache.check_layout()
+            terminal = await add_terminal(pool, "drain bench", timeout=10)
+            await _preload(pool, preload, terminal.id, random_ids=random_ids)
+            drain = make_drain(settings, pool, cache)
+            if writers:
+                drain.writers = writers
+            await drain.ensure_groups()
+            entries = _entries(
+                count,
+                str(terminal.id),
+                cache,
+                decided_share,
+                int(time.time() * 1000) - 10_000,
+                random_ids=random_ids,
+            )
+            await _fill(cache, entries)
+            del entries
+            busy = _busy()
+            before = await _backend_cpu(pool, {})
+            cpu_started = time.process_time()
+            started = time.perf_counter()
+            moved = await drain.drain_all()
+            seconds = time.perf_counter() - started
+            own_cpu = time.process_time() - cpu_started
+            after = await _backend_cpu(pool, dict(before))
+            pg_cpu = sum(after[pid] - before.get(pid, 0.0) for pid in after)
+            left = sum([int(await cache.client.xlen(s)) for s in cache.stream_keys()])
+            async with pool.acquire(timeout=30) as conn:
+                stored = int(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM scans WHERE place = 'drain bench'", timeout=120
+                    )
                 )
+            rate = drain.stored / seconds
+            writers = getattr(drain, "writers", 1)  # absent before the drain had several
+            print(
+                f"drained {moved:,} entries, {drain.stored:,} rows in {seconds:.2f}s"
+                f" = {rate:,.0f} rows/s (batch {settings.drain_batch},"
+                f" {settings.scan_shards} shards, {writers} writers, preload {preload:,},"
+                f" {'random' if random_ids else 'time-ordered'} ids);"
+                f" CPU per row: drain {own_cpu / count * 1e6:.1f} µs,"
+                f" postgres {pg_cpu / count * 1e6:.1f} µs; machine {busy:.0%} busy before"
             )
-        rate = drain.stored / seconds
-        writers = getattr(drain, "writers", 1)  # absent before the drain had several
-        print(
-            f"drained {moved:,} entries, {drain.stored:,} rows in {seconds:.2f}s"
-            f" = {rate:,.0f} rows/s (batch {settings.drain_batch},"
-            f" {settings.scan_shards} shards, {writers} writers, preload {preload:,},"
-            f" {'random' if random_ids else 'time-ordered'} ids);"
-            f" CPU per row: drain {own_cpu / count * 1e6:.1f} µs,"
-            f" postgres {pg_cpu / count * 1e6:.1f} µs; machine {busy:.0%} busy before"
-        )
-        if not moved == drain.stored == stored == count or left:
-            raise SystemExit(
-                f"CHECK FAILED: {count} entries written, {moved} drained, {drain.stored} stored"
-                f" by the drain, {stored} rows in scans, {left} left in the streams"
-            )
-        return rate
-    finally:
-        await forget_prefix(cache.client, cache.prefix)
-        await cache.client.aclose()
-        await pool.close()
-        await drop_database(server, name)
+            if not moved == drain.stored == stored == count or left:
+                raise SystemExit(
+                    f"CHECK FAILED: {count} entries written, {moved} drained, {drain.stored} stored"
+                    f" by the drain, {stored} rows in scans, {left} left in the streams"
+                )
+            return rate
+        finally:
+            await cache.client.aclose()
+            await pool.close()
 
 
 async def main() -> None:

@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import random
-import secrets
 import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from loadtest.throwaway import create_database, drop_database, forget_prefix, with_database
+from loadtest.throwaway import throwaway_stores
 from passcode.app import open_cache
 from passcode.cli import new_event_loop
 from passcode.config import Settings
@@ -135,94 +133,87 @@ async def _check(pool: pg.Pool, cache: Cache, subjects: int) -> None:
         )
 
 
-async def run(settings: Settings, *, subjects: int, noise: int) -> None:
-    assert settings.database_url is not None
-    server = settings.database_url
-    name = await create_database(server, "riskbench")
-    settings = dataclasses.replace(
-        settings,
-        database_url=with_database(server, name),
-        redis_prefix=f"riskbench-{secrets.token_hex(4)}",
-    )
-    assert settings.database_url is not None
-    pool = await pg.create_pool(
-        settings.database_url, timeout=settings.pg_timeout, min_size=1, max_size=4
-    )
-    cache = open_cache(settings)
-    try:
-        await pg.migrate(pool)
-        await cache.check_layout()
-        now = datetime.now(UTC)
-        started = time.perf_counter()
-        since, until = await _seed(pool, cache, settings, subjects=subjects, noise=noise, now=now)
-        print(
-            f"seeded {subjects:,} citizens and {subjects + noise:,} scans in"
-            f" {time.perf_counter() - started:.1f} s; chunk {settings.risk_chunk}",
-            flush=True,
+async def run(base: Settings, *, subjects: int, noise: int) -> None:
+    async with throwaway_stores(base, "riskbench") as settings:
+        assert settings.database_url is not None
+        pool = await pg.create_pool(
+            settings.database_url, timeout=settings.pg_timeout, min_size=1, max_size=4
         )
-        marking, _ = await riskplaces.create_marking(
-            pool,
-            place=PLACE,
-            since=since,
-            until=until,
-            color=Color.YELLOW,
-            note="bench",
-            exposure_until=None,
-            created_by="risk_bench",
-            timeout=settings.pg_timeout,
-        )
-
-        async def job() -> JobReport:
-            return await run_marking(
+        cache = open_cache(settings)
+        try:
+            await pg.migrate(pool)
+            await cache.check_layout()
+            now = datetime.now(UTC)
+            started = time.perf_counter()
+            since, until = await _seed(
+                pool, cache, settings, subjects=subjects, noise=noise, now=now
+            )
+            print(
+                f"seeded {subjects:,} citizens and {subjects + noise:,} scans in"
+                f" {time.perf_counter() - started:.1f} s; chunk {settings.risk_chunk}",
+                flush=True,
+            )
+            marking, _ = await riskplaces.create_marking(
                 pool,
-                cache,
-                marking.id,
-                policy=settings.policy(),
-                chunk=settings.risk_chunk,
-                timeout=JOB_TIMEOUT,
+                place=PLACE,
+                since=since,
+                until=until,
+                color=Color.YELLOW,
+                note="bench",
+                exposure_until=None,
+                created_by="risk_bench",
+                timeout=settings.pg_timeout,
             )
 
-        first = await job()
-        if (first.state, first.affected, first.processed) != ("done", subjects, subjects):
-            raise SystemExit(f"CHECK FAILED: first run {first}")
-        await _check(pool, cache, subjects)
-        async with pg.acquire(pool, "reset", settings.pg_timeout) as conn:
-            await conn.execute(
-                "UPDATE risk_places SET state = 'pending', cursor_subject = NULL, processed = 0"
-                " WHERE id = $1",
-                marking.id,
+            async def job() -> JobReport:
+                return await run_marking(
+                    pool,
+                    cache,
+                    marking.id,
+                    policy=settings.policy(),
+                    chunk=settings.risk_chunk,
+                    timeout=JOB_TIMEOUT,
+                )
+
+            first = await job()
+            if (first.state, first.affected, first.processed) != ("done", subjects, subjects):
+                raise SystemExit(f"CHECK FAILED: first run {first}")
+            await _check(pool, cache, subjects)
+            async with pg.acquire(pool, "reset", settings.pg_timeout) as conn:
+                await conn.execute(
+                    "UPDATE risk_places SET state = 'pending', cursor_subject = NULL, processed = 0"
+                    " WHERE id = $1",
+                    marking.id,
+                )
+            second = await job()
+            if (second.exposures, second.rows_written, second.versions_bumped) != (0, 0, 0):
+                raise SystemExit(f"CHECK FAILED: the re-run changed something: {second}")
+            await _check(pool, cache, subjects)
+            same, created = await riskplaces.create_marking(
+                pool,
+                place=PLACE,
+                since=since,
+                until=until,
+                color=Color.YELLOW,
+                note="bench again",
+                exposure_until=None,
+                created_by="risk_bench",
+                timeout=settings.pg_timeout,
             )
-        second = await job()
-        if (second.exposures, second.rows_written, second.versions_bumped) != (0, 0, 0):
-            raise SystemExit(f"CHECK FAILED: the re-run changed something: {second}")
-        await _check(pool, cache, subjects)
-        same, created = await riskplaces.create_marking(
-            pool,
-            place=PLACE,
-            since=since,
-            until=until,
-            color=Color.YELLOW,
-            note="bench again",
-            exposure_until=None,
-            created_by="risk_bench",
-            timeout=settings.pg_timeout,
-        )
-        if created or same.id != marking.id:
-            raise SystemExit("CHECK FAILED: marking again made a new marking")
-        print(
-            f"{'run':<16} {'subjects':>9} {'seconds':>8} {'subjects/s':>11}"
-            f" {'exposures':>10} {'status rows':>12} {'versions':>9} {'redis writes':>12}"
-        )
-        print(_row("first", subjects, first))
-        print(_row("re-run (idem.)", subjects, second))
-        print("marking again: the existing marking, no new work")
-        verdict = "under" if first.seconds < 10 else "OVER"
-        print(f"goal: 100k in under 10 s; first run {first.seconds:.2f} s ({verdict})")
-    finally:
-        await forget_prefix(cache.client, cache.prefix)
-        await cache.client.aclose()
-        await pool.close()
-        await drop_database(server, name)
+            if created or same.id != marking.id:
+                raise SystemExit("CHECK FAILED: marking again made a new marking")
+            print(
+                f"{'run':<16} {'subjects':>9} {'seconds':>8} {'subjects/s':>11}"
+                f" {'exposures':>10} {'status rows':>12} {'versions':>9} {'redis writes':>12}"
+            )
+            print(_row("first", subjects, first))
+            print(_row("re-run (idem.)", subjects, second))
+            print("marking again: the existing marking, no new work")
+            verdict = "under" if first.seconds < 10 else "OVER"
+            print(f"goal: 100k in under 10 s; first run {first.seconds:.2f} s ({verdict})")
+        finally:
+            await cache.client.aclose()
+            await pool.close()
 
 
 def main() -> None:

@@ -31,22 +31,14 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestServer
 
-from loadtest.throwaway import create_database, drop_database, forget_prefix, with_database
-from passcode.app import create_app, open_cache
+from loadtest.throwaway import throwaway_stores
+from passcode.app import create_app
 from passcode.config import Settings
 from passcode.seed import seed
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ADMIN_KEY = "bench-admin-" + secrets.token_hex(8)
-
-
-async def _forget(settings: Settings) -> None:
-    cache = open_cache(settings)
-    try:
-        await forget_prefix(cache.client, settings.redis_prefix)
-    finally:
-        await cache.client.aclose()
 
 
 def _csv(positives: list[str], negatives: int, run: str) -> bytes:
@@ -74,24 +66,16 @@ async def _upload(
 
 
 async def run(settings: Settings, rows: int, share: float) -> None:
-    assert settings.database_url is not None
-    server = settings.database_url
-    name = await create_database(server, "labbench")
-    with tempfile.TemporaryDirectory() as data_dir:
-        settings = dataclasses.replace(
-            settings,
-            database_url=with_database(server, name),
-            redis_prefix=f"labbench-{secrets.token_hex(4)}",
-            data_dir=Path(data_dir),
-            admin_key=ADMIN_KEY,
-            dev_mode=True,
-            drain_enabled=False,
-        )
-        try:
+    async with throwaway_stores(settings, "labbench") as stores:
+        with tempfile.TemporaryDirectory() as data_dir:
+            settings = dataclasses.replace(
+                stores,
+                data_dir=Path(data_dir),
+                admin_key=ADMIN_KEY,
+                dev_mode=True,
+                drain_enabled=False,
+            )
             await _measure(settings, rows, share)
-        finally:
-            await _forget(settings)
-            await drop_database(server, name)
 
 
 async def _measure(settings: Settings, rows: int, share: float) -> None:

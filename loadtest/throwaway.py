@@ -6,11 +6,17 @@ The scripts that use it run as modules from the repository root (``python -m loa
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from passcode.app import open_cache
+from passcode.config import Settings
 
 
 def with_database(url: str, name: str) -> str:
@@ -48,3 +54,27 @@ async def forget_prefix(client: Any, prefix: str) -> None:
             batch.clear()
     if batch:
         await client.delete(*batch)
+
+
+@asynccontextmanager
+async def throwaway_stores(settings: Settings, kind: str) -> AsyncIterator[Settings]:
+    """``settings`` pointed at a new database (:func:`create_database`) on the same server and at
+    a new Redis prefix ``<kind>-<random>``; afterwards the prefix's keys are deleted and the
+    database dropped, whatever happened inside."""
+    server = settings.database_url
+    assert server is not None
+    name = await create_database(server, kind)
+    inside = dataclasses.replace(
+        settings,
+        database_url=with_database(server, name),
+        redis_prefix=f"{kind}-{secrets.token_hex(4)}",
+    )
+    try:
+        yield inside
+    finally:
+        cache = open_cache(inside)
+        try:
+            await forget_prefix(cache.client, inside.redis_prefix)
+        finally:
+            await cache.client.aclose()
+            await drop_database(server, name)

@@ -504,17 +504,18 @@ class DrainMeter:
             await self.cache.client.aclose()
             await self.pool.close()
 
-    async def measure(self) -> None:
-        """Drain what is in the stream now, timed."""
+    async def measure(self, *, counted: bool = True) -> None:
+        """Drain what is in the stream now, timed; ``counted`` False: not one of the rounds."""
         stored_before = self.drain.stored
         started = time.perf_counter()
         entries = await self.drain.drain_all()
         seconds = time.perf_counter() - started
         rows = self.drain.stored - stored_before
         self.entries += entries
-        self.rounds.append(
-            {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds if seconds else 0.0}
-        )
+        if counted:
+            self.rounds.append(
+                {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds if seconds else 0.0}
+            )
         log(f"drained {rows:,} rows in {seconds:.2f}s = {rows / max(seconds, 1e-9):,.0f} rows/s")
 
     async def result(self, terminal_id: str) -> DrainResult:
@@ -660,8 +661,7 @@ async def measure_rounds(
     config: Config, loads: Sequence[tuple[Scenario, Server, str]], meter: DrainMeter
 ) -> list[tuple[Row, ...]]:
     """Each round loads every (scenario, server, note) in turn, then drains what it left."""
-    await meter.measure()  # the scans of the admission checks: not a round
-    meter.rounds.clear()
+    await meter.measure(counted=False)  # the scans of the admission checks
     rounds = []
     for number in range(1, config.rounds + 1):
         log(f"round {number} of {config.rounds}")

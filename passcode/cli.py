@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from passcode import serving
 from passcode.api.accesslog import AccessLogger
 from passcode.app import (
     DEV_IDP_KID,
@@ -97,19 +98,18 @@ GC_GEN0_THRESHOLD = 20_000
 
 
 def _run_server(settings: Settings, *, reuse_port: bool) -> None:
-    """One serving process; SIGTERM stops accepting, finishes requests, flushes, exits."""
+    """One serving process; SIGTERM stops accepting, answers what clients already sent (with
+    ``Connection: close``), finishes requests, flushes, exits (:mod:`passcode.serving`)."""
     app = create_app(settings)
     app.on_startup.append(settle_gc)
-    web.run_app(
+    serving.run(
         app,
-        loop=new_event_loop(),
+        loop_factory=new_event_loop,
         host=settings.host,
         port=settings.port,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         access_log_class=AccessLogger,
-        print=None,
-        shutdown_timeout=15.0,
-        reuse_port=reuse_port or None,
+        reuse_port=reuse_port,
     )
 
 

@@ -20,6 +20,7 @@ from passcode.service.verify import Verifier
 from passcode.store.cache import Cache
 from passcode.store.terminals import TerminalDirectory
 from passcode.workers.drain import ScanDrain
+from passcode.workers.supervisor import Supervisor
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL: web.AppKey[asyncpg.Pool[asyncpg.Record]] = web.AppKey("pool")
@@ -34,3 +35,4 @@ VERIFIER = web.AppKey("verifier", Verifier)
 CITIZENS = web.AppKey("citizens", CitizenService)
 DRAIN = web.AppKey("drain", ScanDrain)
 RISK_PLACES = web.AppKey("risk_places", RiskPlaceRunner)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -13,7 +13,7 @@ from aiohttp import web
 from passcode.api.openapi import openapi_document
 from passcode.api.responses import json_response, rfc3339
 from passcode.errors import StoreUnavailable
-from passcode.keys import CACHE, KEYRING, POOL, SETTINGS
+from passcode.keys import CACHE, DRAIN, KEYRING, POOL, SETTINGS, SUPERVISOR
 from passcode.store.pg import acquire
 
 
@@ -55,7 +55,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when both PostgreSQL and Redis answer within their deadlines."""
+    """Ready (200) when both PostgreSQL and Redis answer within their deadlines.
+
+    ``tasks`` shows each background task under the supervisor; one that keeps failing makes
+    the status ``degraded`` but the answer stays 200: taking the replica out of the balancer
+    would not mend its task, and when every replica fails alike it would stop verify as well.
+    ``dead_letters`` counts the scan entries this process's drain kept as dead letters.
+    """
     settings = request.app[SETTINGS]
     checks: dict[str, str] = {}
 
@@ -71,8 +77,17 @@ async def readyz(request: web.Request) -> web.Response:
         except (StoreUnavailable, TimeoutError):
             checks[name] = "unavailable"
     failed = sum(1 for v in checks.values() if v != "ok")
+    supervisor = request.app[SUPERVISOR]
     status = "ok" if failed == 0 else "degraded" if failed == 1 else "unavailable"
-    return json_response({"status": status, "checks": checks}, status=200 if failed == 0 else 503)
+    if status == "ok" and supervisor.failing():
+        status = "degraded"
+    body = {
+        "status": status,
+        "checks": checks,
+        "tasks": supervisor.health(),
+        "dead_letters": request.app[DRAIN].dead_lettered,
+    }
+    return json_response(body, status=200 if failed == 0 else 503)
 
 
 async def get_openapi(request: web.Request) -> web.Response:

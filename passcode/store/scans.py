@@ -102,13 +102,29 @@ def _judged(pass_version: str, live: bytes, live_version: bytes) -> tuple[str, s
     return verdict.decision.value, verdict.reason.value, color
 
 
+# A scan's server time (the stream's ``at_ms``), in ms since the epoch: from 1970 to 9000, the
+# years the admin API's queries take (a day partition and its bounds always fit in between).
+SCAN_TIME_RANGE_MS = (0, int(datetime(9000, 1, 1, tzinfo=UTC).timestamp() * 1000))
+
+
+def _terminal_time(text: str) -> datetime:
+    """A terminal's clock as recorded, in UTC; ValueError without an offset, OverflowError
+    when its offset takes it out of the years UTC can hold (``9999-12-31T23:59:59-23:59``)."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("terminal time without a UTC offset")
+    return moment.astimezone(UTC)
+
+
 def decode_entry(fields: Sequence[bytes]) -> ScanRecord:
     """A stream entry's fields, as Redis sends them (name, value, ...), as a COPY record (place
     left for the insert to join); ValueError if the entry is unreadable. The replay flag is the
     verify script's ``rp`` field (absent: not a replay).
 
     Ids are checked by parsing them as asyncpg will when it sends them (its C ``UUID``);
-    decision, reason and colour against their enums' values.
+    decision, reason and colour against their enums' values; times against what the log
+    stores (:data:`SCAN_TIME_RANGE_MS`, a terminal time its offset must not push out of UTC's
+    years 1 to 9999, the range asyncpg encodes), so the COPY meets no value it refuses.
     """
     try:
         n = len(fields)
@@ -137,10 +153,13 @@ def decode_entry(fields: Sequence[bytes]) -> ScanRecord:
             raise ValueError(f"unknown decision, reason or colour {decision}/{reason}/{color}")
         pgproto.UUID(scan_id)  # ValueError unless UUIDs; kept as text
         pgproto.UUID(terminal_id)
+        ms = int(at_ms)
+        if not SCAN_TIME_RANGE_MS[0] <= ms < SCAN_TIME_RANGE_MS[1]:
+            raise ValueError(f"scan time {ms} ms is outside the range the scan log stores")
         return (
-            datetime.fromtimestamp(int(at_ms) / 1000, UTC),
+            datetime.fromtimestamp(ms / 1000, UTC),
             scan_id,
-            datetime.fromisoformat(tt) if tt else None,
+            _terminal_time(tt) if tt else None,
             terminal_id,
             None,
             bytes.fromhex(subject) if subject else None,
@@ -265,6 +284,51 @@ async def insert_records(
             )
             status = await conn.execute(_INSERT, float(dedupe_window), timeout=timeout)
     return int(status.rsplit(" ", 1)[1])
+
+
+# What one row's values make the COPY or the insert raise: asyncpg's encoders (a datetime UTC
+# cannot hold, a malformed UUID, a wrong type) and PostgreSQL's data and constraint errors.
+# Anything else (a lost connection is StoreUnavailable) says nothing about a row.
+UNSTORABLE: tuple[type[Exception], ...] = (
+    OverflowError,
+    ValueError,
+    TypeError,
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+
+
+def unstorable_reason(exc: BaseException) -> str:
+    """Why a record was not stored, for the dead-letter store: the error's class and message
+    (records hold ids, times and enum values, never names or secrets), bounded."""
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+async def insert_isolating(
+    pool: Pool, records: Sequence[ScanRecord], *, timeout: float, dedupe_window: int
+) -> dict[int, str]:
+    """:func:`insert_records`, and when a row's values make it fail, the rest stored anyway.
+
+    A failing set is split in halves and each tried alone, down to the single records that
+    fail (about 2·log2(n) transactions per bad record); those are returned by index with the
+    reason. Halves that went in stay committed: a retry stores them once (the insert is
+    idempotent). :class:`StoreUnavailable` and errors not in :data:`UNSTORABLE` propagate.
+    """
+    unstorable: dict[int, str] = {}
+    todo: list[range] = [range(len(records))]
+    while todo:
+        part = todo.pop()
+        try:
+            await insert_records(
+                pool, [records[i] for i in part], timeout=timeout, dedupe_window=dedupe_window
+            )
+        except UNSTORABLE as exc:
+            if len(part) == 1:
+                unstorable[part[0]] = unstorable_reason(exc)
+            else:
+                middle = len(part) // 2
+                todo += [part[middle:], part[:middle]]
+    return unstorable
 
 
 async def count_scans(pool: Pool, *, timeout: float) -> int:

@@ -6,6 +6,11 @@ transactions at once (split by advisory-lock bucket): ``loadtest/drain_bench.py`
 Entries are acknowledged (and deleted from the stream) only after the Postgres transaction that
 stored them committed, so a crash at any point re-delivers rather than loses. The insert is
 idempotent, so a re-delivery is stored once.
+
+No one entry stops the drain: an entry it cannot read, or whose values PostgreSQL or asyncpg
+refuse (found by splitting the batch, :func:`~passcode.store.scans.insert_isolating`), is kept
+in ``scan_dead_letters`` with the reason, and only then acknowledged; the rest of its batch is
+stored as usual. Kept nowhere (Postgres down), it stays pending and comes again.
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from passcode.errors import StoreUnavailable
+from passcode.store import deadletters
 from passcode.store.cache import DRAIN_GROUP, Cache, redis_errors
+from passcode.store.deadletters import DeadLetter
 from passcode.store.pg import Pool
 from passcode.store.scans import (
     SCAN_LOCK_BUCKETS,
+    UNSTORABLE,
     ScanRecord,
     decode_entry,
+    insert_isolating,
     insert_records,
     lock_bucket,
+    unstorable_reason,
 )
 from passcode.store.statuses import sync_unsynced
 
@@ -40,15 +50,19 @@ Entry = tuple[bytes, Sequence[bytes] | None]
 
 DECODE_SLICE = 1000  # entries decoded between yields to the event loop (verify shares it)
 SPLIT_MIN = 2000  # rows below which one transaction stores a batch (no gain in splitting)
+SYNC_EVERY = 25  # drain intervals between two repairs of statuses whose Redis write failed
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Entries taken from one shard: every id to acknowledge, the rows to store first."""
+    """Entries taken from one shard: every id to acknowledge, the rows to store first, and
+    the entries that could not be read (to keep as dead letters before acknowledging)."""
 
     stream: str
     ids: list[bytes]
     records: list[ScanRecord]
+    entries: Sequence[Entry] = ()  # as taken: the rare failed insert maps rows back to them
+    unreadable: list[DeadLetter] = field(default_factory=list)
 
 
 def _unparsed_reads(client: aioredis.Redis) -> aioredis.Redis:
@@ -63,6 +77,10 @@ def _unparsed_reads(client: aioredis.Redis) -> aioredis.Redis:
 
 def _as_sent(response: Any, **_options: Any) -> Any:
     return response
+
+
+def _dead(stream: str, entry_id: bytes, fields: Sequence[bytes], exc: Exception) -> DeadLetter:
+    return DeadLetter(stream, entry_id.decode(), tuple(fields), unstorable_reason(exc))
 
 
 def _flat(fields: dict[bytes, bytes] | None) -> list[bytes] | None:
@@ -94,6 +112,7 @@ class ScanDrain:
         self.dedupe_window = dedupe_window
         self.writers = max(1, min(writers, SCAN_LOCK_BUCKETS))
         self.stored = 0
+        self.dead_lettered = 0  # entries kept as dead letters by this drain
         self._pass_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._streams = _unparsed_reads(cache.client)
@@ -145,6 +164,7 @@ class ScanDrain:
         """Take a batch from one shard and decode it, yielding to the loop now and then."""
         entries = await self._take(stream)
         records: list[ScanRecord] = []
+        unreadable: list[DeadLetter] = []
         for start in range(0, len(entries), DECODE_SLICE):
             if start:
                 await asyncio.sleep(0)
@@ -153,15 +173,32 @@ class ScanDrain:
                     continue
                 try:
                     records.append(decode_entry(fields))
-                except ValueError:
-                    log.error("dropping unreadable scan entry %s on %s", entry_id.decode(), stream)
-        return Batch(stream, [entry_id for entry_id, _ in entries], records)
+                except ValueError as exc:
+                    unreadable.append(_dead(stream, entry_id, fields, exc))
+        ids = [entry_id for entry_id, _ in entries]
+        return Batch(stream, ids, records, entries, unreadable)
 
     async def store(self, batch: Batch) -> int:
-        """Store a batch, and only once that committed, acknowledge and delete its entries."""
+        """Store a batch, and only once that committed, acknowledge and delete its entries;
+        entries that cannot be stored are kept as dead letters first."""
         if not batch.ids:
             return 0
-        await self._insert(batch.records)
+        dead = batch.unreadable
+        try:
+            await self._insert(batch.records)
+        except UNSTORABLE as exc:  # some row's values: store the others, find which
+            log.warning("a scan batch on %s failed (%s); storing it in parts", batch.stream, exc)
+            dead = dead + await self._isolate(batch)
+        if dead:
+            await deadletters.add(self.pool, dead, timeout=self.pg_timeout)
+            self.dead_lettered += len(dead)
+            log.warning(
+                "kept %d scan entr%s of %s as dead letters (%s): passcode dead-letters list",
+                len(dead),
+                "y" if len(dead) == 1 else "ies",
+                batch.stream,
+                "; ".join(sorted({d.reason for d in dead}))[:300],
+            )
         client = self.cache.client
         with redis_errors("ack scans"):
             async with asyncio.timeout(self.cache.timeout * 4):
@@ -169,8 +206,28 @@ class ScanDrain:
                 pipe.xack(batch.stream, DRAIN_GROUP, *batch.ids)
                 pipe.xdel(batch.stream, *batch.ids)
                 await pipe.execute()
-        self.stored += len(batch.records)
+        self.stored += len(batch.records) + len(batch.unreadable) - len(dead)
         return len(batch.ids)
+
+    async def _isolate(self, batch: Batch) -> list[DeadLetter]:
+        """Store what can be of a batch whose insert failed on its values; the entries whose
+        rows cannot be, as dead letters. (Rows are decoded again from their entries: the
+        fast path keeps no link between the two.)"""
+        readable: list[tuple[bytes, Sequence[bytes], ScanRecord]] = []
+        for entry_id, fields in batch.entries:
+            if fields:
+                with contextlib.suppress(ValueError):  # kept as unreadable already
+                    readable.append((entry_id, fields, decode_entry(fields)))
+        failed = await insert_isolating(
+            self.pool,
+            [record for _, _, record in readable],
+            timeout=self.pg_timeout * 5,
+            dedupe_window=self.dedupe_window,
+        )
+        return [
+            DeadLetter(batch.stream, readable[n][0].decode(), tuple(readable[n][1]), reason)
+            for n, reason in sorted(failed.items())
+        ]
 
     async def _insert(self, records: list[ScanRecord]) -> None:
         """Insert on up to ``writers`` connections at once, split by advisory-lock bucket.
@@ -260,21 +317,30 @@ class ScanDrain:
         return total
 
     async def run(self) -> None:
-        """Until stopped: drain, repair unsynced statuses now and then, back off while down."""
+        """Until stopped: drain, back off while a store is down. Run it under the
+        :class:`~passcode.workers.supervisor.Supervisor`: anything else it raises is a bug."""
         if not await self._until_ready():
             return
-        idle_rounds = 0
         while not self._stopping.is_set():
             try:
                 moved = await self.drain_once()
-                idle_rounds = 0 if moved else idle_rounds + 1
-                if idle_rounds % 25 == 1:
-                    await sync_unsynced(self.pool, self.cache, limit=500, timeout=self.pg_timeout)
             except StoreUnavailable:
                 moved = 0
                 await self._pause(1.0)
             if not moved:
                 await self._pause(self.interval)
+
+    async def sync_statuses(self) -> None:
+        """Until stopped: now and then, push the statuses whose Redis write failed earlier (a
+        task of its own, so that its failure never stops the drain)."""
+        while not self._stopping.is_set():
+            await self._pause(self.interval * SYNC_EVERY)
+            if self._stopping.is_set():
+                return
+            try:
+                await sync_unsynced(self.pool, self.cache, limit=500, timeout=self.pg_timeout)
+            except StoreUnavailable:
+                await self._pause(1.0)
 
     async def _until_ready(self) -> bool:
         while not self._stopping.is_set():

@@ -46,6 +46,7 @@ from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
 from passcode.store.terminals import add_terminal, revoke_terminal
 from passcode.workers.retention import expire_now
+from passcode.workers.supervisor import Supervisor
 
 log = logging.getLogger("passcode")
 
@@ -307,11 +308,22 @@ def cmd_drain(settings: Settings, args: argparse.Namespace) -> int:
         try:
             await cache.check_layout()
             drain = make_drain(s, pool, cache)
+            supervisor = Supervisor()
+            tasks = [
+                supervisor.start("scan-drain", drain.run),
+                supervisor.start("status-sync", drain.sync_statuses),
+            ]
+
+            def stop() -> None:
+                drain.stop()
+                for task in tasks:
+                    supervisor.retire(task)
+
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, drain.stop)
+                loop.add_signal_handler(signum, stop)
             log.info("draining scans from %d shards", s.scan_shards)
-            await drain.run()
+            await asyncio.wait(tasks)
             async with asyncio.timeout(30):
                 flushed = await drain.drain_all()
             log.info(

@@ -35,6 +35,7 @@ from passcode.config import Settings, SettingsError
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Color, Role, StatusReason
 from passcode.domain.privacy import Sealer
+from passcode.domain.redact import RedactingFilter
 from passcode.embedded import EmbeddedError, servers
 from passcode.errors import PasscodeError
 from passcode.seed import seed
@@ -52,11 +53,15 @@ log = logging.getLogger("passcode")
 
 
 def _configure_logging(level: str) -> None:
+    """Logs to stderr, every handler behind a RedactingFilter (credentials, tokens, passes)."""
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 

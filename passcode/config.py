@@ -97,6 +97,7 @@ class Settings:
     max_csv_body: int = 8 * 1024 * 1024  # bytes of one test-results upload
     max_csv_rows: int = 100_000  # records in one test-results upload
     body_timeout: float = 30.0  # s to receive a whole request body, else 408
+    header_timeout: float = 10.0  # s from a request's first byte to its last header, else 408
     log_level: str = "INFO"
     access_log: bool = True
     # Not read from the environment: a hook for tests (and embedders) to replace "now".

@@ -16,8 +16,15 @@ from passcode.api.problems import UNMATCHED
 
 
 def route_of(request: web.BaseRequest) -> str:
-    """The template of the route that matched, or ``(unrouted)``."""
-    match_info = getattr(request, "match_info", None)
+    """The template of the route that matched, or ``(unrouted)``.
+
+    Any request object will do: a bare ``BaseRequest`` has no ``match_info``, and a
+    ``web.Request`` the HTTP parser rejected (never routed) asserts on reading it.
+    """
+    try:
+        match_info = request.match_info  # type: ignore[attr-defined]  # absent on BaseRequest
+    except (AttributeError, AssertionError):
+        return "(unrouted)"
     route = getattr(match_info, "route", None)
     resource = getattr(route, "resource", None)
     if (

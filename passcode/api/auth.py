@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from passcode.api.accesslog import route_of
-from passcode.api.body import bearer
+from passcode.api.body import bearer as _raw_bearer
 from passcode.domain.identity import Citizen, IdentityError
 from passcode.domain.model import Role
 from passcode.domain.privacy import secret_hash
@@ -18,6 +18,22 @@ from passcode.keys import ID_TOKENS, POOL, SETTINGS, TERMINALS
 from passcode.store import audit
 from passcode.store.admins import ADMIN_KEY_PREFIX, find_credential
 from passcode.store.terminals import KEY_PREFIX, Terminal
+
+
+def bearer(request: web.Request) -> str | None:
+    """The bearer credential, or None; 401 for one that is not well-formed text.
+
+    aiohttp decodes header bytes that are not UTF-8 as lone surrogates, which cannot be encoded
+    back for hashing: refused here, once for every kind of credential, rather than as a 500.
+    """
+    credential = _raw_bearer(request)
+    if credential is None:
+        return None
+    try:
+        credential.encode()
+    except UnicodeEncodeError:
+        raise Unauthorized("the credential is not valid UTF-8") from None
+    return credential
 
 
 def citizen_of(request: web.Request) -> Citizen:

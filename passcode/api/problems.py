@@ -43,7 +43,8 @@ def problem_response(error: PasscodeError) -> web.Response:
     )
 
 
-def _from_http(exc: web.HTTPException) -> PasscodeError:
+def from_http_exception(exc: web.HTTPException) -> PasscodeError:
+    """The problem for an aiohttp HTTP error (404, 405 with ``Allow``, 413, any other)."""
     if exc.status == 404:
         return NotFound("no such resource")
     if exc.status == 405:
@@ -78,7 +79,7 @@ def problems(handler: Handler, *, shedder: LoadShedder, kind: int | None) -> Han
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return problem_response(_from_http(exc))
+            return problem_response(from_http_exception(exc))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return problem_response(PasscodeError("internal error; it has been logged"))

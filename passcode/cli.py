@@ -32,6 +32,7 @@ from passcode.app import (
     server_secret,
 )
 from passcode.config import Settings, SettingsError
+from passcode.domain import fields
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Color, Role, StatusReason
 from passcode.domain.privacy import Sealer
@@ -224,11 +225,19 @@ def cmd_dev_token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_terminal(settings: Settings, args: argparse.Namespace) -> int:
+    place = ""
+    if args.terminal_command == "add":
+        try:  # the rule the API's POST /v1/admin/terminals applies
+            place = fields.place(args.place)
+        except fields.FieldError as exc:
+            print(f"passcode: --place {exc}", file=sys.stderr)
+            return 2
+
     async def work(s: Settings) -> int:
         pool = await _pool(s)
         try:
             if args.terminal_command == "add":
-                created = await add_terminal(pool, args.place, timeout=s.pg_timeout)
+                created = await add_terminal(pool, place, timeout=s.pg_timeout)
                 print(f"terminal {created.id} at {created.place!r}")
                 print(f"key (shown once, store it on the terminal): {created.key}")
                 return 0

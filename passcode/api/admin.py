@@ -9,7 +9,7 @@ from aiohttp import web
 
 from passcode.api.auditlog import query_time
 from passcode.api.auth import authorize
-from passcode.api.body import parse_datetime, read_json
+from passcode.api.body import check, parse_datetime, read_json
 from passcode.api.citizen import status_body
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import (
@@ -17,6 +17,7 @@ from passcode.api.schemas import (
     TERMINAL_REQUEST,
     compile_schema,
 )
+from passcode.domain import fields
 from passcode.domain.model import Color, Role, StatusReason
 from passcode.errors import NotFound, ValidationFailed
 from passcode.keys import CACHE, POOL, SEALER, SETTINGS, TERMINALS, VERIFIER
@@ -41,7 +42,7 @@ async def post_override(request: web.Request) -> web.Response:
         sealer=request.app[SEALER],
         policy=settings.policy(),
         idp_issuer=settings.idp_issuer,
-        user_id=data["user_id"],
+        user_id=check(fields.user_id, data["user_id"], "user_id"),
         color=Color(data["color"]),
         reason=StatusReason(data["reason"]),
         valid_from=parse_datetime(valid_from, "valid_from") if valid_from else None,
@@ -56,9 +57,8 @@ async def post_terminal(request: web.Request) -> web.Response:
     actor = await authorize(request, Role.OPERATOR, action="terminal.add")
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_body, validate=_validate_terminal)
-    created = await add_terminal(
-        request.app[POOL], data["place"].strip(), timeout=settings.pg_timeout
-    )
+    place = check(fields.place, data["place"], "place")
+    created = await add_terminal(request.app[POOL], place, timeout=settings.pg_timeout)
     await audit.record(
         request.app[POOL],
         actor=actor.name,

@@ -10,10 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from passcode.api.auth import citizen_of
-from passcode.api.body import read_json
+from passcode.api.body import check, read_json
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import DECLARATION_REQUEST, compile_schema
-from passcode.domain import qr
+from passcode.domain import fields, qr
 from passcode.domain.identity import Citizen
 from passcode.domain.model import Symptom
 from passcode.domain.rules import Declaration
@@ -63,7 +63,9 @@ async def declare(request: web.Request) -> web.Response:
         declared_at=datetime.fromtimestamp(service.clock.now(), UTC),
         temperature_c=round(float(data["temperature_c"]), 1),
         symptoms=frozenset(Symptom(s) for s in data["symptoms"]),
-        regions=frozenset(r.strip() for r in data["regions_visited"]),
+        regions=frozenset(
+            check(fields.region, r, "regions_visited") for r in data["regions_visited"]
+        ),
         close_contact=data["close_contact"],
     )
     stored, live = await service.declare(citizen, declaration, idempotency_key=key, body=data)

@@ -64,14 +64,17 @@ def _problem(
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "Malformed request: not JSON, unknown fields, or fails the schema",
+        400: "Malformed request: not JSON, a key twice in one object, unknown fields, fails"
+        " the schema, or a value its kind's rule refuses (a time out of range, a text with"
+        " control characters)",
         401: "Missing or unknown credential",
         403: "Credential not allowed (revoked terminal, citizen token on admin API)",
         404: "Not found",
         408: "The body did not arrive within PASSCODE_BODY_TIMEOUT (30 s); nothing applied",
         409: "Conflict (Idempotency-Key reused with another body)",
         413: "Body too large",
-        415: "Body is not application/json (UTF-8)",
+        415: "Body is not application/json (UTF-8), or is compressed (a Content-Encoding"
+        " other than identity)",
         429: "Rate limited (per terminal or per citizen); see Retry-After",
         503: "A backing service is unavailable, or the process is overloaded and sheds this"
         " request (type overloaded); see Retry-After",
@@ -422,13 +425,9 @@ def openapi_document() -> dict[str, Any]:
                         "parameters": [
                             _query(
                                 "place",
-                                {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 200,
-                                    "pattern": "^[^\\u0000]+$",
-                                },
-                                "The place, exactly as its terminals record it",
+                                s.PLACE,
+                                "The place, as its terminals record it (trimmed, by the rule"
+                                " terminals and risk places are checked by)",
                                 required=True,
                             ),
                             _query(
@@ -488,7 +487,10 @@ def openapi_document() -> dict[str, Any]:
                             "Body above PASSCODE_MAX_CSV_BODY bytes (`limit` says how many), or"
                             " more than PASSCODE_MAX_CSV_ROWS records; nothing applied"
                         ),
-                        "415": _problem("Body is not text/csv (UTF-8)"),
+                        "415": _problem(
+                            "Body is not text/csv (UTF-8), or is compressed (a"
+                            " Content-Encoding other than identity)"
+                        ),
                     },
                     errors=(401, 403, 408, 503),
                     security="adminKey",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,9 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from passcode.api.auth import authorize
-from passcode.api.body import parse_datetime, read_json
+from passcode.api.body import check, parse_datetime, read_json
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import RISK_PLACE_REQUEST, compile_schema
+from passcode.domain import fields
 from passcode.domain.model import Color, Role
 from passcode.errors import NotFound, ValidationFailed
 from passcode.keys import POOL, RISK_PLACES, SETTINGS
@@ -21,24 +21,7 @@ from passcode.store.riskplaces import PENDING, RUNNING, Marking, create_marking,
 
 _validate = compile_schema(RISK_PLACE_REQUEST)
 PATH = "/v1/admin/risk-places"
-_CONTROL = re.compile("[\x00-\x1f]")  # C0 controls: Postgres refuses NUL; none belong in text
 EXPOSURE_MAX = timedelta(days=366)  # the furthest an exposure may end, from now
-
-
-def _text(data: dict[str, Any], name: str) -> str:
-    value: str = data[name]
-    if _CONTROL.search(value):
-        raise ValidationFailed(f"{name} must not contain control characters", errors=[name])
-    return value
-
-
-def _utc(value: str, name: str) -> datetime:
-    """An RFC 3339 time in UTC; 400 when UTC cannot hold it (e.g. 9999-12-31T23:59:59-01:00)."""
-    moment = parse_datetime(value, name)
-    try:
-        return moment.astimezone(UTC)
-    except (OverflowError, ValueError) as exc:
-        raise ValidationFailed(f"{name} is out of range", errors=[name]) from exc
 
 
 def marking_body(marking: Marking) -> dict[str, Any]:
@@ -72,14 +55,12 @@ async def post_risk_place(request: web.Request) -> web.Response:
     actor = await authorize(request, Role.HEALTH_OFFICER, action="risk_place.mark")
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_body, validate=_validate)
-    place = _text(data, "place").strip()
-    if not place:
-        raise ValidationFailed("place must not be blank", errors=["place"])
-    note = _text(data, "note")
-    since = _utc(data["since"], "since")
-    until = _utc(data["until"], "until")
+    place = check(fields.place, data["place"], "place")
+    note = check(fields.note, data["note"], "note")
+    since = parse_datetime(data["since"], "since")
+    until = parse_datetime(data["until"], "until")
     raw_end = data.get("exposure_until")
-    exposure_until = _utc(raw_end, "exposure_until") if raw_end else None
+    exposure_until = parse_datetime(raw_end, "exposure_until") if raw_end is not None else None
     now = datetime.now(UTC)
     retention = timedelta(days=settings.scan_retention_days)
     if until <= since:

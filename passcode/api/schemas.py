@@ -11,23 +11,56 @@ from typing import Any
 
 import fastjsonschema
 
+from passcode.domain import fields
+from passcode.domain.fields import DATETIME_PATTERN
 from passcode.domain.model import Color, Decision, Reason, StatusReason, Symptom
 
 Schema = dict[str, Any]
 
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-# RFC 3339 date-time with an explicit offset; parsed again by datetime.fromisoformat.
-DATETIME_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
-)
 
 
 def _enum(values: type[Any]) -> Schema:
     return {"type": "string", "enum": [v.value for v in values]}
 
 
-DATETIME: Schema = {"type": "string", "pattern": DATETIME_PATTERN, "maxLength": 40}
+# The schemas check the shape; each value's kind is then checked by its rule in
+# passcode.domain.fields (the range of a time, the characters of a text), which these
+# descriptions state for the document's readers.
+_TIME_RANGE = "from 2000-01-01 to 2199-12-31 (UTC)"
+DATETIME: Schema = {
+    "type": "string",
+    "pattern": DATETIME_PATTERN,
+    "maxLength": fields.MAX_TIME_TEXT,
+    "description": f"RFC 3339 with an offset; {_TIME_RANGE}",
+}
+_LINE = (
+    "no control characters (NUL, CR, LF, tab…), line separators or invisible format"
+    " characters (bidirectional controls); surrounding white space is trimmed; not blank"
+)
+
+
+def _line(max_length: int, what: str) -> Schema:
+    """A line of text (passcode.domain.fields.line)."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_length,
+        "description": f"{what}; {_LINE}",
+    }
+
+
+PLACE: Schema = _line(
+    fields.MAX_PLACE,
+    "A place name, the same rule for terminals, risk places and tracing",
+)
+USER_ID: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": fields.MAX_USER_ID,
+    "description": "The identity provider's user id (an ID token's sub), exactly: printable"
+    " characters, no surrounding white space",
+}
 UUID: Schema = {"type": "string", "pattern": UUID_PATTERN}
 
 VERIFY_REQUEST: Schema = {
@@ -37,7 +70,12 @@ VERIFY_REQUEST: Schema = {
     "properties": {
         "code": {"type": "string", "minLength": 1, "maxLength": 1024},
         "scan_id": UUID,
-        "scanned_at": DATETIME,
+        "scanned_at": {
+            **DATETIME,
+            "description": "The terminal's clock at the scan (kept beside the server's): RFC"
+            " 3339 with an offset, at most the scan retention (PASSCODE_SCAN_RETENTION_DAYS,"
+            " 28 days) before and 5 minutes after the server's time",
+        },
     },
 }
 
@@ -81,7 +119,7 @@ VERIFY_BATCH_RESPONSE: Schema = {
     "properties": {"results": {"type": "array", "items": VERIFY_RESPONSE}},
 }
 
-REGION = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[^\\u0000-\\u001f]+$"}
+REGION = _line(fields.MAX_REGION, "A region")
 
 DECLARATION_REQUEST: Schema = {
     "type": "object",
@@ -136,7 +174,7 @@ OVERRIDE_REQUEST: Schema = {
     "additionalProperties": False,
     "required": ["user_id", "color", "reason"],
     "properties": {
-        "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "user_id": USER_ID,
         "color": _enum(Color),
         "reason": _enum(StatusReason),
         "valid_from": DATETIME,
@@ -155,7 +193,7 @@ TERMINAL_REQUEST: Schema = {
     "type": "object",
     "additionalProperties": False,
     "required": ["place"],
-    "properties": {"place": {"type": "string", "minLength": 1, "maxLength": 200}},
+    "properties": {"place": PLACE},
 }
 
 TERMINAL_RESPONSE: Schema = {
@@ -237,7 +275,7 @@ TRACE_CITIZEN_REQUEST: Schema = {
     "additionalProperties": False,
     "required": ["user_id", "since", "until"],
     "properties": {
-        "user_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "user_id": USER_ID,
         "since": DATETIME,
         "until": DATETIME,
         "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
@@ -314,7 +352,7 @@ TEST_RESULTS_CSV: Schema = {
     "type": "string",
     "description": "UTF-8 CSV (RFC 4180 quoting; LF or CRLF; a leading BOM is ignored; blank"
     " lines are skipped). Line 1 is the header `user_id,result,tested_at`; each other line is"
-    " one record: user_id (1-64 printable characters, no surrounding space), result (`positive`"
+    " one record: user_id (1-128 printable characters, no surrounding space), result (`positive`"
     " or `negative`, any case), tested_at (RFC 3339 with an offset; not in the future beyond"
     " PASSCODE_CLOCK_SKEW, not more than a year ago). At most PASSCODE_MAX_CSV_BODY bytes"
     " (8 MiB) and PASSCODE_MAX_CSV_ROWS records (100,000).",
@@ -369,11 +407,8 @@ RISK_PLACE_REQUEST: Schema = {
     "required": ["place", "since", "until", "note"],
     "properties": {
         "place": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 200,
-            "description": "As terminals there are registered (scans carry their place); no"
-            " control characters",
+            **PLACE,
+            "description": "As terminals there are registered (scans carry their place); " + _LINE,
         },
         "since": {
             **DATETIME,
@@ -386,12 +421,7 @@ RISK_PLACE_REQUEST: Schema = {
             " scan retention (28 days) after since",
         },
         "color": {"type": "string", "enum": RISK_COLORS, "default": Color.YELLOW.value},
-        "note": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 500,
-            "description": "Reason; no control characters",
-        },
+        "note": _line(fields.MAX_NOTE, "Reason"),
         "exposure_until": {
             **DATETIME,
             "description": "When the exposure ends, at most 366 days ahead; omitted: when an"

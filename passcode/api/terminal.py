@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from passcode.api.auth import terminal_of
-from passcode.api.body import parse_datetime, read_json
+from passcode.api.body import check, read_json
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import VERIFY_BATCH_REQUEST, VERIFY_REQUEST, compile_schema
+from passcode.domain import fields
 from passcode.keys import SETTINGS, TERMINAL_LIMITS, VERIFIER
 from passcode.service.verify import ScanRequest, VerifyOutcome
 
@@ -32,13 +35,24 @@ def _validate_one(data: Any) -> Any:
 _validate_batch = compile_schema(VERIFY_BATCH_REQUEST)
 
 
-def _scan(data: dict[str, Any]) -> ScanRequest:
+def _scan(data: dict[str, Any], request: web.Request, field: str = "scanned_at") -> ScanRequest:
+    """The scan a body (or a batch's item) asks for. A ``scanned_at`` must be a time within
+    the window around the server's clock that offline terminals need (the scan retention
+    back, :data:`passcode.domain.fields.TERMINAL_AHEAD` ahead), else a 400 naming ``field``;
+    the usual body has none, and costs nothing here."""
     scan_id = data.get("scan_id")
     scanned_at = data.get("scanned_at")
+    terminal_time = None
+    if scanned_at is not None:
+        app = request.app
+        rule = functools.partial(
+            fields.terminal_time,
+            now=datetime.fromtimestamp(app[VERIFIER].clock.now(), UTC),
+            back=timedelta(days=app[SETTINGS].scan_retention_days),
+        )
+        terminal_time = check(rule, scanned_at, field)
     return ScanRequest(
-        data["code"],
-        uuid.UUID(scan_id) if scan_id is not None else None,
-        parse_datetime(scanned_at, "scanned_at") if scanned_at is not None else None,
+        data["code"], uuid.UUID(scan_id) if scan_id is not None else None, terminal_time
     )
 
 
@@ -62,7 +76,7 @@ async def verify(request: web.Request) -> web.Response:
     terminal = await terminal_of(request)
     app = request.app
     data = await read_json(request, limit=app[SETTINGS].max_body, validate=_validate_one)
-    scan = _scan(data)
+    scan = _scan(data, request)
     limits = app[TERMINAL_LIMITS]
     key = limits.key(terminal.id.bytes, terminal.id_text)
     if not limits.speculate(key):
@@ -75,7 +89,9 @@ async def verify_batch(request: web.Request) -> web.Response:
     terminal = await terminal_of(request)
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_batch_body, validate=_validate_batch)
-    scans = [_scan(item) for item in data["scans"]]
+    scans = [
+        _scan(item, request, f"scans[{at}].scanned_at") for at, item in enumerate(data["scans"])
+    ]
     limits = request.app[TERMINAL_LIMITS]
     await limits.check(limits.key(terminal.id.bytes, terminal.id_text), len(scans))
     verifier = request.app[VERIFIER]

@@ -14,16 +14,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from passcode.domain import fields as kinds
+
 HEADER = ("user_id", "result", "tested_at")
 HEADER_TEXT = ",".join(HEADER)
-MAX_USER_ID = 64
 MAX_AGE = timedelta(days=366)
 RESULTS = {"positive": True, "negative": False}
 _BOM = "\ufeff"
-# RFC 3339 with an explicit offset; ASCII digits only (``\d`` would admit other scripts' digits).
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
 # What a bad value may look like to be quoted back in an error: a near-miss time (RFC 3339
 # characters in a date-time shape). The character set alone would admit an all-digit ID number.
 _TIME_LIKE = re.compile(
@@ -119,18 +116,17 @@ def _record(number: int, line: str, earliest: datetime, latest: datetime) -> Lab
     if len(fields) != len(HEADER):
         return RowError(number, f"expected 3 fields ({HEADER_TEXT}), found {len(fields)}")
     user_id, result, tested = fields[0], fields[1].strip().lower(), fields[2].strip()
-    if not user_id:
-        return RowError(number, "user_id is empty")
-    if len(user_id) > MAX_USER_ID:
-        return RowError(number, f"user_id is longer than {MAX_USER_ID} characters")
-    if not user_id.isprintable() or user_id != user_id.strip():
-        return RowError(
-            number, "user_id holds control characters or leading or trailing white space"
-        )
+    try:
+        user_id = kinds.user_id(user_id)
+    except kinds.FieldError as exc:
+        return RowError(number, f"user_id {exc}")
     if result not in RESULTS:
         return RowError(number, f"result must be positive or negative{_shown(fields[1])}")
-    tested_at = _time(tested)
-    if tested_at is None:
+    try:
+        tested_at = kinds.parse_time(tested)
+    except kinds.OutOfRange as exc:
+        return RowError(number, f"tested_at {exc}")
+    except kinds.FieldError:  # e.g. February 30th, hour 24, no offset
         return RowError(
             number, f"tested_at must be an RFC 3339 time with an offset{_shown(tested)}"
         )
@@ -139,16 +135,6 @@ def _record(number: int, line: str, earliest: datetime, latest: datetime) -> Lab
     if tested_at < earliest:
         return RowError(number, "tested_at is more than a year ago")
     return LabResult(number, user_id, RESULTS[result], tested_at)
-
-
-def _time(value: str) -> datetime | None:
-    if len(value) > 40 or not _RFC3339.fullmatch(value):
-        return None
-    try:
-        # fromisoformat reads at most microseconds and wants upper-case T and Z.
-        return datetime.fromisoformat(value.upper())
-    except ValueError:  # e.g. February 30th, hour 24
-        return None
 
 
 def _shown(value: str) -> str:

@@ -309,7 +309,9 @@ async def test_real_responses_match_the_document(
     scan = {
         "code": green_pass["code"],
         "scan_id": str(uuid.uuid4()),
-        "scanned_at": "2026-01-01T08:00:00.5+08:00",
+        "scanned_at": (datetime.now(UTC) - timedelta(minutes=1))
+        .astimezone(timezone(timedelta(hours=8)))
+        .isoformat(timespec="milliseconds"),
     }
     admitted = await call("POST", "/v1/verify", 200, json_body=scan, headers=terminal)
     assert (admitted["decision"], admitted["scan_id"]) == ("admit", scan["scan_id"])

@@ -175,7 +175,7 @@ async def test_bad_rows_are_reported_by_line_and_good_rows_still_apply(
         f"{new_user()},positive,2026-02-30T00:00:00Z",  # 14 no such day
         f"{new_user()},positive,{no_offset}",  # 15 no offset
         f"bad\x07id,negative,{hours_ago(1)}",  # 16 control character
-        f"{'x' * 65},negative,{hours_ago(1)}",  # 17 user id too long
+        f"{'x' * 129},negative,{hours_ago(1)}",  # 17 user id too long
         f"{good[3]},negative,{hours_ago(1)},extra",  # 18 four fields
     ]
     body = ("\ufeff" + "\r\n".join(lines) + "\r\n").encode()
@@ -195,7 +195,7 @@ async def test_bad_rows_are_reported_by_line_and_good_rows_still_apply(
         14: "tested_at must be an RFC 3339 time with an offset, not '2026-02-30T00:00:00Z'",
         15: f"tested_at must be an RFC 3339 time with an offset, not '{no_offset}'",
         16: "user_id holds control characters or leading or trailing white space",
-        17: "user_id is longer than 64 characters",
+        17: "user_id is longer than 128 characters",
         18: "expected 3 fields (user_id,result,tested_at), found 4",
     }
     assert [e["line"] for e in answer["errors"]] == [3, 4, 5, 6, 7, 9, 11, 13, 14, 15, 16, 17, 18]

@@ -17,6 +17,7 @@ from passcode.api import (
     admin,
     auditlog,
     citizen,
+    deadletters,
     public,
     riskplaces,
     terminal,
@@ -141,8 +142,11 @@ def make_drain(settings: Settings, pool: pg.Pool, cache: cache_store.Cache) -> S
 REDIS_STARTUP_WAIT = 60.0
 
 
-async def _until_answering(cache: cache_store.Cache, *, deadline: float) -> None:
-    """Wait for Redis (e.g. still loading its append-only file) up to a deadline, then fail."""
+async def until_answering(cache: cache_store.Cache, *, deadline: float) -> None:
+    """Wait for Redis up to a deadline, then fail (StoreUnavailable). Still loading its
+    append-only file, Redis refuses commands with LOADING (redis-py's BusyLoadingError, a
+    ConnectionError, so StoreUnavailable like a down Redis); the service, the CLI and the
+    benchmark scripts all wait here before their first command."""
     while True:
         try:
             await cache.ping()
@@ -159,7 +163,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     log.info("connecting to redis %s", mask_url(settings.redis_url))
     cache = open_cache(settings)
     try:
-        await _until_answering(cache, deadline=time.monotonic() + REDIS_STARTUP_WAIT)
+        await until_answering(cache, deadline=time.monotonic() + REDIS_STARTUP_WAIT)
         await cache.check_layout()
         app[CACHE] = cache
         yield
@@ -365,6 +369,8 @@ def create_app(settings: Settings) -> web.Application:
     add_route(app, "POST", "/v1/admin/terminals/{terminal_id}/revoke", admin.revoke)
     add_route(app, "GET", "/v1/admin/replays", admin.get_replays)
     add_route(app, "GET", "/v1/admin/audit", auditlog.get_audit)
+    add_route(app, "GET", "/v1/admin/dead-letters", deadletters.get_dead_letters)
+    add_route(app, "POST", "/v1/admin/dead-letters/replay", deadletters.post_replay)
     add_route(app, "POST", "/v1/admin/risk-places", riskplaces.post_risk_place)
     add_route(app, "GET", "/v1/admin/risk-places/{marking_id}", riskplaces.get_risk_place)
     add_route(app, "POST", "/v1/admin/test-results", testresults.post_test_results)

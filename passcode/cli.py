@@ -41,6 +41,7 @@ from passcode.embedded import EmbeddedError, servers
 from passcode.errors import PasscodeError
 from passcode.seed import seed
 from passcode.service.authority import override_status
+from passcode.service.deadletters import list_dead_letters, replay_dead_letters
 from passcode.service.riskplaces import Progress, run_marking
 from passcode.store import pg, riskplaces
 from passcode.store.admins import add_credential, list_credentials, revoke_credential
@@ -370,6 +371,40 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     return _with_stores(settings, work)
 
 
+def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    """Scan entries the drain could not store: list them, or replay those storable now."""
+
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        try:
+            if args.dead_letters_command == "replay":
+                report = await replay_dead_letters(
+                    pool, limit=args.limit, dedupe_window=s.scan_dedupe_ttl, timeout=s.pg_timeout
+                )
+                print(
+                    f"replayed {report.replayed}, still failing {report.failed},"
+                    f" {report.remaining} dead letter(s) left"
+                )
+                return 1 if report.failed else 0
+            page = await list_dead_letters(
+                pool, after_id=args.cursor, limit=args.limit, timeout=s.pg_timeout
+            )
+            print(f"{page.total} dead letter(s)")
+            for kept in page.letters:
+                fields = [part.decode("utf-8", "backslashreplace") for part in kept.letter.fields]
+                print(
+                    f"{kept.id}  {_iso_dt(kept.first_seen)}  {kept.letter.stream}"
+                    f" {kept.letter.entry_id}  {kept.letter.reason}\n    fields: {fields}"
+                )
+            if len(page.letters) == args.limit:
+                print(f"more: --cursor {page.letters[-1].id}")
+            return 0
+        finally:
+            await pool.close()
+
+    return _with_stores(settings, work)
+
+
 def cmd_risk_place(settings: Settings, args: argparse.Namespace) -> int:
     """Run every unfinished risk-place marking (pending, running, failed) in the foreground."""
 
@@ -446,6 +481,20 @@ def cmd_embedded(settings: Settings, args: argparse.Namespace) -> int:
         return subprocess.call(command, env=env)  # noqa: S603  # the operator's own command
 
 
+def _scan_log_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``retention`` and ``dead-letters``: the scan log's upkeep."""
+    ret = sub.add_parser("retention", help="scan retention (PASSCODE_SCAN_RETENTION_DAYS)")
+    ret_sub = ret.add_subparsers(dest="retention_command", required=True)
+    ret_sub.add_parser("run", help="drop scan partitions past the retention period now")
+    dead = sub.add_parser("dead-letters", help="scan entries the drain could not store")
+    dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)
+    dead_list = dead_sub.add_parser("list", help="list them with the reason, oldest first")
+    dead_list.add_argument("--limit", type=int, default=100)
+    dead_list.add_argument("--cursor", type=int, default=0, help="list those after this id")
+    dead_replay = dead_sub.add_parser("replay", help="store those that can be stored now")
+    dead_replay.add_argument("--limit", type=int, default=1_000_000, help="at most this many")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="passcode", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -509,9 +558,7 @@ def parser() -> argparse.ArgumentParser:
     risk_sub.add_parser(
         "resume", help="run every unfinished marking (pending, running, failed), with progress"
     )
-    ret = sub.add_parser("retention", help="scan retention (PASSCODE_SCAN_RETENTION_DAYS)")
-    ret_sub = ret.add_subparsers(dest="retention_command", required=True)
-    ret_sub.add_parser("run", help="drop scan partitions past the retention period now")
+    _scan_log_parsers(sub)
     emb = sub.add_parser("embedded", help="run a command with embedded PostgreSQL and Redis")
     emb.add_argument("argv", nargs=argparse.REMAINDER, help="the command to run")
     return top
@@ -530,6 +577,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "drain": cmd_drain,
     "risk-place": cmd_risk_place,
     "retention": cmd_retention,
+    "dead-letters": cmd_dead_letters,
 }
 
 

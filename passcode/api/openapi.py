@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from passcode.api import deadletters as dl
 from passcode.api import schemas as s
 from passcode.domain.model import Reason
 from passcode.errors import ALL_ERRORS
@@ -183,6 +184,8 @@ def openapi_document() -> dict[str, Any]:
                 "TerminalResponse": s.TERMINAL_RESPONSE,
                 "ReplayCount": s.REPLAY_COUNT_RESPONSE,
                 "AuditPage": s.AUDIT_PAGE,
+                "DeadLetterPage": dl.DEAD_LETTER_PAGE,
+                "DeadLetterReplay": dl.DEAD_LETTER_REPLAY,
                 "TraceCitizenRequest": s.TRACE_CITIZEN_REQUEST,
                 "TracePlacePage": s.TRACE_PLACE_PAGE,
                 "TraceCitizenPage": s.TRACE_CITIZEN_PAGE,
@@ -407,6 +410,56 @@ def openapi_document() -> dict[str, Any]:
                                 {"type": "integer", "minimum": 0},
                                 "next_cursor of the previous page",
                             ),
+                        ]
+                    },
+                )
+            },
+            "/v1/admin/dead-letters": {
+                "get": _op(
+                    "Scan entries the drain could not store (role operator): kept with the"
+                    " reason instead of stopping the drain; oldest first, paginated. The read is"
+                    " recorded in the audit log (dead_letters.read)",
+                    ok={
+                        "200": {
+                            "description": "A page of dead letters",
+                            "content": _json("DeadLetterPage"),
+                        }
+                    },
+                    errors=(400, 401, 403, 503),
+                    security="adminKey",
+                    tag="admin",
+                    extra={
+                        "parameters": [
+                            _query(
+                                "limit",
+                                {"type": "integer", "minimum": 1, "maximum": dl.MAX_LIMIT},
+                                f"Entries per page (default {dl.DEFAULT_LIMIT})",
+                            ),
+                            _query(
+                                "cursor",
+                                {"type": "integer", "minimum": 0},
+                                "next_cursor of the previous page",
+                            ),
+                        ]
+                    },
+                )
+            },
+            "/v1/admin/dead-letters/replay": {
+                "post": _op(
+                    "Replay dead letters (role operator): store the oldest that can be stored"
+                    " now (after a fix), forget those; the others stay with their new reason."
+                    " Idempotent. Recorded in the audit log (dead_letters.replay)",
+                    ok={"200": {"description": "Counts", "content": _json("DeadLetterReplay")}},
+                    errors=(400, 401, 403, 503),
+                    security="adminKey",
+                    tag="admin",
+                    extra={
+                        "parameters": [
+                            _query(
+                                "limit",
+                                {"type": "integer", "minimum": 1, "maximum": dl.REPLAY_MAX},
+                                f"At most this many (default {dl.REPLAY_DEFAULT})",
+                            )
                         ]
                     },
                 )

@@ -541,6 +541,15 @@ async def test_real_responses_match_the_document(
         headers={**ADMIN, "Content-Type": "text/plain"},
     )
 
+    # Issue 11: the scan log's dead letters (role operator).
+    await call("GET", "/v1/admin/dead-letters?limit=5", 200, headers=ADMIN)
+    await call("GET", "/v1/admin/dead-letters?limit=0", 400, headers=ADMIN)
+    await call("GET", "/v1/admin/dead-letters", 401, headers={"Authorization": "Bearer nope"})
+    await call("GET", "/v1/admin/dead-letters", 403, headers=green)
+    await call("POST", "/v1/admin/dead-letters/replay?limit=10", 200, headers=ADMIN)
+    await call("POST", "/v1/admin/dead-letters/replay?limit=x", 400, headers=ADMIN)
+    await call("POST", "/v1/admin/dead-letters/replay", 403, headers=green)
+
     exercised = {(m, t) for m, t, status in c.seen if status < 400}
     documented = {
         (m, t) for t, item in c.document["paths"].items() for m in item if m != "parameters"

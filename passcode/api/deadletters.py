@@ -1,0 +1,129 @@
+"""Dead letters of the scan log for operators: list them, replay them; both audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from passcode.api.auditlog import query_int
+from passcode.api.auth import authorize
+from passcode.api.responses import json_response, rfc3339
+from passcode.domain.model import Role
+from passcode.keys import POOL, SETTINGS
+from passcode.service.deadletters import list_dead_letters, replay_dead_letters
+from passcode.store import audit
+from passcode.store.deadletters import KeptLetter
+
+MAX_LIMIT, DEFAULT_LIMIT = 1000, 100
+REPLAY_MAX, REPLAY_DEFAULT = 100_000, 10_000
+
+Schema = dict[str, Any]
+
+DEAD_LETTER: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "stream", "entry_id", "fields", "reason", "first_seen", "last_tried"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "stream": {"type": "string", "description": "The Redis stream shard it was read from"},
+        "entry_id": {"type": "string", "description": "Its stream entry id"},
+        "fields": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The entry's fields as Redis held them (name, value, …), UTF-8 with"
+            " any other byte as a \\xNN escape; ids, times and enum values, never a name",
+        },
+        "reason": {"type": "string", "description": "Why it could not be stored"},
+        "first_seen": {"type": "string", "format": "date-time"},
+        "last_tried": {
+            "oneOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+            "description": "The last replay that could not store it",
+        },
+    },
+}
+
+DEAD_LETTER_PAGE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["total", "entries", "next_cursor"],
+    "properties": {
+        "total": {"type": "integer", "minimum": 0, "description": "Dead letters kept in all"},
+        "entries": {"type": "array", "maxItems": MAX_LIMIT, "items": DEAD_LETTER},
+        "next_cursor": {
+            "type": ["integer", "null"],
+            "description": "Pass as cursor for the next page; null on the last page",
+        },
+    },
+}
+
+DEAD_LETTER_REPLAY: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["replayed", "failed", "remaining"],
+    "properties": {
+        "replayed": {"type": "integer", "minimum": 0, "description": "Now in the scan log"},
+        "failed": {"type": "integer", "minimum": 0, "description": "Still not storable"},
+        "remaining": {"type": "integer", "minimum": 0, "description": "Dead letters left"},
+    },
+}
+
+
+def letter_body(kept: KeptLetter) -> dict[str, Any]:
+    return {
+        "id": kept.id,
+        "stream": kept.letter.stream,
+        "entry_id": kept.letter.entry_id,
+        "fields": [part.decode("utf-8", "backslashreplace") for part in kept.letter.fields],
+        "reason": kept.letter.reason,
+        "first_seen": rfc3339(kept.first_seen),
+        "last_tried": rfc3339(kept.last_tried) if kept.last_tried else None,
+    }
+
+
+async def get_dead_letters(request: web.Request) -> web.Response:
+    """Scan entries the drain could not store, oldest first, ``limit`` at a time."""
+    actor = await authorize(request, Role.OPERATOR, action="dead_letters.read")
+    limit = query_int(request, "limit", default=DEFAULT_LIMIT, low=1, high=MAX_LIMIT)
+    cursor = query_int(request, "cursor", default=0, low=0, high=2**62)
+    settings = request.app[SETTINGS]
+    page = await list_dead_letters(
+        request.app[POOL], after_id=cursor, limit=limit, timeout=settings.pg_timeout
+    )
+    await audit.record(
+        request.app[POOL],
+        actor=actor.name,
+        action="dead_letters.read",
+        target={"cursor": cursor},
+        rows=len(page.letters),
+        timeout=settings.pg_timeout,
+    )
+    body = {
+        "total": page.total,
+        "entries": [letter_body(kept) for kept in page.letters],
+        "next_cursor": page.letters[-1].id if len(page.letters) == limit else None,
+    }
+    return json_response(body)
+
+
+async def post_replay(request: web.Request) -> web.Response:
+    """Store the oldest ``limit`` dead letters that can be stored now; report the counts."""
+    actor = await authorize(request, Role.OPERATOR, action="dead_letters.replay")
+    limit = query_int(request, "limit", default=REPLAY_DEFAULT, low=1, high=REPLAY_MAX)
+    settings = request.app[SETTINGS]
+    report = await replay_dead_letters(
+        request.app[POOL],
+        limit=limit,
+        dedupe_window=settings.scan_dedupe_ttl,
+        timeout=settings.pg_timeout,
+    )
+    await audit.record(
+        request.app[POOL],
+        actor=actor.name,
+        action="dead_letters.replay",
+        target={"limit": limit, "failed": report.failed},
+        rows=report.replayed,
+        timeout=settings.pg_timeout,
+    )
+    body = {"replayed": report.replayed, "failed": report.failed, "remaining": report.remaining}
+    return json_response(body)

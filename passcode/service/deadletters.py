@@ -1,0 +1,69 @@
+"""Dead letters of the scan log: list them, and replay them once they can be stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from passcode.store import deadletters
+from passcode.store.deadletters import KeptLetter
+from passcode.store.pg import Pool
+from passcode.store.scans import ScanRecord, decode_entry, insert_isolating, unstorable_reason
+
+REPLAY_PAGE = 500  # dead letters decoded and stored per transaction group
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    letters: list[KeptLetter]
+    total: int  # dead letters kept in all
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    replayed: int  # stored in the scan log and forgotten as dead letters
+    failed: int  # still not storable; kept, with the new reason
+    remaining: int  # dead letters kept after the replay
+
+
+async def list_dead_letters(
+    pool: Pool, *, after_id: int, limit: int, timeout: float
+) -> DeadLetterPage:
+    """A page of dead letters, oldest first, after the ``after_id`` cursor."""
+    letters = await deadletters.page(pool, after_id=after_id, limit=limit, timeout=timeout)
+    return DeadLetterPage(letters, await deadletters.count(pool, timeout=timeout))
+
+
+async def replay_dead_letters(
+    pool: Pool, *, limit: int, dedupe_window: int, timeout: float
+) -> ReplayReport:
+    """Decode and store up to ``limit`` dead letters, oldest first, as the drain would have
+    (after a fix to the decoder or the schema, say): those stored leave the dead-letter table,
+    the rest stay with the reason they fail for now. Storing is idempotent, so a replay cut
+    short and run again stores nothing twice."""
+    replayed = failed = 0
+    cursor = 0
+    while limit > 0:
+        letters = await deadletters.page(
+            pool, after_id=cursor, limit=min(REPLAY_PAGE, limit), timeout=timeout
+        )
+        if not letters:
+            break
+        cursor, limit = letters[-1].id, limit - len(letters)
+        records: list[ScanRecord] = []
+        owners: list[int] = []
+        still: dict[int, str] = {}
+        for kept in letters:
+            try:
+                records.append(decode_entry(kept.letter.fields))
+                owners.append(kept.id)
+            except ValueError as exc:
+                still[kept.id] = unstorable_reason(exc)
+        refused = await insert_isolating(
+            pool, records, timeout=timeout * 5, dedupe_window=dedupe_window
+        )
+        still.update({owners[n]: reason for n, reason in refused.items()})
+        stored = [owner for n, owner in enumerate(owners) if n not in refused]
+        await deadletters.settle(pool, stored=stored, failed=still, timeout=timeout)
+        replayed += len(stored)
+        failed += len(still)
+    return ReplayReport(replayed, failed, await deadletters.count(pool, timeout=timeout))

@@ -22,8 +22,11 @@ _BASE45 = r"[0-9A-Z $%*+\-./:]"
 # (kind, pattern, a literal every match contains): a pattern runs only on text holding its
 # literal (sought case-blind for the patterns that ignore case), so a line with nothing to
 # redact, such as an access-log line, costs a few substring searches rather than regex scans.
-# Three long base64url segments come before "eyJ…", which would otherwise cut them apart.
+# Pass texts go first (Base45 has spaces, which end the other patterns' matches), and three
+# long base64url segments before "eyJ…", which would otherwise cut them apart.
 _RULES: tuple[tuple[str, str, str], ...] = (
+    ("pass", rf"\b(?:PC1|PP1|HC1):{_BASE45}*", "1:"),
+    ("pass", r"\bshc:/[0-9]*", "shc:/"),
     (
         "credential",
         r"(?i:authorization)[\"']?[ \t]*[:=][ \t]*[\"']?(?:[A-Za-z]+[ \t]+)?\S+",
@@ -37,8 +40,6 @@ _RULES: tuple[tuple[str, str, str], ...] = (
     # shorter tail still counts, as a truncated key in a quoted header line is still a secret.
     ("terminal-key", rf"\bpt_{_B64URL}{{8,}}", "pt_"),
     ("admin-key", rf"\bpa_{_B64URL}{{8,}}", "pa_"),
-    ("pass", rf"\b(?:PC1|PP1|HC1):{_BASE45}*", "1:"),
-    ("pass", r"\bshc:/[0-9]*", "shc:/"),
 )
 _FOLDED = frozenset({"authorization", "bearer"})
 # Where "." is the literal, the pattern is worth running only where two long segments meet.

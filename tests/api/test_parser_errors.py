@@ -246,6 +246,30 @@ def test_every_response_says_server_passcode_without_a_version(live: Live) -> No
         assert answer.headers.get("server") == "passcode", (target, answer.headers)
 
 
+@pytest.mark.parametrize(
+    ("target", "prefix"),
+    [
+        (b"GET /v1/pass", b""),
+        (b"POST /v1/verify", b"pt_"),
+        (b"POST /v1/admin/overrides", b"pa_"),
+        (b"POST /v1/admin/overrides", b""),
+    ],
+)
+def test_credentials_whose_bytes_are_not_utf8_get_401_not_500(
+    live: Live, target: bytes, prefix: bytes
+) -> None:
+    """A bearer credential with bytes that are not UTF-8 (aiohttp decodes them to lone
+    surrogates, which hashing a key cannot encode: a 500 on main as filed) → 401 problem."""
+    answer = _send(
+        live.port,
+        target + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + prefix + b"\xff\xfe" + b"A" * 40 + b"\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    assert answer.status == 401, answer.raw[:300]
+    _assert_problem(answer, 401, live.secrets)
+
+
 def test_headers_trickled_past_the_deadline_get_a_408_problem(live: Live) -> None:
     """A client sending one header line at a time, slower than the header deadline allows
     (``PASSCODE_HEADER_TIMEOUT``), gets a 408 problem and the connection is closed; a client

@@ -108,12 +108,19 @@ SCAN_TIME_RANGE_MS = (0, int(datetime(9000, 1, 1, tzinfo=UTC).timestamp() * 1000
 
 
 def _terminal_time(text: str) -> datetime:
-    """A terminal's clock as recorded, in UTC; ValueError without an offset, OverflowError
-    when its offset takes it out of the years UTC can hold (``9999-12-31T23:59:59-23:59``)."""
+    """A terminal's clock as recorded; ValueError without an offset, OverflowError when its
+    offset takes it out of the years UTC can hold (``9999-12-31T23:59:59-23:59``), as asyncpg
+    would raise in the COPY. Only years 1 and 9999 are near enough to the edge to need the
+    conversion (an offset is less than a day)."""
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError("terminal time without a UTC offset")
-    return moment.astimezone(UTC)
+    if moment.year in _EDGE_YEARS:
+        moment.astimezone(UTC)
+    return moment
+
+
+_EDGE_YEARS = frozenset({1, 9999})
 
 
 def decode_entry(fields: Sequence[bytes]) -> ScanRecord:

@@ -612,7 +612,10 @@ def openapi_document() -> dict[str, Any]:
             },
             "/readyz": {
                 "get": _op(
-                    "Readiness: PostgreSQL and Redis answer",
+                    "Readiness: PostgreSQL and Redis answer (else 503). The body also lists the"
+                    " background tasks (`tasks`: state running, restarting or failing) and this"
+                    " process's dead-letter count; a failing task makes the status degraded,"
+                    " the answer still 200",
                     ok={
                         "200": {"description": "Ready", "content": _json("Health")},
                         "503": {"description": "Not ready", "content": _json("Health")},

@@ -123,21 +123,21 @@ class ProblemRequestHandler(RequestHandler):
         return super().finish_response(request, resp, start_time)
 
     def data_received(self, data: bytes) -> None:
-        """Parse as aiohttp does, timing each request's headers from their first byte."""
+        """Parse as aiohttp does, timing each request's headers from the first data that
+        leaves them incomplete (a request whose headers come in one read costs no timer)."""
         if self._head_expired:
             return
-        if data and self._awaiting_head and self._head_timer is None:
-            self._head_timer = self._loop.call_later(self.header_timeout, self._head_timed_out)
         before = self._request_count
         super().data_received(data)
-        if self._request_count == before:
-            return
-        # A request's headers (or a parse error) were queued: this deadline is met.
-        self._cancel_head_timer()
-        payload = self._messages[-1][1] if self._messages else EMPTY_PAYLOAD
-        if not payload.is_eof():
-            self._awaiting_head = False
-            payload.on_eof(self._body_done)
+        if self._request_count != before:
+            # A request's headers (or a parse error) were queued: this deadline is met.
+            self._cancel_head_timer()
+            payload = self._messages[-1][1] if self._messages else EMPTY_PAYLOAD
+            if not payload.is_eof():
+                self._awaiting_head = False
+                payload.on_eof(self._body_done)
+        elif data and self._awaiting_head and self._head_timer is None:
+            self._head_timer = self._loop.call_later(self.header_timeout, self._head_timed_out)
 
     def _body_done(self) -> None:
         self._awaiting_head = True

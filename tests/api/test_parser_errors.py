@@ -273,13 +273,24 @@ def test_credentials_whose_bytes_are_not_utf8_get_401_not_500(
 def test_headers_trickled_past_the_deadline_get_a_408_problem(live: Live) -> None:
     """A client sending one header line at a time, slower than the header deadline allows
     (``PASSCODE_HEADER_TIMEOUT``), gets a 408 problem and the connection is closed; a client
-    that sends its headers within the deadline, even in pieces, is answered normally."""
+    that sends its headers within the deadline, even in pieces, is answered normally, and so is
+    one whose body (not its headers) takes longer than the header deadline."""
     lines = [b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n", b"X-A: 1\r\n", b"X-B: 2\r\n"]
     slow = _send(live.port, *lines, b"X-C: 3\r\n", b"\r\n", pause=HEADER_TIMEOUT * 0.6)
     assert slow.status == 408, slow.raw[:300]
     _assert_problem(slow, 408, live.secrets)
     quick = _send(live.port, *lines, b"\r\n", pause=0.01)
     assert quick.status == 200, quick.raw[:300]
+    # The deadline is the headers': a body may take longer (it has PASSCODE_BODY_TIMEOUT).
+    key = live.secrets["terminal key"].encode()
+    body = b'{"code": "PC1:NOT-A-PASS"}'
+    head = (
+        b"POST /v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + key + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    slow_body = _send(live.port, head, body[:5], body[5:15], body[15:], pause=HEADER_TIMEOUT * 0.6)
+    assert slow_body.status == 200, slow_body.raw[:300]
+    assert slow_body.body["decision"] == "invalid"
 
 
 def test_log_holds_no_credential_and_no_traceback_of_a_parser_error(live: Live) -> None:

@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler
 
 from passcode.api.shedding import CLASSES, SHEDDER, LoadShedder
 from passcode.errors import (
+    BadRequest,
     MethodNotAllowed,
     NotFound,
     PasscodeError,
@@ -80,6 +81,17 @@ def problems(handler: Handler, *, shedder: LoadShedder, kind: int | None) -> Han
             if exc.status < 400:
                 raise
             return problem_response(from_http_exception(exc))
+        except web.RequestPayloadError:
+            # aiohttp's parser failed inside the body (framing, decompression): the client's.
+            return problem_response(BadRequest("the body's framing or encoding is not valid"))
+        except ConnectionResetError:
+            if request.transport is not None:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                return problem_response(PasscodeError("internal error; it has been logged"))
+            # The client went away mid-body (aiohttp fails the body so): nothing went wrong here.
+            resource = request.match_info.route.resource
+            log.info("client left during %s %s", request.method, getattr(resource, "canonical", ""))
+            return problem_response(BadRequest("the connection closed before the body arrived"))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             return problem_response(PasscodeError("internal error; it has been logged"))

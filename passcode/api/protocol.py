@@ -32,7 +32,7 @@ import logging
 from typing import Any
 
 from aiohttp import hdrs, http_exceptions, web
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from passcode.api.problems import PROBLEM_JSON, from_http_exception, problem_response
@@ -80,7 +80,7 @@ class ProblemRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self.header_timeout = header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
-        self._awaiting_head = True  # the next byte starts a request (not a body)
+        self._body: StreamReader | None = None  # of the request whose body is still arriving
         self._head_expired = False
 
     def handle_error(
@@ -128,19 +128,36 @@ class ProblemRequestHandler(RequestHandler):
         if self._head_expired:
             return
         before = self._request_count
+        body = self._body
         super().data_received(data)
         if self._request_count != before:
-            # A request's headers (or a parse error) were queued: this deadline is met.
+            message, payload = self._messages[-1]
+            if body is not None and not body.is_eof() and isinstance(message, _ErrInfo):
+                self._fail_body(body)
+                return
+            # A request's headers were queued: this deadline is met.
             self._cancel_head_timer()
-            payload = self._messages[-1][1] if self._messages else EMPTY_PAYLOAD
             if not payload.is_eof():
-                self._awaiting_head = False
+                self._body = payload
                 payload.on_eof(self._body_done)
-        elif data and self._awaiting_head and self._head_timer is None:
+        elif data and body is None and self._head_timer is None:
             self._head_timer = self._loop.call_later(self.header_timeout, self._head_timed_out)
 
+    def _fail_body(self, body: StreamReader) -> None:
+        """The parser failed inside a body (bad chunk framing): aiohttp queues the error as a
+        request of its own and leaves the body unfinished, so the handler reading it would wait
+        for its deadline. Instead the body fails (the handler answers 400; one that answered
+        already is not troubled) and the connection closes after that answer."""
+        self._messages.pop()
+        self._request_count -= 1
+        self._body = None
+        if self._request_in_progress:
+            body.set_exception(web.RequestPayloadError("the body's chunked framing is not valid"))
+        body.feed_eof()  # so aiohttp does not linger reading it after the answer
+        self.close()
+
     def _body_done(self) -> None:
-        self._awaiting_head = True
+        self._body = None
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:

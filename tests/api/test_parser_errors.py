@@ -246,6 +246,34 @@ def test_every_response_says_server_passcode_without_a_version(live: Live) -> No
         assert answer.headers.get("server") == "passcode", (target, answer.headers)
 
 
+def _chunked_head(secret: str) -> bytes:
+    return (
+        b"POST /v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + secret.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+
+
+def _body_then_gone(port: int, secret: str) -> None:
+    """Headers and half a body, then the client closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(_chunked_head(secret) + b'5\r\n{"cod\r\n')
+        time.sleep(0.2)
+
+
+def test_bad_chunk_framing_inside_a_body_is_a_400_at_once(live: Live) -> None:
+    """Headers and a good chunk, then (in a later read) a chunk that is not chunked framing:
+    the handler reading the body gets a 400 problem straight away (aiohttp leaves such a body
+    unfinished: the handler waited until the client gave up, then logged a 500)."""
+    key = live.secrets["terminal key"]
+    answer = _send(
+        live.port,
+        _chunked_head(key) + b'5\r\n{"cod\r\n',
+        b"zz" + key.encode() + b"\r\n\r\n",
+        pause=0.3,
+    )
+    _assert_problem(answer, 400, live.secrets)
+
+
 @pytest.mark.parametrize(
     ("target", "prefix"),
     [
@@ -295,12 +323,15 @@ def test_headers_trickled_past_the_deadline_get_a_408_problem(live: Live) -> Non
 
 def test_log_holds_no_credential_and_no_traceback_of_a_parser_error(live: Live) -> None:
     """Run last in this module: after the requests above the server is stopped and its whole
-    DEBUG log searched. No credential (nor a 20-character piece of one), no traceback, no
-    ERROR line; and each refused request left one access-log line, ``(unrouted)``.
+    DEBUG log searched (after a round of malformed requests, bad chunks inside bodies and
+    clients that leave mid-body, with each credential). No credential (nor a 20-character
+    piece of one), no traceback, no ERROR line; and each refused request left one access-log line, ``(unrouted)``.
     Control: the log holds the refusals themselves."""
     for secret in live.secrets.values():
         for parts in _malformed(secret).values():
             _send(live.port, *parts)
+        _body_then_gone(live.port, secret)
+        _send(live.port, _chunked_head(secret) + b"1\r\n{\r\n", b"zz\r\n", pause=0.1)
     assert live.server.stop() == 0
     log = live.server.log_path.read_text(encoding="utf-8", errors="replace")
     assert "refused a malformed request" in log, log[-2000:]

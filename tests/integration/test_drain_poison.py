@@ -82,7 +82,8 @@ def _with_pv(pv: str) -> str:
 
 far = timezone(-timedelta(hours=23, minutes=59))
 east = timezone(timedelta(hours=23, minutes=59))
-ms_9000 = str(scan_store.SCAN_TIME_RANGE_MS[1])
+ms_2200 = str(scan_store.SCAN_TIME_RANGE_MS[1])
+ms_1999 = str(scan_store.SCAN_TIME_RANGE_MS[0] - 1)
 
 # Every field of the record, every kind of bad value: (name, entry fields).
 POISON: list[tuple[str, Fields]] = [
@@ -96,13 +97,16 @@ POISON: list[tuple[str, Fields]] = [
     ("ms text", {b"r": parts(at_ms="soon").encode()}),
     ("ms empty", {b"r": parts(at_ms="").encode()}),
     ("ms negative", {b"r": parts(at_ms="-1").encode()}),
-    ("ms past year 9000", {b"r": parts(at_ms=ms_9000).encode()}),
+    ("ms from 2200", {b"r": parts(at_ms=ms_2200).encode()}),
+    ("ms before 2000", {b"r": parts(at_ms=ms_1999).encode()}),
     ("ms past datetime", {b"r": parts(at_ms="9" * 30).encode()}),
     ("terminal time 9999 -23:59", {b"r": parts(tt="9999-12-31T23:59:59-23:59").encode()}),
     ("terminal time 0001 +23:59", {b"r": parts(tt="0001-01-01T00:00:00+23:59").encode()}),
     ("terminal time text", {b"r": parts(tt="yesterday").encode()}),
     ("terminal time naive", {b"r": parts(tt="2026-01-01T08:00:00").encode()}),
     ("terminal time year 10000", {b"r": parts(tt="10000-01-01T00:00:00+00:00").encode()}),
+    ("terminal time 1999", {b"r": parts(tt="1999-12-31T23:59:59+00:00").encode()}),
+    ("terminal time 2200", {b"r": parts(tt="2199-12-31T23:59:59-00:01").encode()}),
     ("decision unknown", {b"r": parts(decision="maybe").encode()}),
     ("reason unknown", {b"r": parts(reason="because").encode()}),
     ("colour unknown", {b"r": parts(color="purple").encode()}),
@@ -132,7 +136,7 @@ def good_entries(n: int) -> list[tuple[str, Fields]]:
         elif kind == 2:
             made.append((f"good {i}", {**snapshot(snapshot_record()), b"rp": b"1"}))
         else:
-            edge = datetime(9999, 12, 31, 23, 0, tzinfo=east)  # UTC can hold it
+            edge = datetime(2000, 1, 2, 0, 0, tzinfo=east)  # 2000-01-01T00:01Z: in range
             made.append((f"good {i}", {b"r": good_record(terminal_time=edge).encode()}))
     return made
 
@@ -242,8 +246,8 @@ async def test_poison_entries_become_dead_letters_and_the_good_ones_are_stored(
     reasons = {
         name: (await dead_letters(pool, cache))[where[name]].letter.reason for name, _ in POISON
     }
-    assert "out of range" in reasons["terminal time 9999 -23:59"]
-    assert "range the scan log stores" in reasons["ms past year 9000"]
+    assert "outside the range" in reasons["terminal time 9999 -23:59"]
+    assert "outside the range" in reasons["ms from 2200"]
 
 
 async def test_a_new_consumer_claiming_a_poisoned_pending_entry_goes_on(

@@ -115,9 +115,17 @@ def _terminal_time(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError("terminal time without a UTC offset")
-    if not EARLIEST <= moment < LATEST:  # instants compared: no conversion, no overflow
-        raise ValueError(f"terminal time {text} is outside the range the scan log stores")
+    if moment.year not in _INNER_YEARS:  # an offset (under a day) cannot take those out
+        try:
+            inside = EARLIEST <= moment.astimezone(UTC) < LATEST
+        except OverflowError:
+            inside = False
+        if not inside:
+            raise ValueError(f"terminal time {text} is outside the range the scan log stores")
     return moment
+
+
+_INNER_YEARS = range(EARLIEST.year + 1, LATEST.year - 1)
 
 
 def decode_entry(fields: Sequence[bytes]) -> ScanRecord:

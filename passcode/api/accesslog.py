@@ -9,10 +9,11 @@ one either.
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
 from passcode.api.problems import UNMATCHED
+from passcode.domain.redact import REDACTION_SAFE
 
 
 def route_of(request: web.BaseRequest) -> str:
@@ -37,19 +38,32 @@ def route_of(request: web.BaseRequest) -> str:
     return canonical
 
 
+# Methods logged as sent; any other token (a client may send ``pt_<key> / HTTP/1.1``) is not.
+_METHODS = frozenset(hdrs.METH_ALL | {"UNKNOWN"})  # UNKNOWN: aiohttp's name for a parse error
+# Marks this logger's records as holding nothing to redact (passcode.domain.redact).
+_CLEAN = {REDACTION_SAFE: True}
+
+
 class AccessLogger(AbstractAccessLogger):
-    """``<peer> "<method> <route template> HTTP/x.y" <status> <bytes> <seconds>s``."""
+    """``<peer> "<method> <route template> HTTP/x.y" <status> <bytes> <seconds>s``.
+
+    Every field is the server's (address, route template, numbers) or from a fixed set (the
+    method; ``(other)`` otherwise), so the records skip the redacting filter, a third of the
+    cost of an access line.
+    """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         version = request.version
+        method = request.method
         self.logger.info(
             '%s "%s %s HTTP/%d.%d" %d %d %.6fs',
             request.remote or "-",
-            request.method,
+            method if method in _METHODS else "(other)",
             route_of(request),
             version.major,
             version.minor,
             response.status,
             response.body_length,
             time,
+            extra=_CLEAN,
         )

@@ -323,14 +323,17 @@ def test_headers_trickled_past_the_deadline_get_a_408_problem(live: Live) -> Non
 
 def test_log_holds_no_credential_and_no_traceback_of_a_parser_error(live: Live) -> None:
     """Run last in this module: after the requests above the server is stopped and its whole
-    DEBUG log searched (after a round of malformed requests, bad chunks inside bodies and
-    clients that leave mid-body, with each credential). No credential (nor a 20-character
+    DEBUG log searched (after a round of malformed requests, bad chunks inside bodies,
+    clients that leave mid-body, and each credential sent as the method, which is a valid
+    HTTP token). No credential (nor a 20-character
     piece of one), no traceback, no ERROR line; and each refused request left one access-log line, ``(unrouted)``.
     Control: the log holds the refusals themselves."""
     for secret in live.secrets.values():
         for parts in _malformed(secret).values():
             _send(live.port, *parts)
         _body_then_gone(live.port, secret)
+        as_method = _send(live.port, secret.encode() + b" /v1/pass HTTP/1.1\r\nHost: x\r\n\r\n")
+        _assert_problem(as_method, None, live.secrets)
         _send(live.port, _chunked_head(secret) + b"1\r\n{\r\n", b"zz\r\n", pause=0.1)
     assert live.server.stop() == 0
     log = live.server.log_path.read_text(encoding="utf-8", errors="replace")

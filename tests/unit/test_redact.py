@@ -130,3 +130,18 @@ def test_the_access_log_names_no_route_for_a_request_that_was_never_routed(
     assert [r.getMessage() for r in caplog.records] == [
         '- "GET (unrouted) HTTP/1.1" 400 0 0.001000s'
     ]
+
+
+def test_the_access_log_writes_no_method_outside_the_known_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Any token is a valid HTTP method, a terminal key too: the access line, which skips the
+    redacting filter, names only standard methods, others as ``(other)``."""
+    logger = AccessLogger(logging.getLogger("aiohttp.access"), "")
+    with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+        logger.log(make_mocked_request(TERMINAL_KEY, "/"), web.Response(status=405), 0.001)
+        logger.log(make_mocked_request("PATCH", "/"), web.Response(status=405), 0.001)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith('- "(other) '), lines
+    assert TERMINAL_KEY not in lines[0]
+    assert lines[1].startswith('- "PATCH '), lines

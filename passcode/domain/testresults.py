@@ -21,6 +21,8 @@ HEADER_TEXT = ",".join(HEADER)
 MAX_AGE = timedelta(days=366)
 RESULTS = {"positive": True, "negative": False}
 _BOM = "\ufeff"
+_FIELD = r'(?:"(?:[^"]|"")*"|[^",]*)'  # quoted (quotes doubled inside), or without quotes
+_RFC4180_LINE = re.compile(f"{_FIELD}(?:,{_FIELD})*")
 # What a bad value may look like to be quoted back in an error: a near-miss time (RFC 3339
 # characters in a date-time shape). The character set alone would admit an all-digit ID number.
 _TIME_LIKE = re.compile(
@@ -100,7 +102,14 @@ def parse_upload(raw: bytes, *, now: datetime, skew: timedelta, max_rows: int) -
 
 
 def _fields(line: str) -> list[str] | None:
-    """The line's fields (RFC 4180 quoting, strict), or None when its quoting is broken."""
+    """The line's fields (RFC 4180 quoting, strict), or None when its quoting is broken.
+
+    Python's reader takes a quote inside an unquoted field as text (``b",negative,…`` is user
+    ``b"``), which is how the second half of a field with a line break in it (a spreadsheet
+    writes one quoted across two lines) would pass for a record of its own; RFC 4180 allows a
+    quote only in a quoted field, and so does this."""
+    if not _RFC4180_LINE.fullmatch(line):
+        return None
     try:
         return next(csv.reader((line,), strict=True), [])
     except csv.Error:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from passcode.domain.expiring import ExpiringCache
 
-MAX_TOKEN_LENGTH = 8192  # characters; far above any real ID token, below aiohttp's header cap
+MAX_TOKEN_LENGTH = 8192  # characters: far above any real ID token, about aiohttp's header-line cap
 
 # The algorithms each kind of public key can verify. A token is checked only with an algorithm
 # of its key's kind, chosen before PyJWT sees the token: an HS256 token "signed" with an RSA
@@ -31,12 +31,11 @@ _RSA_MIN_BITS = 2048
 # JSON, wrong types inside the header or claims, numbers out of range, nesting too deep.
 _HOSTILE_INPUT_ERRORS = (
     jwt.PyJWTError,
-    ValueError,  # includes binascii.Error and json.JSONDecodeError
+    ValueError,  # includes binascii.Error, json.JSONDecodeError and UnicodeError
     TypeError,
     KeyError,
     OverflowError,
     RecursionError,
-    UnicodeError,
 )
 
 

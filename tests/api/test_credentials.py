@@ -5,7 +5,11 @@ with 403 and stores nothing, and other wrong credentials with 401
 (``test_bad_input.py::test_admin_endpoints_reject_other_credentials``); citizen endpoints reject
 foreign-signed, tampered, expired, wrong-audience/issuer, ``alg: none`` and HS256-confusion tokens
 with 401 (``test_bad_input.py::test_citizen_endpoints_reject_bad_id_tokens_with_401``); two
-citizens get two subjects (``test_citizen.py::test_a_citizen_only_sees_their_own_records``).
+citizens get two subjects (``test_citizen.py::test_a_citizen_only_sees_their_own_records``);
+hostile ID tokens of every algorithm family against every kind of provider key get 401, never a
+500 (``tests/unit/test_identity.py``, ``test_hostile_tokens.py``); credentials in requests the
+HTTP parser rejects, or whose bytes are not UTF-8, reach neither a response nor the log
+(``test_parser_errors.py``).
 """
 
 from __future__ import annotations

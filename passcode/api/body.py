@@ -133,7 +133,7 @@ def _has_duplicate_keys(raw: bytes, data: Any) -> bool:
     without such an escape ``raw`` holds (members written + colons in strings) colons and the
     rewrite (members kept + the same colons in strings): equal exactly when no key was
     repeated. With a ``\\u`` escape the exact, slower check runs. Cost on verify's usual body
-    (400 bytes, ``{"code": "PC1:…"}``): 0.1 µs compact, 0.5 µs as ``json.dumps`` writes it.
+    (400 bytes, ``{"code": "PC1:…"}``): 0.13 µs compact, 0.59 µs as ``json.dumps`` writes it.
     """
     try:
         rewritten = _dumps(data)

@@ -7,6 +7,7 @@ and 2020-12 (what OpenAPI 3.1 speaks).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import fastjsonschema
@@ -74,7 +75,8 @@ VERIFY_REQUEST: Schema = {
             **DATETIME,
             "description": "The terminal's clock at the scan (kept beside the server's): RFC"
             " 3339 with an offset, at most the scan retention (PASSCODE_SCAN_RETENTION_DAYS,"
-            " 28 days) before and 5 minutes after the server's time",
+            f" 28 days) before and {fields.TERMINAL_AHEAD // timedelta(minutes=1)} minutes"
+            " after the server's time",
         },
     },
 }

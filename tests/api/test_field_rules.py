@@ -183,7 +183,7 @@ async def test_a_place_is_refused_alike_by_terminals_risk_places_and_tracing(
     terminal = await client.post("/v1/admin/terminals", json={"place": place}, headers=ADMIN)
     marking = await client.post(
         "/v1/admin/risk-places",
-        json={"place": place, "since": ago(hours=2), "until": ago(hours=1), "note": "n"},
+        json={"place": place, "since": ago(hours=2), "until": ago(hours=1), "note": "field rules"},
         headers=ADMIN,
     )
     traced = await client.get(
@@ -228,13 +228,13 @@ async def test_a_place_is_trimmed_alike_so_its_terminal_can_be_marked_and_traced
     assert [e["terminal_id"] for e in (await traced.json())["entries"]] == [terminal_id]
     marking = await client.post(
         "/v1/admin/risk-places",
-        json={"place": place, "since": since, "until": ago(seconds=0), "note": " n "},
+        json={"place": place, "since": since, "until": ago(seconds=0), "note": " field rules "},
         headers=ADMIN,
     )
     assert marking.status == 202, await marking.text()
     assert ((await marking.json())["place"], (await marking.json())["note"]) == (
         place.strip(),
-        "n",
+        "field rules",
     )
 
 
@@ -291,7 +291,12 @@ async def test_a_terminal_stored_before_the_rule_keeps_working_and_crashes_nothi
     await assert_problem(by_place, 400)
     marking = await client.post(
         "/v1/admin/risk-places",
-        json={"place": old_place, "since": ago(minutes=5), "until": ago(seconds=0), "note": "n"},
+        json={
+            "place": old_place,
+            "since": ago(minutes=5),
+            "until": ago(seconds=0),
+            "note": "field rules",
+        },
         headers=ADMIN,
     )
     await assert_problem(marking, 400)

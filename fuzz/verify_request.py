@@ -28,8 +28,11 @@ with atheris.instrument_imports(include=["passcode"]):
 
     from passcode.api.body import _parse
     from passcode.api.terminal import _scan, _validate_batch, _validate_one
+    from passcode.domain.clock import SYSTEM_CLOCK
     from passcode.errors import BadRequest, ValidationFailed
     from passcode.service.verify import ScanRequest
+
+RETENTION_DAYS = 28  # the default scan retention: scanned_at is held to a window around now
 
 
 def decode(raw: bytes, validate: Callable[[Any], Any], *, batch: bool) -> list[ScanRequest]:
@@ -40,7 +43,7 @@ def decode(raw: bytes, validate: Callable[[Any], Any], *, batch: bool) -> list[S
     except fastjsonschema.JsonSchemaValueException as exc:
         raise ValidationFailed(exc.message, errors=[exc.message]) from exc
     items = data["scans"] if batch else [data]
-    scans = [_scan(item) for item in items]
+    scans = [_scan(item, SYSTEM_CLOCK, RETENTION_DAYS) for item in items]
     for item, scan in zip(items, scans, strict=True):
         assert scan.code == item["code"]
         assert (scan.scan_id is None) == ("scan_id" not in item)

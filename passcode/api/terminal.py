@@ -14,6 +14,7 @@ from passcode.api.body import check, read_json
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import VERIFY_BATCH_REQUEST, VERIFY_REQUEST, compile_schema
 from passcode.domain import fields
+from passcode.domain.clock import Clock
 from passcode.keys import SETTINGS, TERMINAL_LIMITS, VERIFIER
 from passcode.service.verify import ScanRequest, VerifyOutcome
 
@@ -35,20 +36,21 @@ def _validate_one(data: Any) -> Any:
 _validate_batch = compile_schema(VERIFY_BATCH_REQUEST)
 
 
-def _scan(data: dict[str, Any], request: web.Request, field: str = "scanned_at") -> ScanRequest:
+def _scan(
+    data: dict[str, Any], clock: Clock, retention_days: int, field: str = "scanned_at"
+) -> ScanRequest:
     """The scan a body (or a batch's item) asks for. A ``scanned_at`` must be a time within
-    the window around the server's clock that offline terminals need (the scan retention
-    back, :data:`passcode.domain.fields.TERMINAL_AHEAD` ahead), else a 400 naming ``field``;
-    the usual body has none, and costs nothing here."""
+    the window around ``clock`` that offline terminals need (the scan retention back,
+    :data:`passcode.domain.fields.TERMINAL_AHEAD` ahead), else a 400 naming ``field``; the
+    usual body has none, and costs nothing here."""
     scan_id = data.get("scan_id")
     scanned_at = data.get("scanned_at")
     terminal_time = None
     if scanned_at is not None:
-        app = request.app
         rule = functools.partial(
             fields.terminal_time,
-            now=datetime.fromtimestamp(app[VERIFIER].clock.now(), UTC),
-            back=timedelta(days=app[SETTINGS].scan_retention_days),
+            now=datetime.fromtimestamp(clock.now(), UTC),
+            back=timedelta(days=retention_days),
         )
         terminal_time = check(rule, scanned_at, field)
     return ScanRequest(
@@ -75,13 +77,14 @@ async def verify(request: web.Request) -> web.Response:
     turn, so both ride in one Redis write (see :meth:`Limiter.speculate`)."""
     terminal = await terminal_of(request)
     app = request.app
-    data = await read_json(request, limit=app[SETTINGS].max_body, validate=_validate_one)
-    scan = _scan(data, request)
+    settings, verifier = app[SETTINGS], app[VERIFIER]
+    data = await read_json(request, limit=settings.max_body, validate=_validate_one)
+    scan = _scan(data, verifier.clock, settings.scan_retention_days)
     limits = app[TERMINAL_LIMITS]
     key = limits.key(terminal.id.bytes, terminal.id_text)
     if not limits.speculate(key):
         await limits.check(key)
-    outcome = await app[VERIFIER].verify(terminal, scan)
+    outcome = await verifier.verify(terminal, scan)
     return json_response(outcome_body(outcome))
 
 
@@ -89,11 +92,12 @@ async def verify_batch(request: web.Request) -> web.Response:
     terminal = await terminal_of(request)
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_batch_body, validate=_validate_batch)
+    verifier = request.app[VERIFIER]
     scans = [
-        _scan(item, request, f"scans[{at}].scanned_at") for at, item in enumerate(data["scans"])
+        _scan(item, verifier.clock, settings.scan_retention_days, f"scans[{at}].scanned_at")
+        for at, item in enumerate(data["scans"])
     ]
     limits = request.app[TERMINAL_LIMITS]
     await limits.check(limits.key(terminal.id.bytes, terminal.id_text), len(scans))
-    verifier = request.app[VERIFIER]
     results = [outcome_body(await verifier.verify(terminal, scan)) for scan in scans]
     return json_response({"results": results})

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -239,14 +239,27 @@ def cmd_dev_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+_T = TypeVar("_T")
+
+
+class _Refused(Exception):
+    """A command-line value its kind's rule refuses; already reported on stderr."""
+
+
+def _checked(rule: Callable[[str], _T], value: str, flag: str) -> _T:
+    """``value`` through the rule the API applies to the same field (passcode.domain.fields)."""
+    try:
+        return rule(value)
+    except fields.FieldError as exc:
+        print(f"passcode: {flag} {exc}", file=sys.stderr)
+        raise _Refused from exc
+
+
 def cmd_terminal(settings: Settings, args: argparse.Namespace) -> int:
     place = ""
     if args.terminal_command == "add":
-        try:  # the rule the API's POST /v1/admin/terminals applies
-            place = fields.place(args.place)
-        except fields.FieldError as exc:
-            print(f"passcode: --place {exc}", file=sys.stderr)
-            return 2
+        # the rule the API's POST /v1/admin/terminals applies
+        place = _checked(fields.place, args.place, "--place")
 
     async def work(s: Settings) -> int:
         pool = await _pool(s)
@@ -267,13 +280,14 @@ def cmd_terminal(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_admin_key(settings: Settings, args: argparse.Namespace) -> int:
     """Role-scoped admin credentials: add (key printed once), list, revoke."""
+    name = _checked(fields.actor, args.name, "--name") if args.admin_command == "add" else ""
 
     async def work(s: Settings) -> int:
         pool = await _pool(s)
         try:
             if args.admin_command == "add":
                 roles = frozenset(Role(r) for r in args.role)
-                made, key = await add_credential(pool, args.name, roles, timeout=s.pg_timeout)
+                made, key = await add_credential(pool, name, roles, timeout=s.pg_timeout)
                 print(f"admin credential {made.id} {made.name!r}: {', '.join(sorted(roles))}")
                 print(f"key (shown once): {key}")
                 return 0
@@ -298,6 +312,9 @@ def _iso_dt(moment: datetime) -> str:
 
 
 def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
+    user_id = _checked(fields.user_id, args.user_id, "user_id")
+    until = _checked(fields.parse_time, args.until, "--until") if args.until else None
+
     async def work(s: Settings) -> int:
         assert s.redis_url is not None
         pool = await _pool(s)
@@ -310,11 +327,11 @@ def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
                 sealer=Sealer(server_secret(s)),
                 policy=s.policy(),
                 idp_issuer=s.idp_issuer,
-                user_id=args.user_id,
+                user_id=user_id,
                 color=Color(args.color),
                 reason=StatusReason(args.reason),
                 valid_from=None,
-                valid_until=datetime.fromisoformat(args.until) if args.until else None,
+                valid_until=until,
                 created_by=f"cli:{os.environ.get('USER', 'unknown')}",
                 timeout=s.pg_timeout,
             )
@@ -601,6 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         _configure_logging(settings.log_level)
         return COMMANDS[args.command](settings, args)
+    except _Refused:
+        return 2
     except (SettingsError, EmbeddedError, PasscodeError, LayoutMismatchError, ValueError) as exc:
         print(f"passcode: {exc}", file=sys.stderr)
         return 2

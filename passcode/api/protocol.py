@@ -191,10 +191,13 @@ class _ProblemServer(web.Server):
 
 class Runner(web.AppRunner):
     """``web.AppRunner`` serving through :class:`ProblemRequestHandler`; the header deadline
-    comes from the app's settings (``header_timeout``)."""
+    comes from the app's settings (``header_timeout``). Bodies are never inflated: every body
+    endpoint refuses a ``Content-Encoding`` with 415 before reading (``api/body.py``), and
+    without this aiohttp's parser would inflate a compressed body as it arrives regardless."""
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
         kwargs.setdefault("header_timeout", app[SETTINGS].header_timeout)
+        kwargs.setdefault("auto_decompress", False)
         super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:

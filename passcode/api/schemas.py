@@ -538,6 +538,28 @@ HEALTH: Schema = {
     "properties": {
         "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
         "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        "tasks": {
+            "type": "object",
+            "description": "each background task under the supervisor, by name",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["state", "failures", "restarts", "last_error"],
+                "properties": {
+                    "state": {"type": "string", "description": "running, restarting or failing"},
+                    "failures": {"type": "integer", "minimum": 0},
+                    "restarts": {"type": "integer", "minimum": 0},
+                    "last_error": {
+                        "type": ["string", "null"],
+                        "description": "the class of the last failure, never its message",
+                    },
+                },
+            },
+        },
+        "dead_letters": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "scan entries this process's drain kept as dead letters",
+        },
     },
 }
 

@@ -39,11 +39,11 @@ RFC3339 = (
 DATETIME_PATTERN = f"^{RFC3339}$"  # for JSON Schema (draft 7 and 2020-12 read it alike)
 _RFC3339 = re.compile(RFC3339)
 
-# How far a terminal's clock may run ahead of the server's: a few minutes of drift on a
-# terminal without NTP, not a clock set to local time and labelled UTC (that is refused, and
-# the operator sees it at once). How far back: the scan retention, the longest a terminal can
+# How far a terminal's clock may run ahead of the server's: the drift of a terminal without
+# NTP (minutes, after weeks unsynchronised; refusing it would stop a gate), but not a clock set
+# to local time and labelled UTC (hours: that is refused, and the operator sees it at once). How far back: the scan retention, the longest a terminal can
 # have been offline with its scans still worth uploading (the log keeps no older ones).
-TERMINAL_AHEAD = timedelta(minutes=5)
+TERMINAL_AHEAD = timedelta(hours=1)
 
 MAX_PLACE = 200
 MAX_NOTE = 500

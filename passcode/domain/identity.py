@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from passcode.domain import fields
 from passcode.domain.expiring import ExpiringCache
 
 MAX_TOKEN_LENGTH = 8192  # characters: far above any real ID token, about aiohttp's header-line cap
@@ -156,8 +157,14 @@ def _decode(
         raise IdentityError(f"{type(exc).__name__}: {exc}") from exc
     user_id = claims["sub"]
     name = claims.get("name", "")
-    if not isinstance(user_id, str) or not 0 < len(user_id) <= 128 or not isinstance(name, str):
+    if not isinstance(user_id, str) or not isinstance(name, str):
         raise IdentityError("bad sub or name claim")
+    try:
+        # The user-id rule of every other edge (overrides, tracing, test results): a citizen
+        # signed in under a sub they refuse could never be ruled on or traced.
+        fields.user_id(user_id)
+    except fields.FieldError as exc:
+        raise IdentityError(f"sub {exc}") from exc
     return Citizen(issuer=issuer, user_id=user_id, name=name[:128]), expires_at
 
 

@@ -25,7 +25,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from passcode.api.protocol import Runner
 
@@ -37,22 +37,6 @@ GRACE = 1.0
 SHUTDOWN_TIMEOUT = 15.0
 KEEPALIVE_TIMEOUT = 75.0  # run_app's default (a bare AppRunner would keep idle ones for 3630 s)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class _LastAnswers:
-    """Once ``closing`` is set, each answer tells its client the connection closes after it."""
-
-    def __init__(self) -> None:
-        self.closing = False
-
-    async def on_response_prepare(
-        self, _request: web.Request, response: web.StreamResponse
-    ) -> None:
-        if self.closing:
-            # Headers are written after this hook: the header for the client, force_close for
-            # the protocol (it closes the connection once this answer is out).
-            response.force_close()
-            response.headers[hdrs.CONNECTION] = "close"
 
 
 async def _until_quiet(server: web.Server, seconds: float) -> None:
@@ -87,8 +71,6 @@ async def serve(
 
     for signum in SIGNALS:
         loop.add_signal_handler(signum, on_signal)
-    answers = _LastAnswers()
-    app.on_response_prepare.append(answers.on_response_prepare)
     runner_kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
     runner = Runner(app, shutdown_timeout=shutdown_timeout, **runner_kwargs)
     try:
@@ -98,7 +80,7 @@ async def serve(
         started = True
         await stop.wait()
         await site.stop()
-        answers.closing = True
+        runner.close_after_each_answer()
         server = runner.server
         log.info(
             "stopping: not accepting; answering what %d open connection(s) sent",

@@ -15,10 +15,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from passcode.config import Settings
+from tests.conftest import ADMIN_KEY, RUN_ID
 
 PASSCODE = Path(sys.executable).with_name("passcode")
 
@@ -28,6 +31,29 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def live_settings(
+    database_url: str, redis_url: str, redis_prefix: str, folder: Path, *, tag: str, **more: Any
+) -> Settings:
+    """Settings for one test's server: the run's database, a Redis prefix and a secret of its
+    own (``tag`` names them), dev mode, the run's bootstrap admin key, a free port, a small
+    pool and two scan shards; ``more`` overrides or adds settings."""
+    suffix = uuid.uuid4().hex
+    chosen: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "redis_prefix": f"{redis_prefix}:{tag}{suffix[:6]}",
+        "data_dir": folder,
+        "secret": f"{tag}-test-secret-{suffix}",
+        "admin_key": ADMIN_KEY + RUN_ID,
+        "dev_mode": True,
+        "port": free_port(),
+        "pg_pool_min": 1,
+        "pg_pool_max": 3,
+        "scan_shards": 2,
+    }
+    return Settings(**(chosen | more))
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:

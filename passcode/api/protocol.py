@@ -21,7 +21,8 @@ can match) is turned into a problem here, as the routes' own wrapper does for th
 The override is the narrowest aiohttp allows: a subclass of its ``RequestHandler`` (the
 connection protocol) overriding ``handle_error``, ``finish_response`` and ``data_received``, made
 by a subclass of ``web.Server``, made by :class:`Runner`, the ``web.AppRunner`` that
-``passcode serve`` uses. ``tests/api/test_parser_errors.py`` pins this against the real process,
+``passcode serve`` uses, which also sets the ``Server`` text aiohttp's responses take
+(``aiohttp.web_response.SERVER_SOFTWARE``). ``tests/api/test_parser_errors.py`` pins this against the real process,
 so an aiohttp upgrade that moves these internals fails there, not in production.
 """
 
@@ -31,7 +32,7 @@ import asyncio
 import logging
 from typing import Any
 
-from aiohttp import hdrs, http_exceptions, web
+from aiohttp import hdrs, http_exceptions, web, web_response
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
@@ -76,8 +77,9 @@ def _problem(status: int, exc: BaseException | None, header_timeout: float) -> P
 class ProblemRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the three changes of the module docstring."""
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: _ProblemServer, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
+        self._server = manager  # aiohttp's own reference (_manager) is dropped when it closes
         self.header_timeout = header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None  # of the request whose body is still arriving
@@ -102,25 +104,28 @@ class ProblemRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("a response is already under way; cannot send another")
         response = problem_response(_problem(status, exc, self.header_timeout))
-        response.headers[hdrs.SERVER] = SERVER
         response.force_close()
         return response
 
     def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> Any:
-        """``Server: passcode`` on ``resp``, and a problem for an HTTP error the router raised
-        (the routes' own answers are problems already). Not a coroutine of its own: it hands
-        on the base's, so the hot path pays no extra frame."""
+        """A problem for an HTTP error the router raised (the routes' own answers are problems
+        already), and ``Connection: close`` on every answer once the server is stopping. Not a
+        coroutine of its own: it hands on the base's, so the hot path pays no extra frame."""
         if (
-            isinstance(resp, web.HTTPException)
+            resp.__class__ is not web.Response
+            and isinstance(resp, web.HTTPException)
             and resp.status >= 400
             and resp.content_type != PROBLEM_JSON
         ):
             resp = problem_response(from_http_exception(resp))
-        if resp is not None and not resp.prepared:
-            resp.headers[hdrs.SERVER] = SERVER
-        return super().finish_response(request, resp, start_time)
+        if self._server.stopping and not resp.prepared:
+            # Headers are written after this: the header for the client, force_close for the
+            # protocol (it closes the connection once this answer is out).
+            resp.force_close()
+            resp.headers[hdrs.CONNECTION] = "close"
+        return RequestHandler.finish_response(self, request, resp, start_time)
 
     def data_received(self, data: bytes) -> None:
         """Parse as aiohttp does, timing each request's headers from the first data that
@@ -129,19 +134,20 @@ class ProblemRequestHandler(RequestHandler):
             return
         before = self._request_count
         body = self._body
-        super().data_received(data)
-        if self._request_count != before:
-            message, payload = self._messages[-1]
-            if body is not None and not body.is_eof() and isinstance(message, _ErrInfo):
-                self._fail_body(body)
-                return
-            # A request's headers were queued: this deadline is met.
+        RequestHandler.data_received(self, data)
+        if self._request_count == before:  # headers incomplete, or more of a body
+            if body is None and self._head_timer is None and data:
+                self._head_timer = self._loop.call_later(self.header_timeout, self._head_timed_out)
+            return
+        message, payload = self._messages[-1]
+        if body is not None and not body.is_eof() and isinstance(message, _ErrInfo):
+            self._fail_body(body)
+            return
+        if self._head_timer is not None:  # a request's headers were queued: deadline met
             self._cancel_head_timer()
-            if not payload.is_eof():
-                self._body = payload
-                payload.on_eof(self._body_done)
-        elif data and body is None and self._head_timer is None:
-            self._head_timer = self._loop.call_later(self.header_timeout, self._head_timed_out)
+        if payload is not EMPTY_PAYLOAD and not payload.is_eof():
+            self._body = payload
+            payload.on_eof(self._body_done)
 
     def _fail_body(self, body: StreamReader) -> None:
         """The parser failed inside a body (bad chunk framing): aiohttp queues the error as a
@@ -183,7 +189,10 @@ class ProblemRequestHandler(RequestHandler):
 
 
 class _ProblemServer(web.Server):
-    """``web.Server`` whose connections use :class:`ProblemRequestHandler`."""
+    """``web.Server`` whose connections use :class:`ProblemRequestHandler`; once ``stopping``
+    (``passcode.serving`` on SIGTERM), every answer closes its connection."""
+
+    stopping = False
 
     def __call__(self) -> RequestHandler:
         return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
@@ -199,6 +208,15 @@ class Runner(web.AppRunner):
         kwargs.setdefault("header_timeout", app[SETTINGS].header_timeout)
         kwargs.setdefault("auto_decompress", False)
         super().__init__(app, **kwargs)
+        # The Server header aiohttp gives every response it prepares (ours, the router's, the
+        # parser errors'): a module global read by StreamResponse._prepare_headers, set here
+        # rather than per response (a header set per answer cost verify ~1%).
+        web_response.SERVER_SOFTWARE = SERVER  # type: ignore[attr-defined]  # a re-export
+
+    def close_after_each_answer(self) -> None:
+        """From now on every answer says ``Connection: close`` and closes its connection."""
+        if isinstance(self.server, _ProblemServer):
+            self.server.stopping = True
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()  # the app's start-up, and aiohttp's own Server

@@ -22,8 +22,8 @@ from passcode.app import DEV_IDP_KID, dev_idp_key_path
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
-from tests.conftest import ADMIN_KEY, HEALTHY, RUN_ID
-from tests.live_server import LiveServer, free_port
+from tests.conftest import HEALTHY
+from tests.live_server import LiveServer, live_settings
 
 RED = {**HEALTHY, "temperature_c": 39.2, "symptoms": ["fever", "cough"]}
 
@@ -32,20 +32,10 @@ RED = {**HEALTHY, "temperature_c": 39.2, "symptoms": ["fever", "cough"]}
 async def live(
     database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> AsyncIterator[LiveServer]:
-    settings = Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=f"{redis_prefix}:logs{uuid.uuid4().hex[:6]}",
-        data_dir=tmp_path,
-        secret=f"log-test-secret-{uuid.uuid4().hex}",
-        admin_key=ADMIN_KEY + RUN_ID,
-        dev_mode=True,
-        port=free_port(),
-        drain_interval=0.05,
-        pg_pool_min=1,
+    settings = live_settings(
+        database_url, redis_url, redis_prefix, tmp_path, tag="logs", drain_interval=0.05,
         pg_pool_max=4,
-        scan_shards=2,
-    )
+    )  # fmt: skip
     server = LiveServer(
         settings,
         tmp_path / "server.log",

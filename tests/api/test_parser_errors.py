@@ -20,14 +20,12 @@ from dataclasses import dataclass
 import pytest
 
 from passcode.app import DEV_IDP_KID, dev_idp_key_path
-from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Role
 from passcode.store import pg
 from passcode.store.admins import add_credential
 from passcode.store.keyring import load_or_create_ed25519
-from tests.conftest import ADMIN_KEY, RUN_ID
-from tests.live_server import LiveServer, free_port
+from tests.live_server import LiveServer, live_settings
 
 HEADER_TIMEOUT = 1.0
 
@@ -58,19 +56,7 @@ def live(
     """A ``passcode serve`` (DEBUG log, access log on, 1 s header deadline), a terminal key,
     an admin key and an ID token of its own, and its log to read after ``stop()``."""
     tmp = tmp_path_factory.mktemp("parser-errors")
-    settings = Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=f"{redis_prefix}:parse{uuid.uuid4().hex[:6]}",
-        data_dir=tmp,
-        secret=f"parser-test-secret-{uuid.uuid4().hex}",
-        admin_key=ADMIN_KEY + RUN_ID,
-        dev_mode=True,
-        port=free_port(),
-        pg_pool_min=1,
-        pg_pool_max=3,
-        scan_shards=2,
-    )
+    settings = live_settings(database_url, redis_url, redis_prefix, tmp, tag="parse")
     server = LiveServer(
         settings,
         tmp / "server.log",

@@ -8,16 +8,13 @@ import http.client
 import signal
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from passcode.config import Settings
-from tests.conftest import ADMIN_KEY, RUN_ID
-from tests.live_server import LiveServer, free_port
+from tests.live_server import LiveServer, live_settings
 
 ROUNDS = 3
 BEFORE = 8  # idle connections whose request is written just before the signal
@@ -31,22 +28,6 @@ class Answer:
     status: int | None
     connection: str | None
     error: str | None
-
-
-def _settings(database_url: str, redis_url: str, redis_prefix: str, folder: Path) -> Settings:
-    return Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=f"{redis_prefix}:term{uuid.uuid4().hex[:6]}",
-        data_dir=folder,
-        secret=f"sigterm-secret-{uuid.uuid4().hex}",
-        admin_key=ADMIN_KEY + RUN_ID,
-        dev_mode=True,
-        port=free_port(),
-        pg_pool_min=1,
-        pg_pool_max=2,
-        scan_shards=2,
-    )
 
 
 class KeptAlive:
@@ -111,7 +92,8 @@ def test_sigterm_answers_requests_already_sent_on_open_connections(
         folder = tmp_path / f"round{round_}"
         folder.mkdir()
         server = LiveServer(
-            _settings(database_url, redis_url, redis_prefix, folder), folder / "server.log"
+            live_settings(database_url, redis_url, redis_prefix, folder, tag="term", pg_pool_max=2),
+            folder / "server.log",
         )
         servers.append(server)
         server.start()

@@ -27,6 +27,7 @@ HARNESSES = [
         [str(FUZZ / "corpus" / "verify_request"), f"-dict={FUZZ / 'json.dict'}"],
         id="verify-request",
     ),
+    pytest.param("scan_entry.py", [], id="scan-entry"),
 ]
 
 

@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
-HARNESSES = ["pass_decoder", "verify_request"]
+HARNESSES = ["pass_decoder", "verify_request", "scan_entry"]
 
 
 def _harness(name: str) -> ModuleType:
@@ -48,7 +48,8 @@ def _inputs() -> list[object]:
 def test_fixed_fuzz_input_keeps_the_harness_properties(harness: str, path: Path) -> None:
     """The stored input satisfies the harness's properties: for the pass decoder only PassError
     escapes and accepted passes re-verify identically; for the verify request parser only
-    BadRequest/ValidationFailed escape and accepted scans keep their fields."""
+    BadRequest/ValidationFailed escape and accepted scans keep their fields; for the scan-entry
+    decoder only ValueError escapes and what it returns the scan log's COPY can encode."""
     one_input: Callable[[bytes], None] = _harness(harness).test_one_input
     one_input(path.read_bytes())
 

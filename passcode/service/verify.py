@@ -170,7 +170,7 @@ class Verifier:
                     live = await read_status(self.pool, claims.subject, timeout=self.pg_timeout)
                     if (
                         live is not None
-                        and live.valid_until >= now
+                        and live.valid_until > now
                         and live.version >= claims.version
                     ):
                         if cache_up:

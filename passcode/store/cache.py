@@ -52,7 +52,7 @@ DRAIN_GROUP = "drain"
 _VERIFY_LUA = """
 local st = redis.call('HMGET', KEYS[1], 'c', 'v', 'u', 'n')
 if not st[2] then return nil end
-if tonumber(st[3]) < tonumber(ARGV[1]) or tonumber(ARGV[2]) > tonumber(st[2]) then
+if tonumber(st[3]) <= tonumber(ARGV[1]) or tonumber(ARGV[2]) > tonumber(st[2]) then
   return nil
 end
 st[5] = '0'

@@ -45,11 +45,11 @@ from passcode.seed import seed
 from passcode.service.authority import override_status
 from passcode.service.deadletters import list_dead_letters, replay_dead_letters
 from passcode.service.riskplaces import Progress, run_marking
+from passcode.service.terminals import register_terminal, revoke_terminal
 from passcode.store import pg, riskplaces
 from passcode.store.admins import add_credential, list_credentials, revoke_credential
 from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
-from passcode.store.terminals import add_terminal, revoke_terminal
 from passcode.workers.retention import expire_now
 from passcode.workers.supervisor import Supervisor
 
@@ -255,6 +255,11 @@ def _checked(rule: Callable[[str], _T], value: str, flag: str) -> _T:
         raise _Refused from exc
 
 
+def _cli_actor() -> str:
+    """Who the audit log names for a change made through the CLI: the operator's login."""
+    return f"cli:{os.environ.get('USER', 'unknown')}"
+
+
 def cmd_terminal(settings: Settings, args: argparse.Namespace) -> int:
     place = ""
     if args.terminal_command == "add":
@@ -265,11 +270,15 @@ def cmd_terminal(settings: Settings, args: argparse.Namespace) -> int:
         pool = await _pool(s)
         try:
             if args.terminal_command == "add":
-                created = await add_terminal(pool, place, timeout=s.pg_timeout)
+                created = await register_terminal(
+                    pool, place, actor=_cli_actor(), timeout=s.pg_timeout
+                )
                 print(f"terminal {created.id} at {created.place!r}")
                 print(f"key (shown once, store it on the terminal): {created.key}")
                 return 0
-            found = await revoke_terminal(pool, uuid.UUID(args.terminal_id), timeout=s.pg_timeout)
+            found = await revoke_terminal(
+                pool, uuid.UUID(args.terminal_id), actor=_cli_actor(), timeout=s.pg_timeout
+            )
             print("revoked" if found else "no such terminal")
             return 0 if found else 1
         finally:
@@ -332,7 +341,7 @@ def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
                 reason=StatusReason(args.reason),
                 valid_from=None,
                 valid_until=until,
-                created_by=f"cli:{os.environ.get('USER', 'unknown')}",
+                created_by=_cli_actor(),
                 timeout=s.pg_timeout,
             )
         finally:

@@ -22,9 +22,9 @@ from passcode.domain.model import Color, Role, StatusReason
 from passcode.errors import NotFound, ValidationFailed
 from passcode.keys import CACHE, POOL, SEALER, SETTINGS, TERMINALS, VERIFIER
 from passcode.service.authority import override_status
+from passcode.service.terminals import register_terminal, revoke_terminal
 from passcode.store import audit
 from passcode.store.scans import count_replays
-from passcode.store.terminals import add_terminal, revoke_terminal
 
 _validate_override = compile_schema(OVERRIDE_REQUEST)
 _validate_terminal = compile_schema(TERMINAL_REQUEST)
@@ -58,14 +58,8 @@ async def post_terminal(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_body, validate=_validate_terminal)
     place = check(fields.place, data["place"], "place")
-    created = await add_terminal(request.app[POOL], place, timeout=settings.pg_timeout)
-    await audit.record(
-        request.app[POOL],
-        actor=actor.name,
-        action="terminal.add",
-        target={"terminal_id": str(created.id), "place": created.place},
-        rows=1,
-        timeout=settings.pg_timeout,
+    created = await register_terminal(
+        request.app[POOL], place, actor=actor.name, timeout=settings.pg_timeout
     )
     body = {
         "id": str(created.id),
@@ -83,19 +77,14 @@ async def revoke(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise NotFound("no such terminal") from exc
     found = await revoke_terminal(
-        request.app[POOL], terminal_id, timeout=request.app[SETTINGS].pg_timeout
+        request.app[POOL],
+        terminal_id,
+        actor=actor.name,
+        timeout=request.app[SETTINGS].pg_timeout,
+        directory=request.app[TERMINALS],
     )
     if not found:
         raise NotFound("no such terminal")
-    request.app[TERMINALS].forget(terminal_id)
-    await audit.record(
-        request.app[POOL],
-        actor=actor.name,
-        action="terminal.revoke",
-        target={"terminal_id": str(terminal_id)},
-        rows=1,
-        timeout=request.app[SETTINGS].pg_timeout,
-    )
     return web.Response(status=204)
 
 

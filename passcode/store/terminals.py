@@ -10,7 +10,7 @@ from datetime import datetime
 
 from passcode.domain.privacy import secret_hash
 from passcode.errors import StoreUnavailable
-from passcode.store.pg import Pool, acquire
+from passcode.store.pg import Connection, Pool, acquire
 
 KEY_PREFIX = "pt_"
 
@@ -34,27 +34,32 @@ class NewTerminal:
     created_at: datetime
 
 
-async def add_terminal(pool: Pool, place: str, *, timeout: float) -> NewTerminal:
+async def insert_terminal(conn: Connection, place: str) -> NewTerminal:
+    """A new terminal at ``place`` and its key (returned once, stored only hashed), on the
+    caller's connection (inside its transaction when it has one)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     terminal_id = uuid.uuid4()
-    async with acquire(pool, "add terminal", timeout) as conn:
-        created_at = await conn.fetchval(
-            "INSERT INTO terminals (id, place, key_hash) VALUES ($1, $2, $3) RETURNING created_at",
-            terminal_id,
-            place,
-            secret_hash(key),
-        )
+    created_at = await conn.fetchval(
+        "INSERT INTO terminals (id, place, key_hash) VALUES ($1, $2, $3) RETURNING created_at",
+        terminal_id,
+        place,
+        secret_hash(key),
+    )
     return NewTerminal(terminal_id, place, key, created_at)
 
 
-async def revoke_terminal(pool: Pool, terminal_id: uuid.UUID, *, timeout: float) -> bool:
-    """True when the terminal exists (revoking twice is harmless)."""
-    async with acquire(pool, "revoke terminal", timeout) as conn:
-        found = await conn.fetchval(
-            "UPDATE terminals SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1"
-            " RETURNING id",
-            terminal_id,
-        )
+async def add_terminal(pool: Pool, place: str, *, timeout: float) -> NewTerminal:
+    """:func:`insert_terminal` on a connection of its own (seeding and benchmarks)."""
+    async with acquire(pool, "add terminal", timeout) as conn:
+        return await insert_terminal(conn, place)
+
+
+async def revoke_terminal(conn: Connection, terminal_id: uuid.UUID) -> bool:
+    """True when the terminal exists (revoking twice is harmless), on the caller's connection."""
+    found = await conn.fetchval(
+        "UPDATE terminals SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id",
+        terminal_id,
+    )
     return found is not None
 
 

@@ -137,8 +137,18 @@ async def test_terminal_add_prints_a_key_stored_only_as_its_hash(
     client: TestClient[Any, Any], settings: Settings, make_token: TokenFactory
 ) -> None:
     """`terminal add` prints the key once; the database keeps only its SHA-256, never the key;
-    the key then authenticates verify calls, and scans are recorded at the CLI-given place."""
+    the key then authenticates verify calls, and scans are recorded at the CLI-given place. The
+    audit log names it (actor ``cli:<login>``), written in the terminal's own transaction."""
     terminal_id, key = await add_terminal(settings, "Library Gate 3")
+    audited = await client.app[POOL].fetchrow(
+        "SELECT a.actor, a.xmin::text = t.xmin::text AS together FROM audit_log a, terminals t"
+        " WHERE a.action = 'terminal.add' AND a.target ->> 'terminal_id' = $1 AND t.id = $2",
+        str(terminal_id),
+        terminal_id,
+    )  # xmin, a system column: the transaction that wrote the row
+    assert audited is not None
+    assert audited["actor"].startswith("cli:")
+    assert audited["together"]
     row = await client.app[POOL].fetchrow(
         "SELECT place, key_hash, t::text AS everything FROM terminals t WHERE id = $1", terminal_id
     )

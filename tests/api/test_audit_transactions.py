@@ -1,0 +1,61 @@
+"""Every admin action's audit entry commits in the transaction of its effect (issue 12).
+
+A row's ``xmin`` is the id of the transaction that wrote it (inserted or last updated): an
+effect and its audit entry written in one transaction carry the same one. The tests reach that
+PostgreSQL system column for exactly that reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from passcode.keys import POOL
+from tests.conftest import role_headers
+
+Client = TestClient[Any, Any]
+
+
+async def audit_xmin(client: Client, action: str, key: str, value: str) -> str:
+    """The writing transaction of the last ``action`` entry whose target has ``key: value``."""
+    async with client.app[POOL].acquire() as conn:
+        found: str = await conn.fetchval(
+            "SELECT xmin::text FROM audit_log WHERE action = $1 AND target ->> $2 = $3"
+            " ORDER BY id DESC LIMIT 1",
+            action,
+            key,
+            value,
+        )
+    assert found is not None, (action, key, value)
+    return found
+
+
+async def test_adding_a_terminal_commits_with_its_audit_entry(client: Client) -> None:
+    """terminal.add: the terminal row and its audit entry are written by one transaction, so
+    no terminal exists that the audit log does not name."""
+    operator = await role_headers(client, "operator", name="txn-add")
+    made = await client.post("/v1/admin/terminals", json={"place": "Txn Gate"}, headers=operator)
+    assert made.status == 201
+    terminal_id = (await made.json())["id"]
+    async with client.app[POOL].acquire() as conn:
+        written = await conn.fetchval(
+            "SELECT xmin::text FROM terminals WHERE id = $1", uuid.UUID(terminal_id)
+        )
+    assert written == await audit_xmin(client, "terminal.add", "terminal_id", terminal_id)
+
+
+async def test_revoking_a_terminal_commits_with_its_audit_entry(client: Client) -> None:
+    """terminal.revoke: the revocation and its audit entry are written by one transaction."""
+    operator = await role_headers(client, "operator", name="txn-revoke")
+    made = await client.post("/v1/admin/terminals", json={"place": "Txn Exit"}, headers=operator)
+    terminal_id = (await made.json())["id"]
+    revoked = await client.post(f"/v1/admin/terminals/{terminal_id}/revoke", headers=operator)
+    assert revoked.status == 204
+    async with client.app[POOL].acquire() as conn:
+        written = await conn.fetchval(
+            "SELECT xmin::text FROM terminals WHERE id = $1 AND revoked_at IS NOT NULL",
+            uuid.UUID(terminal_id),
+        )
+    assert written == await audit_xmin(client, "terminal.revoke", "terminal_id", terminal_id)

@@ -42,12 +42,12 @@ from passcode.domain.redact import RedactingFilter
 from passcode.embedded import EmbeddedError, servers
 from passcode.errors import PasscodeError
 from passcode.seed import seed
+from passcode.service import access
 from passcode.service.authority import override_status
 from passcode.service.deadletters import list_dead_letters, replay_dead_letters
 from passcode.service.riskplaces import Progress, run_marking
 from passcode.service.terminals import register_terminal, revoke_terminal
 from passcode.store import pg, riskplaces
-from passcode.store.admins import add_credential, list_credentials, revoke_credential
 from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
 from passcode.workers.retention import expire_now
@@ -296,17 +296,19 @@ def cmd_admin_key(settings: Settings, args: argparse.Namespace) -> int:
         try:
             if args.admin_command == "add":
                 roles = frozenset(Role(r) for r in args.role)
-                made, key = await add_credential(pool, name, roles, timeout=s.pg_timeout)
+                made, key = await access.add_credential(
+                    pool, name, roles, actor=_cli_actor(), timeout=s.pg_timeout
+                )
                 print(f"admin credential {made.id} {made.name!r}: {', '.join(sorted(roles))}")
                 print(f"key (shown once): {key}")
                 return 0
             if args.admin_command == "list":
-                for c in await list_credentials(pool, timeout=s.pg_timeout):
+                for c in await access.list_credentials(pool, timeout=s.pg_timeout):
                     state = f"revoked {_iso_dt(c.revoked_at)}" if c.revoked_at else "active"
                     print(f"{c.id}  {c.name!r}  {','.join(sorted(c.roles))}  {state}")
                 return 0
-            found = await revoke_credential(
-                pool, uuid.UUID(args.credential_id), timeout=s.pg_timeout
+            found = await access.revoke_credential(
+                pool, uuid.UUID(args.credential_id), actor=_cli_actor(), timeout=s.pg_timeout
             )
             print("revoked" if found else "no such credential")
             return 0 if found else 1

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from passcode.domain.model import Role
 from passcode.domain.privacy import secret_hash
-from passcode.store.pg import Pool, acquire
+from passcode.store.pg import Connection, Pool, acquire
 
 ADMIN_KEY_PREFIX = "pa_"
 
@@ -23,22 +23,30 @@ class AdminCredential:
     revoked_at: datetime | None = None
 
 
+async def insert_credential(
+    conn: Connection, name: str, roles: frozenset[Role]
+) -> tuple[AdminCredential, str]:
+    """A new credential and its key (returned once, never stored), on the caller's connection
+    (inside its transaction when it has one)."""
+    key = ADMIN_KEY_PREFIX + secrets.token_urlsafe(32)
+    credential_id = uuid.uuid4()
+    created_at = await conn.fetchval(
+        "INSERT INTO admin_credentials (id, name, key_hash, roles) VALUES ($1, $2, $3, $4)"
+        " RETURNING created_at",
+        credential_id,
+        name,
+        secret_hash(key),
+        sorted(role.value for role in roles),
+    )
+    return AdminCredential(credential_id, name, roles, created_at), key
+
+
 async def add_credential(
     pool: Pool, name: str, roles: frozenset[Role], *, timeout: float
 ) -> tuple[AdminCredential, str]:
-    """A new credential and its key (returned once, never stored)."""
-    key = ADMIN_KEY_PREFIX + secrets.token_urlsafe(32)
-    credential_id = uuid.uuid4()
+    """:func:`insert_credential` on a connection of its own (test and bench set-up)."""
     async with acquire(pool, "add admin credential", timeout) as conn:
-        created_at = await conn.fetchval(
-            "INSERT INTO admin_credentials (id, name, key_hash, roles) VALUES ($1, $2, $3, $4)"
-            " RETURNING created_at",
-            credential_id,
-            name,
-            secret_hash(key),
-            sorted(role.value for role in roles),
-        )
-    return AdminCredential(credential_id, name, roles, created_at), key
+        return await insert_credential(conn, name, roles)
 
 
 async def find_credential(pool: Pool, key: str, *, timeout: float) -> AdminCredential | None:
@@ -74,12 +82,18 @@ async def list_credentials(pool: Pool, *, timeout: float) -> list[AdminCredentia
     ]
 
 
-async def revoke_credential(pool: Pool, credential_id: uuid.UUID, *, timeout: float) -> bool:
-    """True when the credential exists (revoking twice is harmless)."""
-    async with acquire(pool, "revoke admin credential", timeout) as conn:
-        found = await conn.fetchval(
-            "UPDATE admin_credentials SET revoked_at = coalesce(revoked_at, now())"
-            " WHERE id = $1 RETURNING id",
-            credential_id,
-        )
+async def revoke(conn: Connection, credential_id: uuid.UUID) -> bool:
+    """True when the credential exists (revoking twice is harmless), on the caller's
+    connection."""
+    found = await conn.fetchval(
+        "UPDATE admin_credentials SET revoked_at = coalesce(revoked_at, now())"
+        " WHERE id = $1 RETURNING id",
+        credential_id,
+    )
     return found is not None
+
+
+async def revoke_credential(pool: Pool, credential_id: uuid.UUID, *, timeout: float) -> bool:
+    """:func:`revoke` on a connection of its own."""
+    async with acquire(pool, "revoke admin credential", timeout) as conn:
+        return await revoke(conn, credential_id)

@@ -12,7 +12,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from passcode.domain.model import Role
 from passcode.keys import POOL
+from passcode.service import access
 from tests.conftest import role_headers
 
 Client = TestClient[Any, Any]
@@ -59,3 +61,41 @@ async def test_revoking_a_terminal_commits_with_its_audit_entry(client: Client) 
             uuid.UUID(terminal_id),
         )
     assert written == await audit_xmin(client, "terminal.revoke", "terminal_id", terminal_id)
+
+
+async def test_adding_and_revoking_an_admin_credential_commit_with_their_audit_entries(
+    client: Client,
+) -> None:
+    """admin_key.add and admin_key.revoke (what ``passcode admin-key`` runs): each change and
+    its audit entry are written by one transaction; the entry names the credential and its
+    roles, never its key; revoking an unknown credential records nothing."""
+    pool = client.app[POOL]
+    made, key = await access.add_credential(
+        pool, "txn-cred", frozenset({Role.AUDITOR}), actor="cli:tester", timeout=5
+    )
+    async with pool.acquire() as conn:
+        added = await conn.fetchval(
+            "SELECT xmin::text FROM admin_credentials WHERE id = $1", made.id
+        )
+    assert added == await audit_xmin(client, "admin_key.add", "credential_id", str(made.id))
+    assert await access.revoke_credential(pool, made.id, actor="cli:tester", timeout=5)
+    async with pool.acquire() as conn:
+        revoked = await conn.fetchval(
+            "SELECT xmin::text FROM admin_credentials WHERE id = $1 AND revoked_at IS NOT NULL",
+            made.id,
+        )
+        entries = await conn.fetch(
+            "SELECT actor, target::text AS target FROM audit_log"
+            " WHERE target ->> 'credential_id' = $1",
+            str(made.id),
+        )
+    assert revoked == await audit_xmin(client, "admin_key.revoke", "credential_id", str(made.id))
+    assert [e["actor"] for e in entries] == ["cli:tester", "cli:tester"]
+    assert all(key not in e["target"] for e in entries)
+    assert "auditor" in entries[0]["target"]
+    unknown = uuid.uuid4()
+    assert not await access.revoke_credential(pool, unknown, actor="cli:tester", timeout=5)
+    async with pool.acquire() as conn:
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE target ->> 'credential_id' = $1", str(unknown)
+        )

@@ -287,5 +287,13 @@ async def test_admin_key_add_list_revoke_through_the_cli(
     assert key.group(1) not in listed
     ok(await cli(settings, "admin-key", "revoke", credential.group(1)))
     assert (await client.get("/v1/admin/replays", headers=headers)).status == 401
+    audited = await client.app[POOL].fetch(
+        "SELECT actor, action FROM audit_log WHERE target ->> 'credential_id' = $1 ORDER BY id",
+        credential.group(1),
+    )
+    assert [(r["actor"][:4], r["action"]) for r in audited] == [
+        ("cli:", "admin_key.add"),
+        ("cli:", "admin_key.revoke"),
+    ]
     bad = await cli(settings, "admin-key", "add", "--name", "x", "--role", "superuser")
     assert bad.returncode == 2

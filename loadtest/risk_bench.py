@@ -37,10 +37,11 @@ from passcode.app import open_cache
 from passcode.cli import new_event_loop
 from passcode.config import Settings
 from passcode.domain.model import Color, StatusReason
+from passcode.domain.status import LiveStatus
 from passcode.seed import Chunk, copy_chunk
 from passcode.service.riskplaces import JobReport, run_marking
 from passcode.store import pg, riskplaces
-from passcode.store.cache import Cache, LiveStatus
+from passcode.store.cache import Cache
 from passcode.store.scans import COLUMNS, ensure_partitions
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

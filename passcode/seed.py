@@ -37,12 +37,15 @@ from typing import Any
 from passcode.app import DEV_IDP_KID, dev_idp_key_path, open_cache, server_secret
 from passcode.config import Settings
 from passcode.domain.masking import mask_name
-from passcode.domain.model import Color, Symptom
+from passcode.domain.model import Color
 from passcode.domain.privacy import Sealer
-from passcode.domain.rules import Declaration, Policy, derive_status
+from passcode.domain.rules import Declaration, Policy, body_hash, derive_status
+from passcode.domain.status import LiveStatus, next_status
+from passcode.service import status
 from passcode.store import pg
-from passcode.store.cache import Cache, LiveStatus
+from passcode.store.cache import Cache
 from passcode.store.keyring import load_or_create_ed25519
+from passcode.store.statuses import declaration_columns
 from passcode.store.terminals import NewTerminal, add_terminal
 
 log = logging.getLogger(__name__)
@@ -115,22 +118,6 @@ def declaration_bodies(policy: Policy) -> dict[Color, dict[str, Any]]:
     }
 
 
-def to_declaration(body: dict[str, Any], declared_at: datetime) -> Declaration:
-    """The declaration the API would store for ``body`` (as ``passcode.api.citizen`` reads it)."""
-    return Declaration(
-        declared_at=declared_at,
-        temperature_c=round(float(body["temperature_c"]), 1),
-        symptoms=frozenset(Symptom(s) for s in body["symptoms"]),
-        regions=frozenset(r.strip() for r in body["regions_visited"]),
-        close_contact=body["close_contact"],
-    )
-
-
-def _request_hash(body: dict[str, Any]) -> bytes:
-    """As the service hashes a declaration's body (for idempotent retries)."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
-
-
 def _check_shares(colors: Sequence[float]) -> tuple[float, float, float]:
     if len(colors) != 3 or any(not 0 <= share <= 1 for share in colors):
         raise SeedError("colour shares are three numbers (green, yellow, red) between 0 and 1")
@@ -182,7 +169,7 @@ def _build_chunk(
 ) -> Chunk:
     """Rows for citizens ``numbers``; each status derived by the rules from its declaration."""
     chunk = Chunk()
-    hashes = {color: _request_hash(body) for color, body in bodies.items()}
+    hashes = {color: body_hash(body) for color, body in bodies.items()}
     # Declarations spread over a recent window, short of the policy's lifetime of one.
     spread = int(min(3600.0, policy.declaration_ttl.total_seconds() / 10))
     ids = os.urandom(16 * len(numbers))
@@ -192,29 +179,27 @@ def _build_chunk(
         subject = ids[16 * offset : 16 * offset + 16]
         masked = mask_name(full_name(user_id))
         declared_at = now - timedelta(seconds=rng.randint(0, spread))
-        decl = to_declaration(bodies[color], declared_at)
+        decl = Declaration.from_body(bodies[color], declared_at=declared_at)
         derived = derive_status(decl, (), (), now=now, policy=policy)
         if derived is None or derived.color is not color:
             raise SeedError(f"the rules give {derived} for a seeded {color} declaration")
+        first = next_status(None, derived, now=now, policy=policy)
         chunk.subjects.append(
             (subject, sealer.user_hash(issuer, user_id), sealer.seal(user_id), masked, now)
         )
-        chunk.declarations.append(
+        chunk.declarations.append((subject, hashes[color], *declaration_columns(decl)))
+        chunk.statuses.append(
             (
                 subject,
-                hashes[color],
-                Decimal(str(decl.temperature_c)),
-                sorted(s.value for s in decl.symptoms),
-                sorted(decl.regions),
-                decl.close_contact,
-                declared_at,
+                derived.color.value,
+                derived.reason.value,
+                first.valid_until,
+                first.version,
+                0,
+                now,
             )
         )
-        chunk.statuses.append(
-            (subject, derived.color.value, derived.reason.value, derived.valid_until, 1, 0, now)
-        )
-        live = LiveStatus(derived.color, 1, int(derived.valid_until.timestamp()), masked)
-        chunk.live.append((subject, live))
+        chunk.live.append((subject, first.live(masked)))
     return chunk
 
 
@@ -254,16 +239,6 @@ async def copy_chunk(pool: pg.Pool, chunk: Chunk) -> None:
                 "cached_version",
                 "updated_at",
             ],
-            timeout=COPY_TIMEOUT,
-        )
-
-
-async def _mark_cached(pool: pg.Pool, subjects: list[bytes]) -> None:
-    async with pg.acquire(pool, "seed mark cached", COPY_TIMEOUT) as conn:
-        await conn.execute(
-            "UPDATE statuses SET cached_version = version"
-            " WHERE subject_id = ANY($1::bytea[]) AND cached_version < version",
-            subjects,
             timeout=COPY_TIMEOUT,
         )
 
@@ -318,11 +293,8 @@ async def _seed_citizens(
         await copy_chunk(pool, chunk)
         phases["postgres"] += time.perf_counter() - mark
         mark = time.perf_counter()
-        await cache.put_statuses(chunk.live)
-        phases["redis"] += time.perf_counter() - mark
-        mark = time.perf_counter()
-        await _mark_cached(pool, [subject for subject, _ in chunk.live])
-        phases["postgres"] += time.perf_counter() - mark
+        await status.publish_pooled(pool, cache, chunk.live, timeout=COPY_TIMEOUT)
+        phases["redis"] += time.perf_counter() - mark  # and the mark of what Redis took
         log.info("seeded %d of %d citizens", min(start + CHUNK, len(plan)), len(plan))
 
 

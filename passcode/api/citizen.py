@@ -10,17 +10,16 @@ from typing import Any
 from aiohttp import web
 
 from passcode.api.auth import citizen_of
-from passcode.api.body import check, read_json
+from passcode.api.body import read_json
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import DECLARATION_REQUEST, compile_schema
 from passcode.domain import fields, qr
 from passcode.domain.identity import Citizen
-from passcode.domain.model import Symptom
 from passcode.domain.rules import Declaration
-from passcode.errors import BadRequest
+from passcode.domain.status import LiveStatus
+from passcode.errors import BadRequest, ValidationFailed
 from passcode.keys import CITIZEN_LIMITS, CITIZENS, SEALER, SETTINGS
 from passcode.service.citizen import PassView
-from passcode.store.cache import LiveStatus
 
 _validate_declaration = compile_schema(DECLARATION_REQUEST)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -59,15 +58,12 @@ async def declare(request: web.Request) -> web.Response:
         request, limit=request.app[SETTINGS].max_body, validate=_validate_declaration
     )
     service = request.app[CITIZENS]
-    declaration = Declaration(
-        declared_at=datetime.fromtimestamp(service.clock.now(), UTC),
-        temperature_c=round(float(data["temperature_c"]), 1),
-        symptoms=frozenset(Symptom(s) for s in data["symptoms"]),
-        regions=frozenset(
-            check(fields.region, r, "regions_visited") for r in data["regions_visited"]
-        ),
-        close_contact=data["close_contact"],
-    )
+    try:
+        declaration = Declaration.from_body(
+            data, declared_at=datetime.fromtimestamp(service.clock.now(), UTC)
+        )
+    except fields.FieldError as exc:  # the schema checked the rest: only a region can fail
+        raise ValidationFailed(f"regions_visited {exc}", errors=["regions_visited"]) from exc
     stored, live = await service.declare(citizen, declaration, idempotency_key=key, body=data)
     body = {
         "declaration_id": stored.id,

@@ -8,10 +8,14 @@ declaration there is no status, hence no pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from passcode.domain import fields
 from passcode.domain.model import Color, StatusReason, Symptom
 
 
@@ -24,6 +28,24 @@ class Declaration:
     symptoms: frozenset[Symptom]
     regions: frozenset[str]
     close_contact: bool
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], *, declared_at: datetime) -> Declaration:
+        """What a ``POST /v1/declarations`` body (its schema already checked) declares; a
+        region that breaks :func:`passcode.domain.fields.region` raises its ``FieldError``."""
+        return cls(
+            declared_at=declared_at,
+            temperature_c=round(float(body["temperature_c"]), 1),
+            symptoms=frozenset(Symptom(s) for s in body["symptoms"]),
+            regions=frozenset(fields.region(r) for r in body["regions_visited"]),
+            close_contact=body["close_contact"],
+        )
+
+
+def body_hash(body: object) -> bytes:
+    """A declaration body's digest, stored with it: a retry under the same Idempotency-Key
+    must send the same body (keys sorted, no spaces: the same JSON however it was spelled)."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
 @dataclass(frozen=True, slots=True)

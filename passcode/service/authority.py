@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from passcode.domain.model import Color, StatusReason
 from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Policy
+from passcode.domain.status import LiveStatus
 from passcode.errors import ValidationFailed
-from passcode.store.cache import Cache, LiveStatus
-from passcode.store.pg import Pool
-from passcode.store.statuses import add_override, refresh_status, subject_for_user
+from passcode.service import status
+from passcode.store.cache import Cache
+from passcode.store.pg import Pool, acquire
+from passcode.store.statuses import add_override, ensure_subject
 
 
 async def override_status(
@@ -29,28 +31,30 @@ async def override_status(
     created_by: str,
     timeout: float,
 ) -> tuple[int, LiveStatus]:
-    """Record the ruling and re-derive the status at once, so verify sees it on the next scan."""
+    """Record the ruling (with its audit entry) and re-derive the status in one transaction on
+    one connection, then publish it, so verify sees it on the next scan."""
     now = datetime.now(UTC)
     start = valid_from or now
     if valid_until is not None and valid_until <= start:
         raise ValidationFailed("valid_until must be after valid_from", errors=["valid_until"])
-    subject = await subject_for_user(
-        pool,
-        subject_id=os.urandom(16),
-        user_hash=sealer.user_hash(idp_issuer, user_id),
-        sealed=sealer.seal(user_id),
-        timeout=timeout,
-    )
-    override_id = await add_override(
-        pool,
-        subject,
-        color=color,
-        reason=reason,
-        valid_from=start,
-        valid_until=valid_until,
-        created_by=created_by,
-        timeout=timeout,
-    )
-    live = await refresh_status(pool, cache, subject, now=now, policy=policy, timeout=timeout)
-    assert live is not None  # the subject exists
+    async with acquire(pool, "add override", timeout) as conn:
+        async with conn.transaction():
+            subject = await ensure_subject(
+                conn,
+                subject_id=os.urandom(16),
+                user_hash=sealer.user_hash(idp_issuer, user_id),
+                sealed=sealer.seal(user_id),
+            )
+            override_id = await add_override(
+                conn,
+                subject,
+                color=color,
+                reason=reason,
+                valid_from=start,
+                valid_until=valid_until,
+                created_by=created_by,
+            )
+            live = await status.write_one(conn, subject, now=now, policy=policy)
+        assert live is not None  # the subject exists
+        await status.publish(conn, cache, [(subject, live)], timeout=timeout)
     return override_id, live

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -15,17 +13,18 @@ from passcode.domain.masking import mask_name
 from passcode.domain.model import Color
 from passcode.domain.passfmt import PassClaims, sign_pass
 from passcode.domain.privacy import Sealer
-from passcode.domain.rules import Declaration, Policy
+from passcode.domain.rules import Declaration, Policy, body_hash
+from passcode.domain.status import LiveStatus, is_fresh
 from passcode.errors import NoDeclaration, StoreUnavailable
+from passcode.service import status
 from passcode.service.signing import KeyringHolder
-from passcode.store.cache import Cache, LiveStatus
+from passcode.store.cache import Cache
 from passcode.store.pg import Pool, acquire
 from passcode.store.statuses import (
     StoredDeclaration,
     add_declaration,
     find_subject,
     read_status,
-    refresh_status,
     upsert_subject,
 )
 
@@ -75,34 +74,32 @@ class CitizenService:
     async def declare(
         self, citizen: Citizen, decl: Declaration, *, idempotency_key: str | None, body: object
     ) -> tuple[StoredDeclaration, LiveStatus]:
-        """Store the declaration durably, then derive and publish the new status."""
-        request_hash = hashlib.sha256(
-            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        ).digest()
-        async with acquire(self.pool, "declare", self.pg_timeout) as conn, conn.transaction():
-            subject = await upsert_subject(
-                conn,
-                subject_id=os.urandom(16),
-                user_hash=self.sealer.user_hash(citizen.issuer, citizen.user_id),
-                sealed=self.sealer.seal(citizen.user_id),
-                masked=mask_name(citizen.name),
-            )
-            stored = await add_declaration(
-                conn,
-                subject,
-                decl,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-            )
-        live = await refresh_status(
-            self.pool,
-            self.cache,
-            subject,
-            now=datetime.fromtimestamp(self.clock.now(), UTC),
-            policy=self.policy,
-            timeout=self.pg_timeout,
-        )
-        assert live is not None  # the subject was just written
+        """Store the declaration and the status it gives in one transaction (durable before
+        it is acknowledged), then publish the status; one connection throughout."""
+        async with acquire(self.pool, "declare", self.pg_timeout) as conn:
+            async with conn.transaction():
+                subject = await upsert_subject(
+                    conn,
+                    subject_id=os.urandom(16),
+                    user_hash=self.sealer.user_hash(citizen.issuer, citizen.user_id),
+                    sealed=self.sealer.seal(citizen.user_id),
+                    masked=mask_name(citizen.name),
+                )
+                stored = await add_declaration(
+                    conn,
+                    subject,
+                    decl,
+                    idempotency_key=idempotency_key,
+                    request_hash=body_hash(body),
+                )
+                live = await status.write_one(
+                    conn,
+                    subject,
+                    now=datetime.fromtimestamp(self.clock.now(), UTC),
+                    policy=self.policy,
+                )
+            assert live is not None  # the subject was just written
+            await status.publish(conn, self.cache, [(subject, live)], timeout=self.pg_timeout)
         return stored, live
 
     async def live_status(self, citizen: Citizen) -> tuple[bytes, LiveStatus]:
@@ -119,8 +116,8 @@ class CitizenService:
             live = await self.cache.get_status(subject)
         except StoreUnavailable:
             live = await read_status(self.pool, subject, timeout=self.pg_timeout)
-        if live is None or live.valid_until <= now:
-            live = await refresh_status(
+        if live is None or not is_fresh(live.valid_until, now):
+            live = await status.refresh(
                 self.pool,
                 self.cache,
                 subject,

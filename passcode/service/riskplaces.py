@@ -27,10 +27,11 @@ from datetime import UTC, datetime
 
 from passcode.domain.rules import Policy
 from passcode.errors import StoreUnavailable
+from passcode.service import status
 from passcode.store import riskplaces
 from passcode.store.cache import Cache, redis_errors
 from passcode.store.pg import Connection, Pool, acquire, pg_errors
-from passcode.store.statuses import push_statuses_to_cache
+from passcode.store.statuses import lock_subjects
 from passcode.workers.drain import ScanDrain
 from passcode.workers.supervisor import Supervisor
 
@@ -225,23 +226,31 @@ async def _work(
     try:
         for start in range(0, len(remaining), chunk):
             part = remaining[start : start + chunk]
-            done = await riskplaces.apply_chunk(
-                conn,
-                marking,
-                part,
-                processed=report.processed + len(part),
-                now=datetime.now(UTC),
-                policy=policy,
-                timeout=timeout,
-            )
+            # One transaction: the chunk's subjects locked (id order), their exposures, their
+            # statuses re-derived and written, and the progress (the chunk's last subject).
+            async with conn.transaction():
+                holders = await lock_subjects(conn, part, timeout=timeout)
+                exposures = await riskplaces.add_exposures(
+                    conn, marking, list(holders), timeout=timeout
+                )
+                changes = await status.write_locked(
+                    conn, holders, now=datetime.now(UTC), policy=policy, timeout=timeout
+                )
+                await riskplaces.set_progress(
+                    conn,
+                    marking_id,
+                    processed=report.processed + len(part),
+                    cursor=part[-1],
+                    timeout=timeout,
+                )
             report.processed += len(part)
-            report.exposures += done.exposures
-            report.rows_written += len(done.statuses.written)
-            report.versions_bumped += done.statuses.bumped
+            report.exposures += exposures
+            report.rows_written += len(changes.written)
+            report.versions_bumped += changes.bumped
             if pushing is not None:  # shielded: a cancel here lets it finish (finally below)
                 report.redis_writes += await asyncio.shield(pushing)
             pushing = asyncio.ensure_future(
-                push_statuses_to_cache(pool, cache, done.statuses.written, timeout=timeout)
+                status.publish_pooled(pool, cache, changes.written, timeout=timeout)
             )
             if on_progress is not None:
                 await on_progress(

@@ -20,13 +20,44 @@ from passcode.domain.clock import Clock
 from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Policy
 from passcode.domain.testresults import LabResult
+from passcode.service import status
 from passcode.store import audit
 from passcode.store.cache import Cache
-from passcode.store.pg import Pool
-from passcode.store.statuses import push_statuses_to_cache
+from passcode.store.pg import Pool, acquire
 from passcode.store.testresults import ACTION, KeyedResult, record_chunk
 
 CHUNK = 1000  # records per transaction; its subjects stay locked while it runs
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkOutcome:
+    applied: int  # results newly on file
+    positives: int  # of them positive
+    exposed: int  # subjects that got a new exposure (and so had their status re-derived)
+    statuses: status.StatusChanges
+
+
+async def apply_chunk(
+    pool: Pool,
+    rows: Sequence[KeyedResult],
+    *,
+    uploaded_by: str,
+    audit_target: dict[str, Any],
+    now: datetime,
+    policy: Policy,
+    timeout: float,
+) -> ChunkOutcome:
+    """One chunk in one transaction: its results, exposures and audit entry
+    (:func:`record_chunk`) with the statuses they change (Postgres only: the caller publishes
+    them)."""
+    async with acquire(pool, "record test results", timeout) as conn, conn.transaction():
+        recorded = await record_chunk(
+            conn, rows, uploaded_by=uploaded_by, audit_target=audit_target, timeout=timeout
+        )
+        changes = await status.write_locked(
+            conn, recorded.exposed, now=now, policy=policy, timeout=timeout
+        )
+    return ChunkOutcome(recorded.applied, recorded.positives, len(recorded.exposed), changes)
 
 
 @dataclass(slots=True)
@@ -80,7 +111,7 @@ async def apply_results(
             timeout=timeout,
         )
     for index, start in enumerate(range(0, len(keyed), CHUNK), start=1):
-        outcome = await record_chunk(
+        outcome = await apply_chunk(
             pool,
             keyed[start : start + CHUNK],
             uploaded_by=actor,
@@ -91,7 +122,7 @@ async def apply_results(
         )
         tally.applied += outcome.applied
         tally.positives += outcome.positives
-        await push_statuses_to_cache(pool, cache, outcome.statuses.written, timeout=timeout)
+        await status.publish_pooled(pool, cache, outcome.statuses.written, timeout=timeout)
 
 
 def _keyed(sealer: Sealer, idp_issuer: str, results: Sequence[LabResult]) -> list[KeyedResult]:

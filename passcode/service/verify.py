@@ -19,13 +19,15 @@ from passcode.domain.model import Decision, Reason
 from passcode.domain.passcache import Authenticated, AuthenticatedPasses
 from passcode.domain.passfmt import PassClaims, PassError, authenticate_pass, check_window
 from passcode.domain.rules import Policy
+from passcode.domain.status import LiveStatus, decides
 from passcode.domain.verdict import Verdict, invalid, judge_live
 from passcode.errors import StatusUnavailable, StoreUnavailable
+from passcode.service import status
 from passcode.service.signing import KeyringHolder
-from passcode.store.cache import Cache, LiveStatus
-from passcode.store.pg import Pool
+from passcode.store.cache import Cache
+from passcode.store.pg import Pool, acquire
 from passcode.store.scans import ScanRow, encode_record, insert_scans
-from passcode.store.statuses import push_to_cache, read_status, refresh_status
+from passcode.store.statuses import live_status
 from passcode.store.terminals import Terminal
 
 log = logging.getLogger(__name__)
@@ -163,31 +165,32 @@ class Verifier:
     async def _load_live(
         self, claims: PassClaims, now: float, *, cache_up: bool
     ) -> LiveStatus | None:
-        """The status from Postgres, re-derived when stale; capped so Postgres is never flooded."""
+        """The status from Postgres, re-derived when it cannot decide (:func:`decides`), on one
+        connection; capped so Postgres is never flooded."""
+        timeout = self.pg_timeout
         try:
-            async with asyncio.timeout(self.pg_timeout):
-                async with self._fallback:
-                    live = await read_status(self.pool, claims.subject, timeout=self.pg_timeout)
-                    if (
-                        live is not None
-                        and live.valid_until > now
-                        and live.version >= claims.version
-                    ):
-                        if cache_up:
-                            await push_to_cache(
-                                self.pool, self.cache, claims.subject, live, timeout=self.pg_timeout
-                            )
-                        return live
-                    if live is None:
-                        return None
-                    return await refresh_status(
-                        self.pool,
-                        self.cache,
-                        claims.subject,
-                        now=datetime.fromtimestamp(now, UTC),
-                        policy=self.policy,
-                        timeout=self.pg_timeout,
-                    )
+            async with (
+                asyncio.timeout(timeout),
+                self._fallback,
+                acquire(self.pool, "verify fallback", timeout) as conn,
+            ):
+                live = await live_status(conn, claims.subject)
+                if live is None:
+                    return None
+                if decides(live, now=now, pass_version=claims.version):
+                    if cache_up:
+                        await status.publish(
+                            conn, self.cache, [(claims.subject, live)], timeout=timeout
+                        )
+                    return live
+                return await status.refresh_on(
+                    conn,
+                    self.cache,
+                    claims.subject,
+                    now=datetime.fromtimestamp(now, UTC),
+                    policy=self.policy,
+                    timeout=timeout,
+                )
         except (StoreUnavailable, TimeoutError) as exc:
             raise StatusUnavailable("the live status cannot be read; do not admit") from exc
 

@@ -24,7 +24,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
-from passcode.domain.model import Color
+from passcode.domain.status import LiveStatus
 from passcode.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,9 @@ DRAIN_GROUP = "drain"
 
 # KEYS: status, stream, dedupe, last place.  ARGV: now (s), pass version, dedupe ttl, scan
 # record, place, replay window (s).
-# Reads the live status and, when it is fresh enough to decide on, appends the scan with a
-# snapshot of that status in the same round trip. Returns nil when the caller must go to
+# Reads the live status and, when it may decide (passcode.domain.status.decides, spelled in
+# Lua: the property test in tests/integration/test_status_script.py holds the two to one
+# answer), appends the scan with a snapshot of that status in the same round trip. Returns nil when the caller must go to
 # Postgres (missing, expired, or older than the pass), without appending anything; else the
 # status fields and a fifth, the replay flag ('1' or '0'). Replay: the pass's last place is kept
 # for the window; a scan at another place within it is flagged ('rp' in the entry, added only
@@ -302,30 +303,6 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 class LayoutMismatchError(RuntimeError):
     """The configured key layout differs from the one the data in Redis was written with."""
-
-
-class LiveStatus(NamedTuple):
-    """A subject's status as cached: colour (None = no valid status), version, expiry, name.
-
-    A named tuple, like the other values made on every verify: as immutable as a frozen
-    dataclass, whose ``__init__`` costs three times as much (``object.__setattr__`` per field).
-    """
-
-    color: Color | None
-    version: int
-    valid_until: int
-    holder: str
-
-    @classmethod
-    def from_fields(cls, fields: Sequence[bytes]) -> LiveStatus:
-        """From the script's reply; a colour Redis should never hold raises KeyError."""
-        color_raw, version, until, name = fields[0], fields[1], fields[2], fields[3]
-        return cls(
-            _COLORS[color_raw] if color_raw else None, int(version), int(until), name.decode()
-        )
-
-
-_COLORS = {color.value.encode(): color for color in Color}  # on every verify: no Enum lookup
 
 
 class _HiredisPacking:

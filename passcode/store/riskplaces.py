@@ -24,10 +24,8 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from passcode.domain.model import Color, StatusReason
-from passcode.domain.rules import Policy
 from passcode.store import audit
 from passcode.store.pg import Connection, Pool, acquire
-from passcode.store.statuses import StatusChanges, lock_subjects, write_statuses
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 
@@ -296,43 +294,21 @@ async def finish(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkResult:
-    """What one chunk changed in Postgres."""
-
-    exposures: int  # exposures inserted (0 for subjects exposed before by this marking)
-    statuses: StatusChanges
-
-
-async def apply_chunk(
-    conn: Connection,
-    marking: Marking,
-    subjects: Sequence[bytes],
-    *,
-    processed: int,
-    now: datetime,
-    policy: Policy,
-    timeout: float,
-) -> ChunkResult:
-    """One chunk, in one transaction: lock the subjects (id order), give each this marking's
-    exposure (once: ``ON CONFLICT DO NOTHING``), re-derive and write their statuses, and record
-    the progress (``cursor_subject``: the chunk's last subject). ``subjects`` are in id order."""
-    async with conn.transaction():
-        holders = await lock_subjects(conn, subjects, timeout=timeout)
-        status = await conn.execute(
-            "INSERT INTO exposures (subject_id, color, reason, source, valid_from, valid_until,"
-            " created_at) SELECT s, $2, $3, $4, $5, $6, $5 FROM unnest($1::bytea[]) AS s"
-            " ON CONFLICT (subject_id, source) DO NOTHING",
-            list(holders),
-            marking.color.value,
-            StatusReason.RISK_PLACE.value,
-            marking.source,
-            marking.created_at,
-            marking.exposure_until,
-            timeout=timeout,
-        )
-        changes = await write_statuses(conn, holders, now=now, policy=policy, timeout=timeout)
-        await set_progress(
-            conn, marking.id, processed=processed, cursor=subjects[-1], timeout=timeout
-        )
-    return ChunkResult(exposures=int(status.rsplit(" ", 1)[1]), statuses=changes)
+async def add_exposures(
+    conn: Connection, marking: Marking, subjects: Sequence[bytes], *, timeout: float
+) -> int:
+    """Give each subject this marking's exposure (once: ``ON CONFLICT DO NOTHING``); returns
+    how many were new. In the caller's transaction, with the subjects locked in id order."""
+    status = await conn.execute(
+        "INSERT INTO exposures (subject_id, color, reason, source, valid_from, valid_until,"
+        " created_at) SELECT s, $2, $3, $4, $5, $6, $5 FROM unnest($1::bytea[]) AS s"
+        " ON CONFLICT (subject_id, source) DO NOTHING",
+        list(subjects),
+        marking.color.value,
+        StatusReason.RISK_PLACE.value,
+        marking.source,
+        marking.created_at,
+        marking.exposure_until,
+        timeout=timeout,
+    )
+    return int(status.rsplit(" ", 1)[1])

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from passcode.errors import StoreUnavailable
+from passcode.service.status import sync_unsynced
 from passcode.store import deadletters
 from passcode.store.cache import DRAIN_GROUP, Cache, redis_errors
 from passcode.store.deadletters import DeadLetter
@@ -40,7 +41,6 @@ from passcode.store.scans import (
     lock_bucket,
     unstorable_reason,
 )
-from passcode.store.statuses import sync_unsynced
 
 log = logging.getLogger(__name__)
 

@@ -21,19 +21,14 @@ from aiohttp.test_utils import TestClient
 from passcode.app import create_app, open_cache
 from passcode.config import Settings
 from passcode.domain.model import Color, Role
+from passcode.domain.status import LiveStatus
 from passcode.keys import CACHE, DRAIN, POOL, SEALER, SETTINGS
 from passcode.service.riskplaces import Progress, run_marking
+from passcode.service.status import refresh_many, sync_unsynced
 from passcode.store import riskplaces
 from passcode.store.admins import add_credential
-from passcode.store.cache import LiveStatus
 from passcode.store.scans import ScanRow, insert_scans
-from passcode.store.statuses import (
-    find_subject,
-    read_status,
-    refresh_statuses,
-    subject_for_user,
-    sync_unsynced,
-)
+from passcode.store.statuses import find_subject, read_status, subject_for_user
 from tests.api.proxy import TcpProxy
 from tests.api.test_verify import (
     assert_problem,
@@ -286,7 +281,7 @@ async def test_marking_again_changes_nothing(client: Client, make_token: TokenFa
         0,
         0,
     )
-    changes = await refresh_statuses(
+    changes = await refresh_many(
         pool,
         cache,
         [p.subject for p in people] + [b"\x00" * 16],

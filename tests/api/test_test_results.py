@@ -25,10 +25,9 @@ from passcode.config import Settings
 from passcode.domain.model import Role
 from passcode.domain.testresults import LabResult
 from passcode.keys import CACHE, POOL, SEALER, SETTINGS
-from passcode.service.testresults import CHUNK, _keyed
+from passcode.service.status import sync_unsynced
+from passcode.service.testresults import CHUNK, _keyed, apply_chunk
 from passcode.store.admins import add_credential
-from passcode.store.statuses import sync_unsynced
-from passcode.store.testresults import record_chunk
 from tests.api.test_verify import declare, fetch_pass, new_terminal, verify_ok
 from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
 
@@ -291,7 +290,7 @@ async def test_a_chunk_committed_before_its_redis_write_is_repaired_and_not_redo
     pool = client.app[POOL]
     keyed = _keyed(client.app[SEALER], settings.idp_issuer, [LabResult(2, user_id, True, tested)])
     upload_id = str(uuid.uuid4())
-    outcome = await record_chunk(
+    outcome = await apply_chunk(
         pool,
         keyed,
         uploaded_by="crashed",
@@ -487,7 +486,7 @@ async def test_a_chunk_whose_audit_entry_fails_applies_nothing(
         [LabResult(2, user_id, True, datetime.now(UTC) - timedelta(hours=1))],
     )
     with pytest.raises(TypeError):
-        await record_chunk(
+        await apply_chunk(
             client.app[POOL],
             keyed,
             uploaded_by="broken",

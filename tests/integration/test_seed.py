@@ -25,10 +25,11 @@ from passcode.app import open_cache, server_secret
 from passcode.config import Settings
 from passcode.domain.privacy import Sealer, secret_hash
 from passcode.domain.rules import derive_status
+from passcode.domain.status import LiveStatus
 from passcode.seed import SeedError, seed
 from passcode.store import pg
-from passcode.store.cache import Cache, LiveStatus
-from passcode.store.statuses import _facts
+from passcode.store.cache import Cache
+from passcode.store.statuses import facts
 from tests.conftest import ADMIN_KEY, TokenFactory, auth
 from tests.integration.test_cli import REPO, cli_env, ok, run_cli
 
@@ -74,7 +75,7 @@ async def assert_consistent(pool: pg.Pool, cache: Cache, settings: Settings, row
     policy = settings.policy()
     async with pool.acquire() as conn:
         for row in rows:
-            declaration, overrides, exposures = await _facts(conn, row["id"], now)
+            declaration, overrides, exposures = await facts(conn, row["id"], now)
             derived = derive_status(declaration, overrides, exposures, now=now, policy=policy)
             assert derived is not None
             assert (derived.color.value, derived.reason.value) == (row["color"], row["reason"])

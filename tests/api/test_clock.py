@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -130,3 +131,47 @@ async def test_a_terminal_with_a_skewed_clock_gets_the_servers_time_and_judgemen
     behind = await verify(client, key, view["code"], scanned_at=terminal_time(-20))
     assert (behind["decision"], behind["reason"]) == ("invalid", "expired"), behind
     assert behind["server_time"] == rfc3339(clock.at)
+
+
+async def test_verify_at_valid_until_does_not_admit_from_the_expiring_copy(
+    aiohttp_client: ClientFactory, settings: Settings, make_token: TokenFactory
+) -> None:
+    """A status holds up to, not including, its ``valid_until`` on every path: a green status
+    whose ``valid_until`` is the start of a red override, scanned at exactly that second, no
+    longer decides from the cached green copy (verify re-derives: red, deny), as
+    ``GET /v1/pass`` already refreshed there. Verify's script used to admit at ``valid_until ==
+    now``."""
+    clock = FakeClock(float(int(time.time())))
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, clock=clock)))
+    created = await client.post("/v1/admin/terminals", json={"place": "Gate B"}, headers=ADMIN)
+    assert created.status == 201, await created.text()
+    key = (await created.json())["key"]
+    user_id = f"user-{uuid.uuid4().hex}"
+    token = make_token(user_id)
+    declared = await client.post("/v1/declarations", json=HEALTHY, headers=auth(token))
+    assert declared.status == 201, await declared.text()
+    clock.at += 100  # the signing key made at start-up is active well before the pass
+    got = await client.get("/v1/pass", headers=auth(token))
+    assert got.status == 200, await got.text()
+    code = (await got.json())["code"]
+
+    red_from = clock.at + 30
+    ruled = await client.post(
+        "/v1/admin/overrides",
+        json={
+            "user_id": user_id,
+            "color": "red",
+            "reason": "quarantine",
+            "valid_from": rfc3339(red_from),
+        },
+        headers=ADMIN,
+    )
+    assert ruled.status == 201, await ruled.text()
+    status = (await ruled.json())["status"]
+    assert (status["color"], status["version"]) == ("green", 1)  # the pass is still current
+    assert status["valid_until"] == rfc3339(red_from)
+
+    clock.at = red_from - 1
+    assert (await verify(client, key, code))["decision"] == "admit"
+    clock.at = red_from
+    assert (await verify(client, key, code))["decision"] == "deny"

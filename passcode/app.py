@@ -52,7 +52,7 @@ from passcode.service.riskplaces import RiskPlaceRunner
 from passcode.service.signing import KeyringHolder
 from passcode.service.verify import Verifier
 from passcode.store import cache as cache_store
-from passcode.store import pg
+from passcode.store import pg, transport
 from passcode.store.keyring import ensure_key, load_or_create_ed25519, load_or_create_secret
 from passcode.store.terminals import TerminalDirectory
 from passcode.workers.drain import ScanDrain
@@ -110,13 +110,13 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 def open_cache(settings: Settings) -> cache_store.Cache:
     """The Redis client and key layout the settings describe (service, CLI, workers alike)."""
     assert settings.redis_url is not None
-    client = cache_store.create_client(
+    redis = transport.connect(
         settings.redis_url,
         timeout=settings.redis_timeout,
         max_connections=settings.redis_max_connections,
     )
     return cache_store.Cache(
-        client,
+        redis,
         prefix=settings.redis_prefix,
         shards=settings.scan_shards,
         timeout=settings.redis_timeout,
@@ -168,7 +168,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         app[CACHE] = cache
         yield
     finally:
-        await cache.client.aclose()
+        await cache.close()
 
 
 async def _keyring(app: web.Application) -> AsyncIterator[None]:

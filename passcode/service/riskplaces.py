@@ -29,9 +29,10 @@ from passcode.domain.rules import Policy
 from passcode.errors import StoreUnavailable
 from passcode.service import status
 from passcode.store import riskplaces
-from passcode.store.cache import Cache, redis_errors
+from passcode.store.cache import Cache
 from passcode.store.pg import Connection, Pool, acquire, pg_errors
 from passcode.store.statuses import lock_subjects
+from passcode.store.transport import redis_errors
 from passcode.workers.drain import ScanDrain
 from passcode.workers.supervisor import Supervisor
 

@@ -19,23 +19,13 @@ user hash's bytes, so the keys spread over the cluster like the statuses do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
-
-import hiredis
-import redis.asyncio as aioredis
-from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
-from redis.retry import Retry
 
 from passcode.domain.status import LiveStatus
 from passcode.errors import StoreUnavailable
+from passcode.store.transport import NoScriptError, RedisError, Script, Transport, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -106,262 +96,16 @@ return {1, string.format('%.3f', new)}
 """
 
 
-KEPT_CONNECTIONS = 8  # a batch in flight per event-loop turn; more than 8 at once is rare
-
-
-class _Batcher:
-    """Sends the commands callers submit in the same event-loop turn as one pipeline.
-
-    Each command is still one script call with its own result (the verify path stays one
-    round trip); many of them share a write, a read and redis-py's per-call bookkeeping, which
-    at thousands of scans a second costs more than the commands themselves.
-    """
-
-    def __init__(self, client: aioredis.Redis, *, timeout: float) -> None:
-        self.client = client
-        self.timeout = timeout
-        self._pending: list[tuple[tuple[object, ...], asyncio.Future[Any]]] = []
-        self._scheduled = False
-        self._running: set[asyncio.Task[None]] = set()
-        # Connections kept between batches: redis-py's pool takes a lock, records metrics,
-        # dispatches an event and probes the socket on every get and release, which per
-        # batch cost more than the batch's own write. Only whole, fully read ones are kept;
-        # they count as in use in the pool, whose disconnect (the client's close) closes them.
-        self._idle: list[Any] = []
-
-    def submit(self, command: tuple[object, ...]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((command, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return future
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        batch, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._send(batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _connection(self) -> Any:
-        """A kept connection still open with nothing unread (Redis may have closed it since:
-        then it goes back to the pool, which reconnects), or one from the pool."""
-        pool = self.client.connection_pool
-        while self._idle:
-            connection = self._idle.pop()
-            reader = connection._reader  # redis-py has no public "closed or unread" check
-            if reader is not None and not reader.at_eof() and not reader._buffer:
-                return connection
-            await connection.disconnect(nowait=True)
-            await pool.release(connection)
-        return await pool.get_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
-
-    async def _send(self, batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]) -> None:
-        """Write every command at once on one pooled connection, then read the replies in order.
-
-        Lighter than redis-py's ``Pipeline`` (no command stack, no per-command callbacks). An
-        error reply belongs to its own command only; anything else (Redis gone, the deadline)
-        fails the whole batch and the connection is dropped, never returned half-read.
-        """
-        pool = self.client.connection_pool
-        connection = None
-        try:
-            async with asyncio.timeout(self.timeout):
-                connection = await self._connection()
-                await connection.send_packed_command(_pack(batch), check_health=False)
-                await _deliver(connection, batch)
-        except BaseException as exc:
-            # Whatever ends the send (Redis down, the deadline, an argument that cannot be
-            # encoded, this task cancelled at shutdown) must wake every caller: batched calls
-            # have no deadline of their own, so a future left pending would wait forever.
-            if connection is not None:
-                await connection.disconnect(nowait=True)
-                await pool.release(connection)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(ConnectionError(f"redis batch failed: {exc!r}"))
-            if not isinstance(exc, Exception):
-                raise
-            if not isinstance(exc, (RedisError, OSError, TimeoutError)):
-                log.error("redis batch failed unexpectedly", exc_info=exc)
-        else:
-            if len(self._idle) < KEPT_CONNECTIONS:
-                self._idle.append(connection)
-            else:
-                await pool.release(connection)
-
-
-def _pack(batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]) -> bytes:
-    """The batch as one RESP write, packed by hiredis (C); every submitter spells a command as
-    separate words ("SCRIPT", "LOAD"), which is all :class:`_HiredisPacking` adds."""
-    pack = hiredis.pack_command
-    try:
-        return b"".join([pack(command) for command, _ in batch])  # type: ignore[arg-type]  # stub: 1-tuple
-    except TypeError as exc:  # an argument hiredis cannot encode: redis-py's error for it
-        raise DataError(str(exc)) from exc
-
-
-async def _deliver(
-    connection: Any, batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]
-) -> None:
-    """Read one reply per command, in order; an error reply goes to its own caller only.
-
-    Straight from the connection's hiredis reader: redis-py's ``read_response`` adds three
-    coroutine levels and a timeout context per reply, and the batch already has its deadline.
-    """
-    parser = connection._parser
-    reader, stream = getattr(parser, "_reader", None), getattr(parser, "_stream", None)
-    if not isinstance(parser, _AsyncHiredisParser) or reader is None or stream is None:
-        await _deliver_slowly(connection, batch)
-        return
-    for _, future in batch:
-        result = reader.gets()
-        while result is NOT_ENOUGH_DATA:
-            data = await stream.read(_READ_SIZE)
-            if not data:
-                raise ConnectionError("redis closed the connection")
-            reader.feed(data)
-            result = reader.gets()
-        if isinstance(result, RedisConnectionError):
-            raise result
-        if future.done():  # the caller gave up (its deadline passed)
-            continue
-        if isinstance(result, Exception):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-
-
-_READ_SIZE = 65536
-
-
-async def _deliver_slowly(
-    connection: Any, batch: list[tuple[tuple[object, ...], asyncio.Future[Any]]]
-) -> None:
-    """:func:`_deliver` through redis-py's own reading (a parser other than hiredis)."""
-    for _, future in batch:
-        try:
-            result: Any = await connection.read_response()
-        except ResponseError as error:
-            result = error
-        if future.done():
-            continue
-        if isinstance(result, Exception):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
-
-
-class _Script:
-    """A Lua script run by EVALSHA, loaded on first NOSCRIPT; ``keys`` count fixed per script.
-
-    Lighter than redis-py's ``AsyncScript`` on the hot path, which re-checks its client's type
-    with a ``typing.Protocol`` ``isinstance`` on every call.
-    """
-
-    def __init__(self, client: aioredis.Redis, source: str, batcher: _Batcher) -> None:
-        self.client = client
-        self.source = source
-        self.batcher = batcher
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        self.numkeys = _numkeys(source)
-
-    def submit(self, *keys_and_args: object) -> asyncio.Future[Any]:
-        """Queue the call in this event-loop turn's batch; NOSCRIPT is the caller's to handle."""
-        return self.batcher.submit(("EVALSHA", self.sha, self.numkeys, *keys_and_args))
-
-    async def __call__(self, *keys_and_args: object) -> Any:
-        command = ("EVALSHA", self.sha, self.numkeys, *keys_and_args)
-        try:
-            return await self.batcher.submit(command)
-        except NoScriptError:
-            return await self.load_and_retry(command)
-
-    async def load_and_retry(self, command: tuple[object, ...]) -> Any:
-        """After NOSCRIPT: load the script, then send ``command`` again.
-
-        Batched too: after a SCRIPT FLUSH or a restart every caller of a pipeline gets
-        NOSCRIPT at once; one pipeline of loads (under its deadline) instead of a connection
-        each, which would exhaust the pool and push them all to Postgres.
-        """
-        await self.batcher.submit(("SCRIPT", "LOAD", self.source))
-        return await self.batcher.submit(command)
-
-
-def _numkeys(source: str) -> int:
-    """The number of KEYS a script uses: the highest ``KEYS[n]`` it mentions."""
-    return max(int(n) for n in re.findall(r"KEYS\[(\d+)\]", source))
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Done callback of a call nobody awaits: retrieve its outcome so none is reported lost."""
-    if not future.cancelled():
-        future.exception()
-
-
 class LayoutMismatchError(RuntimeError):
     """The configured key layout differs from the one the data in Redis was written with."""
 
 
-class _HiredisPacking:
-    """Packs commands with hiredis (C) instead of redis-py's Python packer.
-
-    redis-py's asyncio connections always pack in Python; on the verify path that was about a
-    tenth of the service's CPU. Same wire bytes, same arguments accepted.
-    """
-
-    def pack_command(self, *args: str | int | float | bytes) -> list[bytes]:
-        first = args[0].encode() if isinstance(args[0], str) else args[0]
-        if isinstance(first, bytes) and b" " in first:  # "XGROUP CREATE": words go separately
-            args = (*first.split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]  # type: ignore[arg-type]  # stub wants 1-tuple
-        except TypeError as exc:
-            raise DataError(str(exc)) from exc
-
-
-def create_client(url: str, *, timeout: float, max_connections: int) -> aioredis.Redis:
-    """A client that fails within ``timeout`` instead of redis-py's minute of retries.
-
-    Connecting has its own timeout; every command runs under ``asyncio.timeout`` in
-    :class:`Cache` (redis-py's ``socket_timeout`` would add an ``asyncio.wait_for`` task to
-    every write on the hot path for the same effect), and a cancelled read drops its connection.
-    """
-    client = aioredis.Redis.from_url(
-        url,
-        socket_timeout=None,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
-        retry_on_timeout=False,
-        max_connections=max_connections,
-        health_check_interval=0,
-        decode_responses=False,
-        protocol=2,
-    )
-    pool = client.connection_pool
-    base = pool.connection_class
-    pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
-    return client
-
-
-@contextlib.contextmanager
-def redis_errors(what: str) -> Iterator[None]:
-    """Turn every Redis failure (and a missed deadline) into :class:`StoreUnavailable`."""
-    try:
-        yield
-    except (RedisError, OSError, TimeoutError) as exc:
-        log.warning("redis unavailable during %s: %s", what, type(exc).__name__)
-        raise StoreUnavailable(f"cache unavailable ({what})") from exc
-
-
 class Cache:
-    """Status cache and scan stream over one Redis client, every call under a deadline."""
+    """Status cache and scan stream over one Redis transport, every call under a deadline."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        transport: Transport,
         *,
         prefix: str,
         shards: int,
@@ -369,18 +113,18 @@ class Cache:
         dedupe_ttl: int,
         replay_window: int = 300,
     ) -> None:
-        self.client = client
+        self.transport = transport
+        self.client = transport.client  # redis-py's, for tests and tools that look into Redis
         self.prefix = prefix
         self.shards = shards
         self.timeout = timeout
         self.dedupe_ttl = dedupe_ttl
         self.replay_window = max(1, replay_window)  # EX 0 is an error in Redis
         self._tags = [f"{prefix}:{{{shard}}}" for shard in range(shards)]
-        self._batcher = batcher = _Batcher(client, timeout=timeout)
-        self._verify = _Script(client, _VERIFY_LUA, batcher)
-        self._append = _Script(client, _APPEND_LUA, batcher)
-        self._put_status = _Script(client, _PUT_STATUS_LUA, batcher)
-        self._gcra = _Script(client, _GCRA_LUA, batcher)
+        self._verify = Script(_VERIFY_LUA, transport)
+        self._append = Script(_APPEND_LUA, transport)
+        self._put_status = Script(_PUT_STATUS_LUA, transport)
+        self._gcra = Script(_GCRA_LUA, transport)
 
     def shard_of(self, key: bytes) -> int:
         """Subjects and scan ids are random, so their first bytes spread evenly."""
@@ -423,8 +167,7 @@ class Cache:
         error = asyncio.CancelledError() if future.cancelled() else future.exception()
         if error is not None:
             if isinstance(error, NoScriptError):
-                loading = self._batcher.submit(("SCRIPT", "LOAD", _GCRA_LUA))
-                loading.add_done_callback(_consume)
+                self._gcra.load_later("")
             log.warning("redis unavailable during rate limit: %s", type(error).__name__)
             raise StoreUnavailable("cache unavailable (rate limit)") from error
         reply = future.result()
@@ -461,11 +204,12 @@ class Cache:
         """
         tag = self._tags[int.from_bytes(subject[:4], "big") % self.shards]  # shard_of, inlined
         script = self._verify
+        key = f"{tag}:st:{subject.hex()}"
         command = (
             "EVALSHA",
             script.sha,
             script.numkeys,
-            f"{tag}:st:{subject.hex()}",
+            key,
             f"{tag}:scans",
             f"{tag}:sid:{scan_id}",
             f"{tag}:rp:{token_id.hex()}",
@@ -477,10 +221,10 @@ class Cache:
             self.replay_window,
         )
         try:
-            try:  # the batch future awaited here, not through _Script: one coroutine level less
-                found = await self._batcher.submit(command)
+            try:  # the batch future awaited here, not through Script: one coroutine level less
+                found = await script.transport.submit(command, key)
             except NoScriptError:
-                found = await script.load_and_retry(command)
+                found = await script.load_and_retry(command, key)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("redis unavailable during verify: %s", type(exc).__name__)
             raise StoreUnavailable("cache unavailable (verify)") from exc
@@ -496,10 +240,9 @@ class Cache:
         return bool(added)
 
     async def get_status(self, subject: bytes) -> LiveStatus | None:
+        key = self.status_key(subject)
         with redis_errors("read status"):
-            found = await self._batcher.submit(
-                ("HMGET", self.status_key(subject), "c", "v", "u", "n")
-            )
+            found = await self.transport.submit(("HMGET", key, "c", "v", "u", "n"), key)
         if found[1] is None:
             return None
         return LiveStatus.from_fields(cast("list[bytes]", found))
@@ -523,25 +266,19 @@ class Cache:
         plus a millisecond per item). Returns how many were written; the others already held a
         newer version, which the script never moves back."""
         written = 0
+        transport, script = self.transport, self._put_status
         with redis_errors("write statuses"):
-            async with asyncio.timeout(self.timeout):
-                sha = await self.client.script_load(_PUT_STATUS_LUA)
+            await transport.execute([(("SCRIPT", "LOAD", script.source), "")], timeout=self.timeout)
             for start in range(0, len(items), batch):
-                chunk = items[start : start + batch]
-                async with asyncio.timeout(self.timeout + 0.001 * len(chunk)):
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for subject, status in chunk:
-                            color = "" if status.color is None else status.color.value
-                            pipe.evalsha(
-                                sha,
-                                1,
-                                self.status_key(subject),
-                                status.version,
-                                color,
-                                status.valid_until,
-                                status.holder,
-                            )
-                        results = await pipe.execute()
+                commands = []
+                for subject, status in items[start : start + batch]:
+                    key = self.status_key(subject)
+                    color = "" if status.color is None else status.color.value
+                    args = (key, status.version, color, status.valid_until, status.holder)
+                    commands.append((("EVALSHA", script.sha, 1, *args), key))
+                results = await transport.execute(
+                    commands, timeout=self.timeout + 0.001 * len(commands)
+                )
                 written += sum(int(r) for r in results)
         return written
 
@@ -553,9 +290,9 @@ class Cache:
         """
         key = f"{self.prefix}:layout:shards"
         with redis_errors("check layout"):
-            async with asyncio.timeout(self.timeout):
-                await self.client.set(key, self.shards, nx=True)
-                stored = await self.client.get(key)
+            _, stored = await self.transport.execute(
+                [(("SET", key, self.shards, "NX"), key), (("GET", key), key)], timeout=self.timeout
+            )
         if stored is not None and int(stored) != self.shards:
             raise LayoutMismatchError(
                 f"Redis under prefix {self.prefix!r} was written with {int(stored)} scan shards;"
@@ -564,5 +301,8 @@ class Cache:
 
     async def ping(self) -> None:
         with redis_errors("ping"):
-            async with asyncio.timeout(self.timeout):
-                await self.client.ping()
+            await self.transport.execute([(("PING",), "")], timeout=self.timeout)
+
+    async def close(self) -> None:
+        """Close the transport's connections."""
+        await self.transport.close()

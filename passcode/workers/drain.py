@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 from passcode.errors import StoreUnavailable
 from passcode.service.status import sync_unsynced
 from passcode.store import deadletters
-from passcode.store.cache import DRAIN_GROUP, Cache, redis_errors
+from passcode.store.cache import DRAIN_GROUP, Cache
 from passcode.store.deadletters import DeadLetter
 from passcode.store.pg import Pool
 from passcode.store.scans import (
@@ -41,6 +41,7 @@ from passcode.store.scans import (
     lock_bucket,
     unstorable_reason,
 )
+from passcode.store.transport import redis_errors
 
 log = logging.getLogger(__name__)
 

@@ -186,13 +186,14 @@ async def test_a_verify_and_its_rate_limit_share_one_redis_write(
     await declared(client, token)
     code = await fresh_code(client, token)
     cache = client.app[CACHE]
-    batcher = cache._batcher
+    batcher = cache.transport
     sent: list[list[tuple[object, ...]]] = []
     original = batcher._send
 
-    async def observed(batch: list[tuple[tuple[object, ...], Any]]) -> None:
-        sent.append([command for command, _ in batch])
-        await original(batch)
+    async def observed(batch: list[tuple[tuple[object, ...], Any]], timeout: Any = None) -> None:
+        if timeout is None:  # the coalesced batch (a pipeline of its own has a deadline given)
+            sent.append([command for command, _ in batch])
+        await original(batch, timeout)
 
     monkeypatch.setattr(batcher, "_send", observed)
     response = await client.post("/v1/verify", json={"code": code}, headers=auth(terminal_key))
@@ -373,13 +374,13 @@ async def test_a_lease_of_units_serves_many_verifies_and_the_limit_stays_exact(
     code = await fresh_code(client, token)
     cache = client.app[CACHE]
     calls: list[object] = []
-    original = cache._batcher._send
+    original = cache.transport._send
 
-    async def observed(batch: list[tuple[tuple[object, ...], Any]]) -> None:
+    async def observed(batch: list[tuple[tuple[object, ...], Any]], timeout: Any = None) -> None:
         calls.extend(c[7] for c, _ in batch if c[1] == cache._gcra.sha)  # the cost argument
-        await original(batch)
+        await original(batch, timeout)
 
-    monkeypatch.setattr(cache._batcher, "_send", observed)
+    monkeypatch.setattr(cache.transport, "_send", observed)
     for _ in range(40):
         ok = await client.post("/v1/verify", json={"code": code}, headers=auth(key))
         assert ok.status == 200, await ok.text()
@@ -404,13 +405,13 @@ async def test_verifies_in_one_turn_spend_the_lease_being_asked_for_with_one_gcr
     limits = client.app[TERMINAL_LIMITS]
     cache = client.app[CACHE]
     costs: list[int] = []
-    original = cache._batcher._send
+    original = cache.transport._send
 
-    async def observed(batch: list[tuple[tuple[object, ...], Any]]) -> None:
+    async def observed(batch: list[tuple[tuple[object, ...], Any]], timeout: Any = None) -> None:
         costs.extend(int(str(c[7])) for c, _ in batch if c[1] == cache._gcra.sha)
-        await original(batch)
+        await original(batch, timeout)
 
-    monkeypatch.setattr(cache._batcher, "_send", observed)
+    monkeypatch.setattr(cache.transport, "_send", observed)
     ident = uuid.uuid4()
     key = limits.key(ident.bytes, str(ident))
     assert all(limits.speculate(key) for _ in range(51))  # one turn: no await in between

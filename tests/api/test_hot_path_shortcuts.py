@@ -2,7 +2,7 @@
 
 Three shortcuts sit on the hot path: the Verifier remembers codes whose signature and structure it
 already authenticated (passcode/domain/passcache.py), and the Cache sends the script calls made
-in one event-loop turn as one Redis pipeline (``_Batcher`` in passcode/store/cache.py). These
+in one event-loop turn as one Redis pipeline (``Transport`` in passcode/store/transport.py). These
 tests show that a remembered code is still refused once its window passes, its subject's status
 changes or its key is withdrawn; that a code one character away from a remembered one is never
 a hit; that turning the memory off changes no answer; and that callers sharing a pipeline each
@@ -50,9 +50,9 @@ from passcode.domain.passfmt import (
 from passcode.embedded import EmbeddedError, embedded_redis
 from passcode.keys import CACHE, DRAIN, KEYRING, SETTINGS, TERMINALS, VERIFIER
 from passcode.service.verify import ScanRequest, VerifyOutcome
-from passcode.store.cache import _Batcher, _Script, create_client
 from passcode.store.keyring import add_key, rotate
 from passcode.store.terminals import Terminal
+from passcode.store.transport import Script, Transport, create_client
 from tests.api.proxy import TcpProxy
 from tests.api.test_verify import (
     CLOSE_CONTACT,
@@ -471,7 +471,7 @@ async def test_one_pipeline_of_200_callers_answers_each_its_own(
     cases = await mixed_cases(client, make_token)
     terminal = await terminal_of_key(client, terminal_key)
     verifier = client.app[VERIFIER]
-    batcher = client.app[CACHE]._verify.batcher
+    batcher = client.app[CACHE].transport
     pairs = requests_for(cases, 200)
     tasks = [
         asyncio.ensure_future(
@@ -573,19 +573,19 @@ async def test_one_failing_command_does_not_fail_its_neighbours(
         for case in cases
     ]
     await asyncio.sleep(0)
-    assert len(cache._verify.batcher._pending) == len(cases)  # one pipeline
+    assert len(cache.transport._pending) == len(cases)  # one pipeline
     async with asyncio.timeout(10):
         outcomes = await asyncio.gather(*tasks)
     assert [outcome_answer(o) for o in outcomes] == [case.expected for case in cases]
 
     # straight on the batcher: an error reply is given to its own caller only
-    batcher = _Batcher(cache.client, timeout=cache.timeout)
+    batcher = Transport(cache.client, timeout=cache.timeout)
     name = f"{cache.prefix}:batcher-test"
     futures = [
-        batcher.submit(("SET", name, "1")),
-        batcher.submit(("INCRBY", name, "not-a-number")),
-        batcher.submit(("EVALSHA", "0" * 40, 0)),
-        batcher.submit(("GET", name)),
+        batcher.submit(("SET", name, "1"), name),
+        batcher.submit(("INCRBY", name, "not-a-number"), name),
+        batcher.submit(("EVALSHA", "0" * 40, 0), ""),
+        batcher.submit(("GET", name), name),
     ]
     async with asyncio.timeout(5):
         results = await asyncio.gather(*futures, return_exceptions=True)
@@ -607,15 +607,15 @@ async def test_batch_replies_reach_their_own_callers_with_either_parser(
     if parser == "python":
         client.connection_pool.connection_kwargs["parser_class"] = _AsyncRESP2Parser
     try:
-        batcher = _Batcher(client, timeout=5)
+        batcher = Transport(client, timeout=5)
         name = f"{settings.redis_prefix}:parser-{parser}"
         big = "x" * 300_000  # several reads of the socket
         for _ in range(2):  # the second batch runs on the kept connection
             futures = [
-                batcher.submit(("SET", name, big)),
-                batcher.submit(("INCRBY", name, "not-a-number")),
-                batcher.submit(("GET", name)),
-                batcher.submit(("STRLEN", name)),
+                batcher.submit(("SET", name, big), name),
+                batcher.submit(("INCRBY", name, "not-a-number"), name),
+                batcher.submit(("GET", name), name),
+                batcher.submit(("STRLEN", name), name),
             ]
             async with asyncio.timeout(5):
                 results = await asyncio.gather(*futures, return_exceptions=True)
@@ -636,14 +636,14 @@ async def test_an_unsendable_command_fails_its_batch_without_hanging(client: Cli
     whole batch with an error for every caller in it, instead of leaving them waiting forever
     (batched calls have no deadline of their own), and the batcher keeps working after."""
     cache = client.app[CACHE]
-    batcher = _Batcher(cache.client, timeout=cache.timeout)
+    batcher = Transport(cache.client, timeout=cache.timeout)
     name = f"{cache.prefix}:unsendable"
-    futures = [batcher.submit(("SET", name, "\ud800")), batcher.submit(("GET", name))]
+    futures = [batcher.submit(("SET", name, "\ud800"), name), batcher.submit(("GET", name), name)]
     async with asyncio.timeout(5):
         results = await asyncio.gather(*futures, return_exceptions=True)
     assert all(isinstance(r, OSError) for r in results), results
     async with asyncio.timeout(5):
-        assert await batcher.submit(("SET", name, "ok")) in (True, b"OK")
+        assert await batcher.submit(("SET", name, "ok"), name) in (True, b"OK")
 
 
 @pytest.mark.parametrize("when", ["queued", "in_flight"])
@@ -671,7 +671,7 @@ async def test_a_cancelled_caller_leaves_the_rest_of_its_pipeline_intact(
         cases = await mixed_cases(client, make_token, green=3, yellow=2, red=2)
         terminal = await terminal_of_key(client, key)
         verifier = client.app[VERIFIER]
-        batcher = client.app[CACHE]._verify.batcher
+        batcher = client.app[CACHE].transport
         for case in cases:
             assert answer(await verify_ok(client, key, case.code)) == case.expected
 
@@ -721,8 +721,8 @@ async def test_script_unknown_to_redis_is_loaded_for_every_caller_of_a_pipeline(
     seen (unique source) called by 30 callers in one pipeline gets NOSCRIPT for all of them;
     each loads it and gets its own result."""
     cache = client.app[CACHE]
-    batcher = _Batcher(cache.client, timeout=cache.timeout)
-    script = _Script(cache.client, f"return {{KEYS[1], ARGV[1]}} -- {uuid.uuid4().hex}", batcher)
+    batcher = Transport(cache.client, timeout=cache.timeout)
+    script = Script(f"return {{KEYS[1], ARGV[1]}} -- {uuid.uuid4().hex}", batcher)
     exists = await cache.client.script_exists(script.sha)
     assert exists == [False]
     keys = [f"{cache.prefix}:k{index}" for index in range(30)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from passcode.store.cache import create_client
+from passcode.store.transport import create_client
 
 COMMANDS = [
     (

@@ -13,19 +13,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from passcode.api import (
-    admin,
-    auditlog,
-    citizen,
-    deadletters,
-    public,
-    riskplaces,
-    terminal,
-    testresults,
-    tracing,
-)
+from passcode.api.openapi import openapi_document
 from passcode.api.problems import add_route, add_unmatched
-from passcode.api.shedding import SHEDDER, LoadShedder
+from passcode.api.routes import ROUTES
+from passcode.api.shedding import LoadShedder
 from passcode.config import Settings, SettingsError, mask_url
 from passcode.domain.identity import IdTokenVerifier, load_jwks
 from passcode.domain.privacy import Sealer
@@ -37,10 +28,12 @@ from passcode.keys import (
     DRAIN,
     ID_TOKENS,
     KEYRING,
+    OPENAPI,
     POOL,
     RISK_PLACES,
     SEALER,
     SETTINGS,
+    SHEDDER,
     SUPERVISOR,
     TERMINAL_LIMITS,
     TERMINALS,
@@ -357,27 +350,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _drain, shedder.watch_lag])
     app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_risk_places)
-    add_route(app, "POST", "/v1/verify", terminal.verify)
-    add_route(app, "POST", "/v1/verify/batch", terminal.verify_batch)
-    add_route(app, "GET", "/v1/keys", public.get_keys)
-    add_route(app, "POST", "/v1/declarations", citizen.declare)
-    add_route(app, "GET", "/v1/pass", citizen.get_pass)
-    add_route(app, "GET", "/v1/pass.png", citizen.get_pass_png)
-    add_route(app, "GET", "/v1/pass.svg", citizen.get_pass_svg)
-    add_route(app, "POST", "/v1/admin/overrides", admin.post_override)
-    add_route(app, "POST", "/v1/admin/terminals", admin.post_terminal)
-    add_route(app, "POST", "/v1/admin/terminals/{terminal_id}/revoke", admin.revoke)
-    add_route(app, "GET", "/v1/admin/replays", admin.get_replays)
-    add_route(app, "GET", "/v1/admin/audit", auditlog.get_audit)
-    add_route(app, "GET", "/v1/admin/dead-letters", deadletters.get_dead_letters)
-    add_route(app, "POST", "/v1/admin/dead-letters/replay", deadletters.post_replay)
-    add_route(app, "POST", "/v1/admin/risk-places", riskplaces.post_risk_place)
-    add_route(app, "GET", "/v1/admin/risk-places/{marking_id}", riskplaces.get_risk_place)
-    add_route(app, "POST", "/v1/admin/test-results", testresults.post_test_results)
-    add_route(app, "GET", "/v1/admin/trace/place", tracing.trace_place)
-    add_route(app, "POST", "/v1/admin/trace/citizen", tracing.trace_citizen)
-    add_route(app, "GET", "/healthz", public.healthz)
-    add_route(app, "GET", "/readyz", public.readyz)
-    add_route(app, "GET", "/openapi.json", public.get_openapi)
+    for route in ROUTES:
+        add_route(app, route.method, route.path, route.handler, shed=route.shed)
+    app[OPENAPI] = openapi_document()  # served by GET /openapi.json, an entry of the table
     add_unmatched(app)  # last: what no route above takes
     return app

@@ -1,38 +1,45 @@
 """Typed application state: the ``web.AppKey``s, and nothing else.
 
-Only the api layer and ``app.py`` import this module, so importing the state types here makes
-no cycle.
+Each key's type is named in its annotation and imported only for the type checker, so this
+module imports nothing of the package at run time and any floor may read the keys without an
+import running up (aiohttp needs no type at run time: it only shows one in a key's repr).
 """
 
 from __future__ import annotations
 
-import asyncpg
+from typing import TYPE_CHECKING, Any
+
 from aiohttp import web
 
-from passcode.config import Settings
-from passcode.domain.identity import IdTokenVerifier
-from passcode.domain.privacy import Sealer
-from passcode.service.citizen import CitizenService
-from passcode.service.limits import Limiter
-from passcode.service.riskplaces import RiskPlaceRunner
-from passcode.service.signing import KeyringHolder
-from passcode.service.verify import Verifier
-from passcode.store.cache import Cache
-from passcode.store.terminals import TerminalDirectory
-from passcode.workers.drain import ScanDrain
-from passcode.workers.supervisor import Supervisor
+if TYPE_CHECKING:
+    from passcode.api.shedding import LoadShedder
+    from passcode.config import Settings
+    from passcode.domain.identity import IdTokenVerifier
+    from passcode.domain.privacy import Sealer
+    from passcode.service.citizen import CitizenService
+    from passcode.service.limits import Limiter
+    from passcode.service.riskplaces import RiskPlaceRunner
+    from passcode.service.signing import KeyringHolder
+    from passcode.service.verify import Verifier
+    from passcode.store.cache import Cache
+    from passcode.store.pg import Pool
+    from passcode.store.terminals import TerminalDirectory
+    from passcode.workers.drain import ScanDrain
+    from passcode.workers.supervisor import Supervisor
 
-SETTINGS = web.AppKey("settings", Settings)
-POOL: web.AppKey[asyncpg.Pool[asyncpg.Record]] = web.AppKey("pool")
-CACHE = web.AppKey("cache", Cache)
-KEYRING = web.AppKey("keyring", KeyringHolder)
-SEALER = web.AppKey("sealer", Sealer)
-ID_TOKENS = web.AppKey("id_tokens", IdTokenVerifier)
-TERMINALS = web.AppKey("terminals", TerminalDirectory)
-TERMINAL_LIMITS = web.AppKey("terminal_limits", Limiter)
-CITIZEN_LIMITS = web.AppKey("citizen_limits", Limiter)
-VERIFIER = web.AppKey("verifier", Verifier)
-CITIZENS = web.AppKey("citizens", CitizenService)
-DRAIN = web.AppKey("drain", ScanDrain)
-RISK_PLACES = web.AppKey("risk_places", RiskPlaceRunner)
-SUPERVISOR = web.AppKey("supervisor", Supervisor)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+POOL: web.AppKey[Pool] = web.AppKey("pool")
+CACHE: web.AppKey[Cache] = web.AppKey("cache")
+KEYRING: web.AppKey[KeyringHolder] = web.AppKey("keyring")
+SEALER: web.AppKey[Sealer] = web.AppKey("sealer")
+ID_TOKENS: web.AppKey[IdTokenVerifier] = web.AppKey("id_tokens")
+TERMINALS: web.AppKey[TerminalDirectory] = web.AppKey("terminals")
+TERMINAL_LIMITS: web.AppKey[Limiter] = web.AppKey("terminal_limits")
+CITIZEN_LIMITS: web.AppKey[Limiter] = web.AppKey("citizen_limits")
+VERIFIER: web.AppKey[Verifier] = web.AppKey("verifier")
+CITIZENS: web.AppKey[CitizenService] = web.AppKey("citizens")
+DRAIN: web.AppKey[ScanDrain] = web.AppKey("drain")
+RISK_PLACES: web.AppKey[RiskPlaceRunner] = web.AppKey("risk_places")
+SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
+SHEDDER: web.AppKey[LoadShedder] = web.AppKey("shedder")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

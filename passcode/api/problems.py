@@ -1,8 +1,9 @@
 """Every failure becomes an RFC 9457 problem body, never a bare 500; shedding runs first.
 
-Each route's handler is wrapped once, when the route is added (:func:`add_route`), in
-:func:`problems`; requests that match no route are answered by :func:`unmatched` (404, or 405
-with ``Allow``), a catch-all route added last. Together they do what an error middleware would.
+Each route's handler is wrapped once, when the route is added (:func:`add_route`, for each
+entry of :mod:`passcode.api.routes`), in :func:`problems`, its shedding class bound then;
+requests that match no route are answered by :func:`unmatched` (404, or 405 with ``Allow``), a
+catch-all route added last. Together they do what an error middleware would.
 
 Not an aiohttp middleware because of what one costs on every request: aiohttp adds a second
 layer of its own whenever an app has any middleware (``_fix_request_current_app``), builds the
@@ -20,7 +21,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from passcode.api.shedding import CLASSES, SHEDDER, LoadShedder
+from passcode.api.shedding import LoadShedder
 from passcode.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -28,6 +29,7 @@ from passcode.errors import (
     PasscodeError,
     PayloadTooLarge,
 )
+from passcode.keys import SHEDDER
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +103,12 @@ def problems(handler: Handler, *, shedder: LoadShedder, kind: int | None) -> Han
     return answer
 
 
-def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
-    """Route ``method path`` to ``handler`` inside :func:`problems` (GET routes answer HEAD too,
-    as aiohttp's ``add_get`` does)."""
-    wrapped = problems(handler, shedder=app[SHEDDER], kind=CLASSES.get((method, path)))
+def add_route(
+    app: web.Application, method: str, path: str, handler: Handler, *, shed: int | None = None
+) -> None:
+    """Route ``method path`` to ``handler`` inside :func:`problems`, shed in class ``shed``
+    (GET routes answer HEAD too, as aiohttp's ``add_get`` does)."""
+    wrapped = problems(handler, shedder=app[SHEDDER], kind=shed)
     if method == "GET":
         app.router.add_get(path, wrapped)
     else:

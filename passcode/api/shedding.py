@@ -1,15 +1,15 @@
 """Overload protection: when the process is saturated, refuse fast (503 + Retry-After).
 
-Requests are counted while in flight, per process, in two classes:
+Requests are counted while in flight, per process, in two classes (the route table,
+:mod:`passcode.api.routes`, gives each route its class or none):
 
-* **issuance** (``GET /v1/pass``, ``/v1/pass.png``, ``/v1/pass.svg``, ``POST /v1/declarations``)
-  is shed first: when the requests in flight of both classes together reach
-  ``shed_issue_inflight``, or the event loop runs ``shed_issue_lag`` seconds late;
-* **verify** (``POST /v1/verify``, ``/v1/verify/batch``) only when they reach the higher
-  ``shed_verify_inflight``.
+* **issuance** (the pass and declaration routes) is shed first: when the requests in flight of
+  both classes together reach ``shed_issue_inflight``, or the event loop runs
+  ``shed_issue_lag`` seconds late;
+* **verify** (single and batch) only when they reach the higher ``shed_verify_inflight``.
 
 So a gate keeps scanning while the pass endpoints back off, and a refused request costs a
-dictionary lookup instead of waiting behind the queue. Other routes are never shed. Loop lag is
+comparison instead of waiting behind the queue. Routes of no class are never shed. Loop lag is
 measured by a periodic task (sleep ``shed_lag_interval``, see how late it wakes up).
 """
 
@@ -26,15 +26,6 @@ from passcode.errors import Overloaded
 
 ISSUE = 0
 VERIFY = 1
-
-CLASSES: dict[tuple[str, str], int] = {
-    ("GET", "/v1/pass"): ISSUE,
-    ("GET", "/v1/pass.png"): ISSUE,
-    ("GET", "/v1/pass.svg"): ISSUE,
-    ("POST", "/v1/declarations"): ISSUE,
-    ("POST", "/v1/verify"): VERIFY,
-    ("POST", "/v1/verify/batch"): VERIFY,
-}
 
 
 class LoadShedder:
@@ -84,6 +75,3 @@ class LoadShedder:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-SHEDDER = web.AppKey("shedder", LoadShedder)

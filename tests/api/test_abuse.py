@@ -17,10 +17,9 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from passcode.api.openapi import openapi_document
-from passcode.api.shedding import SHEDDER
 from passcode.app import create_app
 from passcode.config import Settings
-from passcode.keys import CACHE, TERMINAL_LIMITS
+from passcode.keys import CACHE, SHEDDER, TERMINAL_LIMITS
 from tests.api.proxy import TcpProxy
 from tests.api.test_openapi import Contract
 from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth

@@ -12,8 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from passcode.api.problems import PROBLEM_JSON, UNMATCHED, add_route, add_unmatched
-from passcode.api.shedding import SHEDDER, LoadShedder
+from passcode.api.shedding import VERIFY, LoadShedder
 from passcode.errors import NotFound
+from passcode.keys import SHEDDER
 
 
 def _app() -> web.Application:
@@ -36,7 +37,7 @@ def _app() -> web.Application:
     add_route(app, "GET", "/boom", boom)
     add_route(app, "GET", "/missing/{id}", missing)
     add_route(app, "GET", "/plain", seen)
-    add_route(app, "POST", "/v1/verify", seen)  # a verify-class route: shed and counted
+    add_route(app, "POST", "/v1/verify", seen, shed=VERIFY)  # shed and counted
     add_unmatched(app)
     return app
 

@@ -301,7 +301,9 @@ async def test_a_chunk_committed_before_its_redis_write_is_repaired_and_not_redo
     )
     assert (outcome.applied, outcome.exposed, outcome.statuses.bumped) == (1, 1, 1)
     # The chunk is audited although the upload never got further (chunk 2 never ran).
-    assert [(e["actor"], e["rows"], e["target"]["chunk"]) for e in await entries(client)][-1] == (
+    assert [
+        (e["actor"], e["rows"], e["target"]["chunk"]) for e in await entries(client, upload_id)
+    ][-1] == (
         "crashed",
         1,
         1,

@@ -421,7 +421,11 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         try:
             if args.dead_letters_command == "replay":
                 report = await replay_dead_letters(
-                    pool, limit=args.limit, dedupe_window=s.scan_dedupe_ttl, timeout=s.pg_timeout
+                    pool,
+                    actor=_cli_actor(),
+                    limit=args.limit,
+                    dedupe_window=s.scan_dedupe_ttl,
+                    timeout=s.pg_timeout,
                 )
                 print(
                     f"replayed {report.replayed}, still failing {report.failed},"
@@ -429,7 +433,11 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 return 1 if report.failed else 0
             page = await list_dead_letters(
-                pool, after_id=args.cursor, limit=args.limit, timeout=s.pg_timeout
+                pool,
+                actor=_cli_actor(),
+                after_id=args.cursor,
+                limit=args.limit,
+                timeout=s.pg_timeout,
             )
             print(f"{page.total} dead letter(s)")
             for kept in page.letters:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from passcode.api.auditlog import query_time
 from passcode.api.auth import authorize
 from passcode.api.body import check, parse_datetime, read_json
 from passcode.api.citizen import status_body
+from passcode.api.params import query_time
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import (
     OVERRIDE_REQUEST,
@@ -19,12 +18,11 @@ from passcode.api.schemas import (
 )
 from passcode.domain import fields
 from passcode.domain.model import Color, Role, StatusReason
-from passcode.errors import NotFound, ValidationFailed
-from passcode.keys import CACHE, POOL, SEALER, SETTINGS, TERMINALS, VERIFIER
+from passcode.errors import NotFound
+from passcode.keys import CACHE, POOL, SEALER, SETTINGS, TERMINALS
 from passcode.service.authority import override_status
+from passcode.service.replays import count_replays
 from passcode.service.terminals import register_terminal, revoke_terminal
-from passcode.store import audit
-from passcode.store.scans import count_replays
 
 _validate_override = compile_schema(OVERRIDE_REQUEST)
 _validate_terminal = compile_schema(TERMINAL_REQUEST)
@@ -88,43 +86,23 @@ async def revoke(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-REPLAY_DEFAULT_WINDOW = timedelta(hours=24)
-REPLAY_MAX_WINDOW = timedelta(days=31)
-
-
 async def get_replays(request: web.Request) -> web.Response:
     """Scans flagged as replays (one pass at two places within the replay window) in
     ``[since, until)``: the count and the top places. Defaults: the last 24 hours."""
     actor = await authorize(request, Role.HEALTH_OFFICER, action="replays.count")
-    since = query_time(request, "since")
-    until = query_time(request, "until")
-    if until is None:
-        until = (
-            since + REPLAY_DEFAULT_WINDOW
-            if since is not None
-            else datetime.fromtimestamp(request.app[VERIFIER].clock.now(), UTC)
-        )
-    if since is None:
-        since = until - REPLAY_DEFAULT_WINDOW
-    if since > until:
-        raise ValidationFailed("since must not be after until", errors=["since", "until"])
-    if until - since > REPLAY_MAX_WINDOW:
-        raise ValidationFailed("the window is at most 31 days", errors=["since", "until"])
-    total, by_place = await count_replays(
-        request.app[POOL], since=since, until=until, timeout=request.app[SETTINGS].pg_timeout
-    )
-    await audit.record(
+    settings = request.app[SETTINGS]
+    found = await count_replays(
         request.app[POOL],
         actor=actor.name,
-        action="replays.count",
-        target={"since": rfc3339(since), "until": rfc3339(until)},
-        rows=len(by_place),
-        timeout=request.app[SETTINGS].pg_timeout,
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
+        clock=settings.clock,
+        timeout=settings.pg_timeout,
     )
     body = {
-        "since": rfc3339(since),
-        "until": rfc3339(until),
-        "replays": total,
-        "by_place": [{"place": place, "replays": n} for place, n in by_place],
+        "since": rfc3339(found.since),
+        "until": rfc3339(found.until),
+        "replays": found.total,
+        "by_place": [{"place": place, "replays": n} for place, n in found.by_place],
     }
     return json_response(body)

@@ -6,14 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from passcode.api.auditlog import query_int
 from passcode.api.auth import authorize
+from passcode.api.params import query_int
 from passcode.api.responses import json_response, rfc3339
 from passcode.domain.model import Role
 from passcode.keys import POOL, SETTINGS
-from passcode.service.deadletters import list_dead_letters, replay_dead_letters
-from passcode.store import audit
-from passcode.store.deadletters import KeptLetter
+from passcode.service.deadletters import KeptLetter, list_dead_letters, replay_dead_letters
 
 MAX_LIMIT, DEFAULT_LIMIT = 1000, 100
 REPLAY_MAX, REPLAY_DEFAULT = 100_000, 10_000
@@ -88,14 +86,10 @@ async def get_dead_letters(request: web.Request) -> web.Response:
     cursor = query_int(request, "cursor", default=0, low=0, high=2**62)
     settings = request.app[SETTINGS]
     page = await list_dead_letters(
-        request.app[POOL], after_id=cursor, limit=limit, timeout=settings.pg_timeout
-    )
-    await audit.record(
         request.app[POOL],
         actor=actor.name,
-        action="dead_letters.read",
-        target={"cursor": cursor},
-        rows=len(page.letters),
+        after_id=cursor,
+        limit=limit,
         timeout=settings.pg_timeout,
     )
     body = {
@@ -113,16 +107,9 @@ async def post_replay(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     report = await replay_dead_letters(
         request.app[POOL],
+        actor=actor.name,
         limit=limit,
         dedupe_window=settings.scan_dedupe_ttl,
-        timeout=settings.pg_timeout,
-    )
-    await audit.record(
-        request.app[POOL],
-        actor=actor.name,
-        action="dead_letters.replay",
-        target={"limit": limit, "failed": report.failed},
-        rows=report.replayed,
         timeout=settings.pg_timeout,
     )
     body = {"replayed": report.replayed, "failed": report.failed, "remaining": report.remaining}

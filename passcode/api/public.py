@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
-import time
 
 from aiohttp import web
 
+from passcode.api.openapi import openapi_document
 from passcode.api.responses import json_response, rfc3339
-from passcode.errors import StoreUnavailable
-from passcode.keys import CACHE, DRAIN, KEYRING, OPENAPI, POOL, SETTINGS, SUPERVISOR
-from passcode.store.pg import acquire
+from passcode.keys import CACHE, DRAIN, KEYRING, POOL, SETTINGS, SUPERVISOR
+from passcode.service.health import probe_stores
 
 
 def _b64url(raw: bytes) -> str:
@@ -23,7 +21,8 @@ def _b64url(raw: bytes) -> str:
 async def get_keys(request: web.Request) -> web.Response:
     """A JWK Set of every key a verifier may meet now, cacheable with an ETag."""
     holder = request.app[KEYRING]
-    published = holder.keyring.published(int(time.time()), retire_after=holder.retire_after)
+    now = int(request.app[SETTINGS].clock.now())
+    published = holder.keyring.published(now, retire_after=holder.retire_after)
     body = {
         "keys": [
             {
@@ -61,20 +60,9 @@ async def readyz(request: web.Request) -> web.Response:
     would not mend its task, and when every replica fails alike it would stop verify as well.
     ``dead_letters`` counts the scan entries this process's drain kept as dead letters.
     """
-    settings = request.app[SETTINGS]
-    checks: dict[str, str] = {}
-
-    async def postgres() -> None:
-        async with acquire(request.app[POOL], "readiness", settings.pg_timeout) as conn:
-            await conn.fetchval("SELECT 1", timeout=settings.pg_timeout)
-
-    for name, probe in (("postgres", postgres), ("redis", request.app[CACHE].ping)):
-        try:
-            async with asyncio.timeout(settings.pg_timeout):
-                await probe()
-            checks[name] = "ok"
-        except (StoreUnavailable, TimeoutError):
-            checks[name] = "unavailable"
+    checks = await probe_stores(
+        request.app[POOL], request.app[CACHE], timeout=request.app[SETTINGS].pg_timeout
+    )
     failed = sum(1 for v in checks.values() if v != "ok")
     supervisor = request.app[SUPERVISOR]
     status = "ok" if failed == 0 else "degraded" if failed == 1 else "unavailable"
@@ -90,5 +78,4 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    """The document ``create_app`` built from the route table (this handler is an entry of it)."""
-    return json_response(request.app[OPENAPI])
+    return json_response(openapi_document())

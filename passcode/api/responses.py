@@ -1,31 +1,15 @@
-"""JSON responses and the wire form of times."""
+"""JSON responses; times in them are written by :func:`passcode.domain.fields.rfc3339`."""
 
 from __future__ import annotations
 
-import calendar
-import functools
-import math
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from passcode.domain.fields import rfc3339
 
-def rfc3339(moment: datetime | int | float) -> str:
-    """UTC, milliseconds truncated, ``Z``: ``2026-11-23T08:00:00.123Z`` (on every verify answer)."""
-    if isinstance(moment, datetime):
-        utc = moment.astimezone(UTC)
-        return f"{_second(calendar.timegm(utc.timetuple()))}.{utc.microsecond // 1000:03d}Z"
-    millis = math.floor(moment * 1000)
-    return f"{_second(millis // 1000)}.{millis % 1000:03d}Z"
-
-
-@functools.lru_cache(maxsize=8)
-def _second(seconds: int) -> str:
-    """Formatting the same second for thousands of answers once."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+__all__ = ["json_response", "rfc3339"]  # rfc3339: the handlers import it from here
 
 
 def json_response(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,14 +14,12 @@ from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import RISK_PLACE_REQUEST, compile_schema
 from passcode.domain import fields
 from passcode.domain.model import Color, Role
-from passcode.errors import NotFound, ValidationFailed
+from passcode.errors import NotFound
 from passcode.keys import POOL, RISK_PLACES, SETTINGS
-from passcode.store import audit
-from passcode.store.riskplaces import PENDING, RUNNING, Marking, create_marking, get_marking
+from passcode.service.markings import Marking, mark_risk_place, read_marking
 
 _validate = compile_schema(RISK_PLACE_REQUEST)
 PATH = "/v1/admin/risk-places"
-EXPOSURE_MAX = timedelta(days=366)  # the furthest an exposure may end, from now
 
 
 def marking_body(marking: Marking) -> dict[str, Any]:
@@ -60,48 +58,21 @@ async def post_risk_place(request: web.Request) -> web.Response:
     since = parse_datetime(data["since"], "since")
     until = parse_datetime(data["until"], "until")
     raw_end = data.get("exposure_until")
-    exposure_until = parse_datetime(raw_end, "exposure_until") if raw_end is not None else None
-    now = datetime.now(UTC)
-    retention = timedelta(days=settings.scan_retention_days)
-    if until <= since:
-        raise ValidationFailed("until must be after since", errors=["since", "until"])
-    if until - since > retention:
-        raise ValidationFailed(
-            f"the window is at most the scan retention, {settings.scan_retention_days} days",
-            errors=["since", "until"],
-        )
-    if until > now + timedelta(seconds=settings.clock_skew):
-        raise ValidationFailed(
-            "until must not be in the future: the job reads the scans already recorded",
-            errors=["until"],
-        )
-    if since < now - retention - timedelta(days=1):  # a day's grace: partitions go by day
-        raise ValidationFailed(
-            f"since is before the scans kept ({settings.scan_retention_days} days)",
-            errors=["since"],
-        )
-    if exposure_until is not None and exposure_until <= now:
-        raise ValidationFailed("exposure_until must be in the future", errors=["exposure_until"])
-    if exposure_until is not None and exposure_until > now + EXPOSURE_MAX:
-        raise ValidationFailed(
-            f"exposure_until is at most {EXPOSURE_MAX.days} days ahead", errors=["exposure_until"]
-        )
-    marking, created = await create_marking(
+    marking, created = await mark_risk_place(
         request.app[POOL],
+        actor=actor.name,
         place=place,
         since=since,
         until=until,
         color=Color(data.get("color", Color.YELLOW.value)),
         note=note,
-        exposure_until=exposure_until,
-        created_by=actor.name,
+        exposure_until=parse_datetime(raw_end, "exposure_until") if raw_end is not None else None,
+        retention_days=settings.scan_retention_days,
+        clock_skew=settings.clock_skew,
+        clock=settings.clock,
+        start=request.app[RISK_PLACES].start,
         timeout=settings.pg_timeout,
     )
-    if marking.state in {PENDING, RUNNING}:
-        # Created now, failed and set back to pending, or left unfinished (its process
-        # stopped): run it. Another run of it in progress (here or elsewhere) holds its lock,
-        # and this one then does nothing.
-        request.app[RISK_PLACES].start(marking.id)
     if not created:
         return json_response(marking_body(marking))
     return json_response(
@@ -112,20 +83,11 @@ async def post_risk_place(request: web.Request) -> web.Response:
 async def get_risk_place(request: web.Request) -> web.Response:
     """A marking and its job's progress."""
     actor = await authorize(request, Role.HEALTH_OFFICER, action="risk_place.read")
-    settings = request.app[SETTINGS]
     try:
         marking_id = uuid.UUID(request.match_info["marking_id"])
     except ValueError as exc:
         raise NotFound("no such risk place marking") from exc
-    marking = await get_marking(request.app[POOL], marking_id, timeout=settings.pg_timeout)
-    if marking is None:
-        raise NotFound("no such risk place marking")
-    await audit.record(
-        request.app[POOL],
-        actor=actor.name,
-        action="risk_place.read",
-        target={"marking_id": str(marking.id)},
-        rows=1,
-        timeout=settings.pg_timeout,
+    marking = await read_marking(
+        request.app[POOL], marking_id, actor=actor.name, timeout=request.app[SETTINGS].pg_timeout
     )
     return json_response(marking_body(marking))

@@ -22,7 +22,11 @@ name in a message ("must not be blank"); the API turns it into a 400 naming the 
 
 from __future__ import annotations
 
+import calendar
+import functools
+import math
 import re
+import time
 import unicodedata
 from datetime import UTC, datetime, timedelta
 
@@ -73,6 +77,22 @@ def parse_time(text: str) -> datetime:
     except ValueError as exc:  # February 30th, hour 25, second 60
         raise FieldError("must be an RFC 3339 time with an offset") from exc
     return in_range(moment)
+
+
+def rfc3339(moment: datetime | int | float) -> str:
+    """A time as this service writes it (answers, the audit log): UTC, milliseconds truncated,
+    ``Z``: ``2026-11-23T08:00:00.123Z`` (on every verify answer)."""
+    if isinstance(moment, datetime):
+        utc = moment.astimezone(UTC)
+        return f"{_second(calendar.timegm(utc.timetuple()))}.{utc.microsecond // 1000:03d}Z"
+    millis = math.floor(moment * 1000)
+    return f"{_second(millis // 1000)}.{millis % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _second(seconds: int) -> str:
+    """Formatting the same second for thousands of answers once."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def in_range(moment: datetime) -> datetime:

@@ -1,13 +1,23 @@
-"""Dead letters of the scan log: list them, and replay them once they can be stored."""
+"""Dead letters of the scan log: list them, and replay them once they can be stored; both
+audited, whether asked through the API or the CLI."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from passcode.store import deadletters
+from passcode.store import audit, deadletters
 from passcode.store.deadletters import KeptLetter
 from passcode.store.pg import Pool
 from passcode.store.scans import ScanRecord, decode_entry, insert_isolating, unstorable_reason
+
+# Re-exported store types appear in the api's signatures; the api imports no store module.
+__all__ = [
+    "DeadLetterPage",
+    "KeptLetter",
+    "ReplayReport",
+    "list_dead_letters",
+    "replay_dead_letters",
+]
 
 REPLAY_PAGE = 500  # dead letters decoded and stored per transaction group
 
@@ -26,22 +36,33 @@ class ReplayReport:
 
 
 async def list_dead_letters(
-    pool: Pool, *, after_id: int, limit: int, timeout: float
+    pool: Pool, *, actor: str, after_id: int, limit: int, timeout: float
 ) -> DeadLetterPage:
-    """A page of dead letters, oldest first, after the ``after_id`` cursor."""
+    """A page of dead letters, oldest first, after the ``after_id`` cursor; the read is
+    recorded (``dead_letters.read``, by ``actor``, with the rows returned) before it is
+    answered."""
     letters = await deadletters.page(pool, after_id=after_id, limit=limit, timeout=timeout)
-    return DeadLetterPage(letters, await deadletters.count(pool, timeout=timeout))
+    total = await deadletters.count(pool, timeout=timeout)
+    await audit.record(
+        pool,
+        actor=actor,
+        action="dead_letters.read",
+        target={"cursor": after_id},
+        rows=len(letters),
+        timeout=timeout,
+    )
+    return DeadLetterPage(letters, total)
 
 
 async def replay_dead_letters(
-    pool: Pool, *, limit: int, dedupe_window: int, timeout: float
+    pool: Pool, *, actor: str, limit: int, dedupe_window: int, timeout: float
 ) -> ReplayReport:
     """Decode and store up to ``limit`` dead letters, oldest first, as the drain would have
     (after a fix to the decoder or the schema, say): those stored leave the dead-letter table,
     the rest stay with the reason they fail for now. Storing is idempotent, so a replay cut
     short and run again stores nothing twice."""
     replayed = failed = 0
-    cursor = 0
+    cursor, requested = 0, limit
     while limit > 0:
         letters = await deadletters.page(
             pool, after_id=cursor, limit=min(REPLAY_PAGE, limit), timeout=timeout
@@ -66,4 +87,12 @@ async def replay_dead_letters(
         await deadletters.settle(pool, stored=stored, failed=still, timeout=timeout)
         replayed += len(stored)
         failed += len(still)
+    await audit.record(
+        pool,
+        actor=actor,
+        action="dead_letters.replay",
+        target={"limit": requested, "failed": failed},
+        rows=replayed,
+        timeout=timeout,
+    )
     return ReplayReport(replayed, failed, await deadletters.count(pool, timeout=timeout))

@@ -10,7 +10,10 @@ import uuid
 
 from passcode.store import audit, terminals
 from passcode.store.pg import Pool, acquire
-from passcode.store.terminals import NewTerminal, TerminalDirectory
+from passcode.store.terminals import KEY_PREFIX, NewTerminal, Terminal, TerminalDirectory
+
+# Re-exported store types appear in the api's signatures; the api imports no store module.
+__all__ = ["KEY_PREFIX", "NewTerminal", "Terminal", "register_terminal", "revoke_terminal"]
 
 
 async def register_terminal(pool: Pool, place: str, *, actor: str, timeout: float) -> NewTerminal:

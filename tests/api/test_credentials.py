@@ -35,6 +35,7 @@ from passcode.domain.identity import mint_dev_token
 from passcode.domain.passfmt import PassClaims, verify_pass
 from passcode.domain.privacy import Sealer
 from passcode.keys import KEYRING, POOL, TERMINALS
+from passcode.service import access as access_module
 from passcode.store import terminals as terminals_module
 from tests.conftest import ADMIN, ADMIN_KEY, HEALTHY, TokenFactory, auth
 
@@ -170,10 +171,11 @@ async def test_admin_key_is_compared_in_constant_time(
       differing character nor the length of a guess changes the comparison's time; it is called
       for the right key, a wrong key of the same length differing in its last character, a
       prefix of the key, and the key plus one character, and only the right key gets through.
-    * Structure: ``authorize``'s source has no ``==``/``!=``/``in`` test with the presented or
-      configured key as an operand (an AST scan), so no short-circuiting comparison of the keys
-      sits beside the digest one. (Its ``key.count(".") == 2`` runs only after a mismatch, to
-      answer 403 rather than 401 to an ID token, and compares a count, not the key.)
+    * Structure: ``authorize``'s source (in :mod:`passcode.service.access`) has no
+      ``==``/``!=``/``in`` test with the presented or configured key as an operand (an AST
+      scan), so no short-circuiting comparison of the keys sits beside the digest one. (Its
+      ``key.count(".") == 2`` runs only after a mismatch, to answer 403 rather than 401 to an
+      ID token, and compares a count, not the key.)
     """
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -182,7 +184,7 @@ async def test_admin_key_is_compared_in_constant_time(
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(auth_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(access_module.hmac, "compare_digest", spy)
     expected = hashlib.sha256(ADMIN_KEY.encode()).digest()
     cases = {
         ADMIN_KEY: 201,
@@ -199,8 +201,8 @@ async def test_admin_key_is_compared_in_constant_time(
         assert calls == [(hashlib.sha256(key.encode()).digest(), expected)]
         assert all(len(a) == len(b) == 32 for a, b in calls)
 
-    source_names = {"key", "expected", "admin_key"}
-    assert _equality_tests_on(auth_module.authorize, source_names) == []
+    source_names = {"key", "expected", "admin_key", "bootstrap_key"}
+    assert _equality_tests_on(access_module.authorize, source_names) == []
 
 
 async def test_terminal_key_is_found_by_its_hash_not_compared(

@@ -33,7 +33,6 @@ from loadtest.bench import (
     Server,
     WrkRun,
     ensure_tools,
-    free_port,
     log,
     run_wrk,
     seed,
@@ -42,6 +41,7 @@ from loadtest.bench import (
     tree_cpu_seconds,
 )
 from passcode.config import Settings
+from passcode.testing import free_port
 
 HERE = Path(__file__).resolve().parent
 

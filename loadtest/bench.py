@@ -29,7 +29,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,11 +55,11 @@ from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store import pg
 from passcode.store.keyring import load_or_create_ed25519
+from passcode.testing import HEALTHY, auth, free_port
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
 RESULTS = HERE / "results"
-HEALTHY = {"temperature_c": 36.6, "symptoms": [], "regions_visited": [], "close_contact": False}
 NAMES = ("张小三", "李四", "王五六", "欧阳娜娜", "Maria Garcia", "Li Wei")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -168,13 +167,6 @@ def machine_busy(seconds: float = 1.0) -> float:
 def log(message: str) -> None:
     """Progress goes to stderr; the table and the JSON path to stdout."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,9 +416,7 @@ async def seed(base_url: str, settings: Settings, admin_key: str, config: Config
         async def call(method: str, path: str, token: str, body: object = None) -> Any:
             async with (
                 limit,
-                session.request(
-                    method, path, json=body, headers={"Authorization": f"Bearer {token}"}
-                ) as response,
+                session.request(method, path, json=body, headers=auth(token)) as response,
             ):
                 if response.status >= 300:
                     text = await response.text()
@@ -451,7 +441,7 @@ async def seed(base_url: str, settings: Settings, admin_key: str, config: Config
 
 async def check_admits(base_url: str, terminal_key: str, codes: Sequence[str]) -> None:
     """The codes wrk will send are admitted (not denied or rejected with a 200)."""
-    headers = {"Authorization": f"Bearer {terminal_key}"}
+    headers = auth(terminal_key)
     async with aiohttp.ClientSession(base_url, headers=headers) as session:
         for code in codes:
             async with session.post("/v1/verify", json={"code": code}) as response:

@@ -40,9 +40,9 @@ from locust.exception import StopUser
 
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.passfmt import b45decode, b45encode
-from passcode.seed import full_name
 from passcode.service.verify import ScanIds
 from passcode.store.keyring import load_or_create_ed25519
+from passcode.testing import auth, full_name
 
 log = logging.getLogger("loadtest")
 
@@ -65,10 +65,6 @@ def env_int(name: str, default: int) -> int:
 
 def rfc3339_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # --- the seed file ------------------------------------------------------------------------------
@@ -278,7 +274,7 @@ class PassPool:
         user_id, color = item
         with self.session.get(
             "/v1/pass",
-            headers=bearer(self.tokens.for_user(user_id)),
+            headers=auth(self.tokens.for_user(user_id)),
             name="/v1/pass [pool]",
             catch_response=True,
         ) as resp:
@@ -484,7 +480,7 @@ class TerminalUser(FastHttpUser):
         with self.client.post(
             "/v1/verify",
             json=body,
-            headers=bearer(self.key),
+            headers=auth(self.key),
             name=verify_name(kind),
             catch_response=True,
         ) as resp:
@@ -510,7 +506,7 @@ class CitizenUser(FastHttpUser):
 
     def _someone(self) -> tuple[str, str, dict[str, str]]:
         user_id, color = random.choice(self.people)
-        return user_id, color, bearer(self.tokens.for_user(user_id))
+        return user_id, color, auth(self.tokens.for_user(user_id))
 
     @task(6)
     def show_pass(self) -> None:
@@ -603,7 +599,7 @@ class AuthorityUser(FastHttpUser):
         with self.client.post(
             "/v1/admin/overrides",
             json=body,
-            headers=bearer(self.admin_key),
+            headers=auth(self.admin_key),
             name=f"/v1/admin/overrides [{color}]",
             catch_response=True,
         ) as resp:

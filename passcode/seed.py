@@ -20,7 +20,6 @@ It holds terminal keys, so it is written with mode 0600.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from passcode.store.cache import Cache
 from passcode.store.keyring import load_or_create_ed25519
 from passcode.store.statuses import declaration_columns
 from passcode.store.terminals import NewTerminal, add_terminal
+from passcode.testing import declaration_bodies, full_name
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,6 @@ FORMAT = 1
 DEFAULT_COLORS = (0.93, 0.05, 0.02)  # shares of green, yellow, red
 CHUNK = 25_000  # citizens per PostgreSQL transaction and Redis pass
 COPY_TIMEOUT = 300.0  # one chunk's COPY; the pool's per-query deadline is for service queries
-
-_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
-_GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红鹏辉建国志新峰文斌宇浩凯晨欣怡梓涵子轩博雨婷佳琪思远嘉俊"
-_LATIN_FIRST = ("John", "Mary", "Ahmed", "Li", "Anna", "Omar", "Sofia", "Ivan", "Yuki", "Maria")
-_LATIN_LAST = ("Smith", "Garcia", "Khan", "Wong", "Müller", "Rossi", "Silva", "Kim", "Sato", "Ng")
 
 
 class SeedError(ValueError):
@@ -87,35 +82,6 @@ class SeedReport:
             f" for overrides) and {self.terminals} terminals in {self.seconds:.2f}s"
             f" ({rate:,.0f} citizens/s; {phases}); wrote {self.out}"
         )
-
-
-def full_name(user_id: str) -> str:
-    """A stable made-up full name for a seeded user id (only its mask is ever stored).
-
-    Load tests mint ID tokens with this name, so a re-declaration keeps the stored mask.
-    """
-    digest = hashlib.sha256(user_id.encode()).digest()
-    if digest[0] < 26:  # about one in ten: a Latin-script name
-        return f"{_LATIN_FIRST[digest[1] % 10]} {_LATIN_LAST[digest[2] % 10]}"
-    given = _GIVEN[digest[2] % len(_GIVEN)]
-    if digest[3] % 3:
-        given += _GIVEN[digest[4] % len(_GIVEN)]
-    return _SURNAMES[digest[1] % len(_SURNAMES)] + given
-
-
-def declaration_bodies(policy: Policy) -> dict[Color, dict[str, Any]]:
-    """The API body (``POST /v1/declarations``) a citizen of each colour declares.
-
-    Yellow is a fever, red a close contact; temperatures follow the policy's threshold.
-    """
-    healthy = min(36.5, round(policy.fever_threshold - 1.0, 1))
-    fever = max(38.5, round(policy.fever_threshold + 1.0, 1))
-    base: dict[str, Any] = {"symptoms": [], "regions_visited": [], "close_contact": False}
-    return {
-        Color.GREEN: {**base, "temperature_c": healthy},
-        Color.YELLOW: {**base, "temperature_c": fever},
-        Color.RED: {**base, "temperature_c": healthy, "close_contact": True},
-    }
 
 
 def _check_shares(colors: Sequence[float]) -> tuple[float, float, float]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,9 +25,7 @@ from passcode.app import DEV_IDP_KID, create_app, dev_idp_key_path
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
-
-ADMIN_KEY = "test-admin-key-0123456789"
-RUN_ID = secrets.token_hex(4)
+from tests.helpers import ADMIN_KEY, RUN_ID, TokenFactory, new_terminal
 
 
 def _with_database(url: str, name: str) -> str:
@@ -114,9 +111,6 @@ async def client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any
     return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
 
-TokenFactory = Callable[..., str]
-
-
 @pytest.fixture
 def make_token(settings: Settings) -> TokenFactory:
     """Mint dev ID tokens for ``user_id`` (a fresh random user by default)."""
@@ -137,34 +131,18 @@ def make_token(settings: Settings) -> TokenFactory:
     return make
 
 
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-ADMIN = auth(ADMIN_KEY)
-
-HEALTHY = {"temperature_c": 36.6, "symptoms": [], "regions_visited": [], "close_contact": False}
-
-
 @pytest.fixture
 async def terminal_key(client: TestClient[Any, Any]) -> str:
-    response = await client.post(
-        "/v1/admin/terminals", json={"place": "Metro Line 2, Gate A"}, headers=ADMIN
-    )
-    assert response.status == 201, await response.text()
-    key: str = (await response.json())["key"]
+    """The key of a terminal registered for the test."""
+    _, key = await new_terminal(client)
     return key
 
 
-async def role_headers(
-    client: TestClient[Any, Any], *roles: str, name: str = "tester"
-) -> dict[str, str]:
-    """Authorization headers of a new admin credential carrying exactly ``roles``."""
-    from passcode.domain.model import Role  # noqa: PLC0415  # test helper, kept beside its use
-    from passcode.keys import POOL  # noqa: PLC0415  # test helper, kept beside its use
-    from passcode.store.admins import add_credential  # noqa: PLC0415  # test helper
-
-    _, key = await add_credential(
-        client.app[POOL], name, frozenset(Role(r) for r in roles), timeout=5
-    )
-    return auth(key)
+@pytest.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's own on the real Redis, for what the service's client hides."""
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        yield client
+    finally:
+        await client.aclose()

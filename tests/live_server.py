@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from passcode.config import Settings
-from tests.conftest import ADMIN_KEY, RUN_ID
+from passcode.testing import free_port
+from tests.helpers import ADMIN_KEY, RUN_ID
 
 PASSCODE = Path(sys.executable).with_name("passcode")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def live_settings(

@@ -15,7 +15,12 @@ async def proxies() -> AsyncIterator[Callable[[str], Awaitable[TcpProxy]]]:
     started: list[TcpProxy] = []
 
     async def start(url: str) -> TcpProxy:
-        proxy = TcpProxy.for_url(url)
+        try:
+            proxy = TcpProxy.for_url(url)
+        except AssertionError:
+            pytest.skip(
+                f"the outage tests proxy TCP; {url.rsplit('@', maxsplit=1)[-1]} has no host:port"
+            )
         await proxy.start()
         started.append(proxy)
         return proxy

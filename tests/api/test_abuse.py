@@ -9,44 +9,28 @@ import dataclasses
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient
 
 from passcode.api.openapi import openapi_document
 from passcode.app import create_app
 from passcode.config import Settings
 from passcode.keys import CACHE, SHEDDER, TERMINAL_LIMITS
+from passcode.testing import HEALTHY, auth
 from tests.api.proxy import TcpProxy
-from tests.api.test_openapi import Contract
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
-
-Client = TestClient[Any, Any]
-ClientFactory = Callable[..., Awaitable[Client]]
-PROBLEM = "application/problem+json"
-
-
-async def new_terminal(client: Client) -> tuple[str, str]:
-    created = await client.post("/v1/admin/terminals", json={"place": "Gate B"}, headers=ADMIN)
-    assert created.status == 201, await created.text()
-    body = await created.json()
-    return body["id"], body["key"]
-
-
-async def declared(client: Client, token: str) -> None:
-    response = await client.post("/v1/declarations", json=HEALTHY, headers=auth(token))
-    assert response.status == 201, await response.text()
-
-
-async def fresh_code(client: Client, token: str) -> str:
-    response = await client.get("/v1/pass", headers=auth(token))
-    assert response.status == 200, await response.text()
-    code: str = (await response.json())["code"]
-    return code
-
+from tests.helpers import (
+    PROBLEM,
+    Client,
+    ClientFactory,
+    Contract,
+    TokenFactory,
+    declare,
+    fetch_pass,
+    new_terminal,
+)
 
 CONTRACT = Contract(openapi_document())
 
@@ -79,25 +63,6 @@ async def redis_keys(settings: Settings, pattern: str) -> list[str]:
         await client.aclose()
 
 
-@pytest.fixture
-async def proxies() -> AsyncIterator[Callable[[str], Awaitable[TcpProxy]]]:
-    """TCP proxies in front of real servers; all closed at the end of the test."""
-    started: list[TcpProxy] = []
-
-    async def start(url: str) -> TcpProxy:
-        try:
-            proxy = TcpProxy.for_url(url)
-        except AssertionError:
-            pytest.skip("the outage test proxies TCP; the Redis URL has no host:port")
-        await proxy.start()
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        await proxy.close()
-
-
 # --- rate limits ----------------------------------------------------------------------------
 
 
@@ -110,9 +75,9 @@ async def test_citizen_over_its_rate_is_429_and_other_citizens_are_not(
         create_app(dataclasses.replace(settings, citizen_rate=0.01, citizen_burst=3))
     )
     token = make_token()
-    await declared(client, token)
-    await fresh_code(client, token)
-    await fresh_code(client, token)
+    await declare(client, token)
+    await fetch_pass(client, token)
+    await fetch_pass(client, token)
     for path in ("/v1/pass", "/v1/pass.png"):
         limited = await client.get(path, headers=auth(token))
         await assert_limited(limited)
@@ -120,8 +85,8 @@ async def test_citizen_over_its_rate_is_429_and_other_citizens_are_not(
     await assert_limited(await client.post("/v1/declarations", json=HEALTHY, headers=auth(token)))
 
     other = make_token()
-    await declared(client, other)
-    await fresh_code(client, other)
+    await declare(client, other)
+    await fetch_pass(client, other)
 
 
 async def test_citizen_limit_is_shared_by_processes_through_redis(
@@ -135,11 +100,11 @@ async def test_citizen_limit_is_shared_by_processes_through_redis(
     first = await aiohttp_client(create_app(tight))
     second = await aiohttp_client(create_app(tight))
     token = make_token()
-    await declared(first, token)
-    await fresh_code(first, token)
-    await fresh_code(first, token)
+    await declare(first, token)
+    await fetch_pass(first, token)
+    await fetch_pass(first, token)
     await assert_limited(await first.get("/v1/pass", headers=auth(token)))
-    await fresh_code(second, token)
+    await fetch_pass(second, token)
     await assert_limited(await second.get("/v1/pass", headers=auth(token)))
 
     keys = await redis_keys(settings, f"{settings.redis_prefix}:*:rl:c:*")
@@ -157,10 +122,10 @@ async def test_terminal_limit_is_shared_by_processes_through_redis(
     tight = dataclasses.replace(settings, terminal_rate=0.01, terminal_burst=2)
     first = await aiohttp_client(create_app(tight))
     second = await aiohttp_client(create_app(tight))
-    terminal_id, key = await new_terminal(first)
+    terminal_id, key = await new_terminal(first, "Gate B")
     token = make_token()
-    await declared(first, token)
-    code = await fresh_code(first, token)
+    await declare(first, token)
+    code = await fetch_pass(first, token)
     for _ in range(2):
         ok = await first.post("/v1/verify", json={"code": code}, headers=auth(key))
         assert ok.status == 200, await ok.text()
@@ -182,8 +147,8 @@ async def test_a_verify_and_its_rate_limit_share_one_redis_write(
     """One round trip per verify: the GCRA call and the verify script are sent in the same batch
     (one write on one connection). The batcher's send is observed, not replaced."""
     token = make_token()
-    await declared(client, token)
-    code = await fresh_code(client, token)
+    await declare(client, token)
+    code = await fetch_pass(client, token)
     cache = client.app[CACHE]
     batcher = cache.transport
     sent: list[list[tuple[object, ...]]] = []
@@ -228,10 +193,10 @@ async def test_redis_down_limits_fall_back_to_each_process(
         )
     )
     try:
-        _, key = await new_terminal(client)
+        _, key = await new_terminal(client, "Gate B")
         token = make_token()
-        await declared(client, token)  # spends one unit of the Redis budget
-        code = await fresh_code(client, token)  # and a second
+        await declare(client, token)  # spends one unit of the Redis budget
+        code = await fetch_pass(client, token)  # and a second
         await proxy.cut()
 
         async with asyncio.timeout(20):
@@ -291,10 +256,10 @@ async def test_saturated_process_sheds_issuance_before_verify(
     client = await aiohttp_client(
         create_app(dataclasses.replace(settings, shed_issue_inflight=1, shed_verify_inflight=3))
     )
-    _, key = await new_terminal(client)
+    _, key = await new_terminal(client, "Gate B")
     token = make_token()
-    await declared(client, token)
-    code = await fresh_code(client, token)
+    await declare(client, token)
+    code = await fetch_pass(client, token)
 
     held = [await hold(client, "POST", "/v1/declarations", make_token())]
     try:
@@ -333,10 +298,10 @@ async def test_a_late_event_loop_sheds_issuance_but_not_verify(
     client = await aiohttp_client(
         create_app(dataclasses.replace(settings, shed_issue_lag=0.2, shed_lag_interval=0.05))
     )
-    _, key = await new_terminal(client)
+    _, key = await new_terminal(client, "Gate B")
     token = make_token()
-    await declared(client, token)
-    code = await fresh_code(client, token)
+    await declare(client, token)
+    code = await fetch_pass(client, token)
     shedder = client.app[SHEDDER]
 
     statuses = []
@@ -367,10 +332,10 @@ async def test_a_lease_of_units_serves_many_verifies_and_the_limit_stays_exact(
     tight = dataclasses.replace(settings, terminal_rate=0.01, terminal_burst=40)
     client = await aiohttp_client(create_app(tight))
     other = await aiohttp_client(create_app(tight))
-    _, key = await new_terminal(client)
+    _, key = await new_terminal(client, "Gate B")
     token = make_token()
-    await declared(client, token)
-    code = await fresh_code(client, token)
+    await declare(client, token)
+    code = await fetch_pass(client, token)
     cache = client.app[CACHE]
     calls: list[object] = []
     original = cache.transport._send
@@ -429,10 +394,10 @@ async def test_a_concurrent_flood_from_one_terminal_gets_exactly_its_burst(
     client = await aiohttp_client(
         create_app(dataclasses.replace(settings, terminal_rate=0.01, terminal_burst=5))
     )
-    _, key = await new_terminal(client)
+    _, key = await new_terminal(client, "Gate B")
     token = make_token()
-    await declared(client, token)
-    code = await fresh_code(client, token)
+    await declare(client, token)
+    code = await fetch_pass(client, token)
 
     async def one() -> int:
         response = await client.post("/v1/verify", json={"code": code}, headers=auth(key))

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from passcode.domain.model import Role
 from passcode.keys import POOL
 from passcode.service import access
-from tests.conftest import role_headers
+from tests.helpers import role_headers
 
 Client = TestClient[Any, Any]
 

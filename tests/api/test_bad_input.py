@@ -25,12 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from passcode.app import DEV_IDP_KID, dev_idp_key_path
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
-from passcode.errors import PROBLEM_BASE
-from passcode.keys import DRAIN, POOL
 from passcode.store.keyring import load_or_create_ed25519
-from passcode.store.pg import acquire
-from passcode.store.scans import count_scans
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
+from passcode.testing import HEALTHY, auth
+from tests.helpers import ADMIN, TokenFactory, assert_exact_problem, stored_rows
 
 PROBLEM_JSON = "application/problem+json"
 DEFAULTS = Settings()  # the conftest settings keep the default limits
@@ -318,36 +315,6 @@ SCHEMA_CASES: list[Case] = [
 
 CASES: list[Case] = [case for path in CREDENTIAL for case in _transport_cases(path)] + SCHEMA_CASES
 
-DEFAULT_SLUGS = {
-    400: ("bad-request", "validation"),
-    401: ("unauthorized",),
-    403: ("forbidden", "terminal-revoked"),
-    404: ("not-found",),
-    405: ("method-not-allowed",),
-    413: ("payload-too-large",),
-    415: ("unsupported-media-type",),
-}
-
-
-async def assert_problem(
-    response: ClientResponse, status: int, slugs: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """The response is exactly ``status`` with a well-formed problem+json body; returns it."""
-    text = await response.text()
-    assert response.status != 500, text
-    assert response.status == status, text
-    assert response.content_type == PROBLEM_JSON, (response.content_type, text)
-    body = json.loads(text)
-    assert isinstance(body, dict), text
-    for key, kind in (("type", str), ("title", str), ("status", int), ("detail", str)):
-        assert isinstance(body.get(key), kind), (key, text)
-    assert body["status"] == status, text
-    assert body["title"], text
-    assert body["detail"], text
-    allowed = slugs or DEFAULT_SLUGS.get(status, ())
-    assert body["type"] in {PROBLEM_BASE + slug for slug in allowed}, text
-    return body
-
 
 async def _chunks(raw: bytes, size: int = 1024) -> AsyncIterator[bytes]:
     for start in range(0, len(raw), size):
@@ -368,20 +335,6 @@ async def send(
     return await client.post(case.path, data=data, headers=headers, skip_auto_headers=skip)
 
 
-STORED_TABLES = ("subjects", "declarations", "overrides", "terminals", "statuses")
-
-
-async def stored_rows(client: TestClient[Any, Any]) -> dict[str, int]:
-    """Row counts of every table a body-taking endpoint writes, plus scans after a full drain."""
-    await client.app[DRAIN].drain_all()
-    async with acquire(client.app[POOL], "count rows", 5) as conn:
-        counts = {}
-        for table in STORED_TABLES:  # fixed names, not input
-            counts[table] = await conn.fetchval(f"SELECT count(*) FROM {table}", timeout=5)  # noqa: S608
-    counts["scans"] = await count_scans(client.app[POOL], timeout=5)
-    return counts
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 async def test_bad_request_gets_its_exact_problem_and_stores_nothing(
     client: TestClient[Any, Any], make_token: TokenFactory, terminal_key: str, case: Case
@@ -395,7 +348,7 @@ async def test_bad_request_gets_its_exact_problem_and_stores_nothing(
     }[CREDENTIAL[case.path]]
     before = await stored_rows(client)
     response = await send(client, case, credential)
-    await assert_problem(response, case.status, case.slugs)
+    await assert_exact_problem(response, case.status, case.slugs)
     assert await stored_rows(client) == before
 
 
@@ -450,11 +403,11 @@ async def test_rejected_declarations_store_nothing_for_the_citizen(
     rejected = [case for case in CASES if case.path == DECLARE]
     for case in rejected:
         response = await send(client, case, {**headers, **case.headers})
-        await assert_problem(response, case.status, case.slugs)
+        await assert_exact_problem(response, case.status, case.slugs)
 
     for path in ("/v1/pass", "/v1/pass.png", "/v1/pass.svg"):
         got = await client.get(path, headers=auth(token))
-        await assert_problem(got, 404, ("no-declaration",))
+        await assert_exact_problem(got, 404, ("no-declaration",))
 
     stored = await client.post(DECLARE, json=HEALTHY, headers=headers)
     assert stored.status == 201, await stored.text()
@@ -487,7 +440,7 @@ async def test_routing_errors_are_problems(
     """An unknown path is a 404 problem; a known path with the wrong method is a 405 problem whose
     Allow header names exactly the methods the path serves."""
     response = await client.request(method, path, headers=ADMIN)
-    await assert_problem(response, status)
+    await assert_exact_problem(response, status)
     if allow is not None:
         assert {m.strip() for m in response.headers["Allow"].split(",")} == allow
 
@@ -602,7 +555,7 @@ async def test_citizen_endpoints_reject_bad_id_tokens_with_401(
     response = await client.request(
         method, path, json=HEALTHY if method == "POST" else None, headers=headers
     )
-    await assert_problem(response, 401)
+    await assert_exact_problem(response, 401)
     assert response.headers.get("WWW-Authenticate", "").startswith("Bearer")
     assert await stored_rows(client) == before
 
@@ -656,7 +609,7 @@ async def test_admin_endpoints_reject_other_credentials(
     }[fault]
     before = await stored_rows(client)
     response = await client.post(path, json=body, headers=headers)
-    await assert_problem(response, status)
+    await assert_exact_problem(response, status)
     if status == 401:
         assert response.headers.get("WWW-Authenticate", "").startswith("Bearer")
     assert await stored_rows(client) == before
@@ -689,7 +642,7 @@ async def test_terminal_endpoints_reject_other_credentials_with_401(
     }[fault]
     before = await stored_rows(client)
     response = await client.post(path, json=body, headers=headers)
-    await assert_problem(response, 401)
+    await assert_exact_problem(response, 401)
     assert await stored_rows(client) == before
 
 
@@ -706,5 +659,5 @@ async def test_revoked_terminal_gets_403(
     assert revoked.status == 204, await revoked.text()
     before = await stored_rows(client)
     response = await client.post(path, json=body, headers=auth(made["key"]))
-    await assert_problem(response, 403, ("terminal-revoked",))
+    await assert_exact_problem(response, 403, ("terminal-revoked",))
     assert await stored_rows(client) == before

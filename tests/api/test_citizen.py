@@ -29,7 +29,8 @@ from passcode.domain.privacy import Sealer
 from passcode.domain.qr import MODULE_COLORS
 from passcode.keys import KEYRING, POOL
 from passcode.store.keyring import add_key, rotate
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
+from passcode.testing import HEALTHY, auth
+from tests.helpers import ADMIN, TokenFactory, declare, pass_view
 
 PROBLEM_JSON = "application/problem+json"
 YELLOW = {**HEALTHY, "temperature_c": 38.5}
@@ -72,23 +73,6 @@ def verify_with_service(client: TestClient[Any, Any], code: str) -> PassClaims:
     now = int(time.time())
     keys = client.app[KEYRING].verification_keys(now)
     return verify_pass(code, keys, now=now, leeway=30, issuer="passcode")
-
-
-async def declare(
-    client: TestClient[Any, Any], token: str, body: dict[str, Any] = HEALTHY
-) -> dict[str, Any]:
-    response = await client.post("/v1/declarations", json=body, headers=auth(token))
-    assert response.status == 201, await response.text()
-    result: dict[str, Any] = await response.json()
-    return result
-
-
-async def fetch_pass(client: TestClient[Any, Any], token: str) -> dict[str, Any]:
-    response = await client.get("/v1/pass", headers=auth(token))
-    assert response.status == 200, await response.text()
-    assert response.headers["Cache-Control"] == "no-store"
-    view: dict[str, Any] = await response.json()
-    return view
 
 
 async def jwks(client: TestClient[Any, Any]) -> list[dict[str, Any]]:
@@ -198,7 +182,7 @@ async def test_idempotency_key_reused_with_another_body_is_a_conflict(
         "SELECT count(*) FROM declarations WHERE idempotency_key = $1", key
     )
     assert count == 1
-    assert (await fetch_pass(client, token))["color"] == "green"
+    assert (await pass_view(client, token))["color"] == "green"
 
 
 async def test_idempotency_keys_belong_to_each_citizen(
@@ -242,7 +226,7 @@ async def test_pass_json_carries_code_colour_times_and_masked_holder(
     claims, seconds until refresh, and only the masked name."""
     token = make_token(name=name)
     await declare(client, token)
-    view = await fetch_pass(client, token)
+    view = await pass_view(client, token)
     assert set(view) >= {"code", "color", "expires_at", "refresh_in", "holder"}
     assert view["holder"] == {"name": masked}
     assert name not in str(view)
@@ -256,7 +240,7 @@ async def test_pass_json_carries_code_colour_times_and_masked_holder(
     assert view["refresh_in"] == settings.pass_ttl - settings.refresh_margin
     assert len(claims.token_id) >= 8
 
-    again = await fetch_pass(client, token)
+    again = await pass_view(client, token)
     # Within the first half of its lifetime the same signed pass is handed out again.
     assert again["code"] == view["code"]
     assert again["expires_at"] == view["expires_at"]
@@ -272,7 +256,7 @@ async def test_a_citizen_only_sees_their_own_records(
     await declare(client, alice, HEALTHY)
     await declare(client, bob, RED)
 
-    alice_view, bob_view = await fetch_pass(client, alice), await fetch_pass(client, bob)
+    alice_view, bob_view = await pass_view(client, alice), await pass_view(client, bob)
     alice_claims = verify_with_service(client, alice_view["code"])
     bob_claims = verify_with_service(client, bob_view["code"])
     assert alice_claims.subject != bob_claims.subject
@@ -282,10 +266,10 @@ async def test_a_citizen_only_sees_their_own_records(
 
     # Alice's pass stays hers after she declares again; Bob's red status does not touch it.
     await declare(client, alice, YELLOW)
-    again = verify_with_service(client, (await fetch_pass(client, alice))["code"])
+    again = verify_with_service(client, (await pass_view(client, alice))["code"])
     assert again.subject == alice_claims.subject
     assert again.color is Color.YELLOW
-    assert verify_with_service(client, (await fetch_pass(client, bob))["code"]).color is Color.RED
+    assert verify_with_service(client, (await pass_view(client, bob))["code"]).color is Color.RED
 
     await problem(await client.get("/v1/pass", headers=auth(carol)), 404, "no-declaration")
 
@@ -357,7 +341,7 @@ async def test_a_third_party_cose_library_verifies_the_pass_with_the_published_k
     payload was altered does not."""
     token = make_token()
     await declare(client, token)
-    code = (await fetch_pass(client, token))["code"]
+    code = (await pass_view(client, token))["code"]
 
     published = await jwks(client)
     assert published
@@ -425,7 +409,7 @@ async def test_rotation_publishes_the_next_key_before_it_signs(
     assert listed[old_kid]["not_after"] is None  # still the signer
     assert (await client.get("/v1/keys", headers={"If-None-Match": etag})).status == 200
 
-    code = (await fetch_pass(client, token))["code"]
+    code = (await pass_view(client, token))["code"]
     assert pass_kid(code) == old_kid
     terminal = await client.post("/v1/admin/terminals", json={"place": "Gate R"}, headers=ADMIN)
     key = (await terminal.json())["key"]
@@ -447,12 +431,12 @@ async def test_after_activation_new_passes_use_the_new_key_and_old_ones_still_ve
 
     token = make_token()
     await declare(client, token)
-    old_code = (await fetch_pass(client, token))["code"]
+    old_code = (await pass_view(client, token))["code"]
     assert pass_kid(old_code) == old.kid
 
     new = add_key(settings.key_dir, activates_at=now - 1)
     assert holder.reload_if_changed() is True
-    new_code = (await fetch_pass(client, token))["code"]
+    new_code = (await pass_view(client, token))["code"]
     assert pass_kid(new_code) == new.kid
 
     listed = {b64url_decode(k["kid"]): k for k in await jwks(client)}
@@ -490,9 +474,9 @@ async def test_a_reused_pass_is_replaced_once_the_status_changes(
     changes the colour, the next fetch is a new pass of the new colour and version."""
     token = make_token()
     assert (await client.post("/v1/declarations", json=HEALTHY, headers=auth(token))).status == 201
-    first = await fetch_pass(client, token)
+    first = await pass_view(client, token)
     fever = {**HEALTHY, "temperature_c": 38.6}
     assert (await client.post("/v1/declarations", json=fever, headers=auth(token))).status == 201
-    second = await fetch_pass(client, token)
+    second = await pass_view(client, token)
     assert second["code"] != first["code"]
     assert second["color"] == "yellow"

@@ -17,7 +17,8 @@ from passcode.app import create_app
 from passcode.config import Settings
 from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.keys import CITIZENS, VERIFIER
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
+from passcode.testing import HEALTHY, auth
+from tests.helpers import ADMIN, TokenFactory
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]

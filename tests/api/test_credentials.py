@@ -37,7 +37,8 @@ from passcode.domain.privacy import Sealer
 from passcode.keys import KEYRING, POOL, TERMINALS
 from passcode.service import access as access_module
 from passcode.store import terminals as terminals_module
-from tests.conftest import ADMIN, ADMIN_KEY, HEALTHY, TokenFactory, auth
+from passcode.testing import HEALTHY, auth
+from tests.helpers import ADMIN, ADMIN_KEY, TokenFactory
 
 RED = {**HEALTHY, "close_contact": True}
 

@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,11 +22,24 @@ from passcode.domain.model import Color
 from passcode.keys import CACHE, DRAIN, POOL, SUPERVISOR
 from passcode.store import scans as scan_store
 from passcode.workers.supervisor import Supervisor
-from tests.api.test_risk_places import colors_agree, finished, mark, new_citizen, scans_at
-from tests.api.test_verify import assert_problem, new_terminal, verify_ok
-from tests.conftest import TokenFactory, role_headers
-from tests.integration.test_cli import cli
-from tests.integration.test_drain_poison import POISON, good_entries, parts, scan_id_of, stored
+from tests.helpers import (
+    POISON,
+    TokenFactory,
+    assert_problem,
+    cli,
+    colors_agree,
+    finished,
+    good_entries,
+    mark,
+    new_citizen,
+    new_terminal,
+    parts,
+    role_headers,
+    scan_id_of,
+    scans_at,
+    stored_scan_ids,
+    verify_ok,
+)
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
@@ -34,15 +47,6 @@ URL = "/v1/admin/dead-letters"
 BY_NAME = dict(POISON)
 FAR_OFFSET = "terminal time 9999 -23:59"
 YEAR_9500_MS = str(int(datetime(9500, 1, 1, tzinfo=UTC).timestamp() * 1000))
-
-
-@pytest.fixture
-async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def put(client: Client, redis: aioredis.Redis, entries: list[dict[bytes, bytes]]) -> None:
@@ -123,7 +127,9 @@ async def test_replay_stores_what_a_fix_made_storable_and_keeps_the_rest(
     assert response.status == 200, report
     assert report["replayed"] >= 1  # the table is the run's: other tests' letters replay too
     assert report["failed"] >= 2
-    assert await stored(client.app[POOL], [fixable.split("|", 1)[0]]) == {fixable.split("|")[0]}
+    assert await stored_scan_ids(client.app[POOL], [fixable.split("|", 1)[0]]) == {
+        fixable.split("|")[0]
+    }
     left = await mine(client, operator)
     assert len(left) == 2
     assert all(e["last_tried"] is not None and e["reason"] for e in left)
@@ -193,7 +199,7 @@ async def test_readyz_reports_a_drain_task_that_keeps_failing_and_it_recovers(
     async with asyncio.timeout(15):
         while True:
             ready = await (await client.get("/readyz")).json()
-            if await stored(pool, ids) == set(ids) and ready["status"] == "ok":
+            if await stored_scan_ids(pool, ids) == set(ids) and ready["status"] == "ok":
                 break
             await asyncio.sleep(0.02)
     assert ready["dead_letters"] == 1

@@ -24,10 +24,16 @@ from passcode.config import Settings
 from passcode.domain.fields import MAX_PLACE
 from passcode.keys import DRAIN, POOL
 from passcode.store.pg import acquire
-from tests.api.test_bad_input import assert_problem, stored_rows
-from tests.api.test_verify import citizen_pass, new_terminal
-from tests.conftest import ADMIN, TokenFactory, auth
-from tests.integration.test_cli import cli
+from passcode.testing import auth
+from tests.helpers import (
+    ADMIN,
+    TokenFactory,
+    assert_exact_problem,
+    citizen_pass,
+    cli,
+    new_terminal,
+    stored_rows,
+)
 
 Client = TestClient[Any, Any]
 OUT_OF_RANGE = ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "2200-01-01T00:00:00Z"]
@@ -62,7 +68,7 @@ async def test_an_override_time_out_of_range_is_a_400_and_records_nothing(
     before = await stored_rows(client)
     body = {"user_id": f"range-{uuid.uuid4().hex}", "color": "red", "reason": "positive_test"}
     response = await client.post("/v1/admin/overrides", json={**body, field: value}, headers=ADMIN)
-    problem = await assert_problem(response, 400)
+    problem = await assert_exact_problem(response, 400)
     assert problem["errors"] == [field]
     assert "2000-01-01 to 2199-12-31" in problem["detail"]
     assert await stored_rows(client) == before
@@ -85,7 +91,7 @@ async def test_query_times_follow_the_same_rule(
         for value in OUT_OF_RANGE:
             query = {"place": "Anywhere", "since": ago(hours=2), "until": ago(hours=1)}
             response = await client.get(path, params={**query, name: value}, headers=ADMIN)
-            problem = await assert_problem(response, 400)
+            problem = await assert_exact_problem(response, 400)
             assert problem["detail"] == f"{name} must be from 2000-01-01 to 2199-12-31 (UTC)"
 
 
@@ -111,7 +117,7 @@ async def test_verify_refuses_a_scanned_at_outside_the_window(
     response = await client.post(
         "/v1/verify", json={"code": code, "scanned_at": scanned_at()}, headers=auth(terminal_key)
     )
-    problem = await assert_problem(response, 400)
+    problem = await assert_exact_problem(response, 400)
     assert problem["errors"] == ["scanned_at"]
     assert await stored_rows(client) == before
 
@@ -133,7 +139,7 @@ async def test_an_offline_batch_within_the_window_is_verified_and_one_bad_time_r
     bad = [*scans[:2], {"code": code, "scanned_at": "9999-12-31T23:59:59-23:59"}]
     before = await stored_rows(client)
     refused = await client.post("/v1/verify/batch", json={"scans": bad}, headers=auth(terminal_key))
-    problem = await assert_problem(refused, 400)
+    problem = await assert_exact_problem(refused, 400)
     assert problem["errors"] == ["scans[2].scanned_at"]
     assert await stored_rows(client) == before
 
@@ -193,7 +199,7 @@ async def test_a_place_is_refused_alike_by_terminals_risk_places_and_tracing(
     )
     details = set()
     for response in (terminal, marking, traced):
-        problem = await assert_problem(response, 400)
+        problem = await assert_exact_problem(response, 400)
         details.add(problem["detail"])
         if len(place) <= MAX_PLACE:
             assert problem["errors"] == ["place"]
@@ -310,7 +316,7 @@ async def test_a_terminal_stored_before_the_rule_keeps_working_and_crashes_nothi
         params={"place": old_place, "since": ago(minutes=5), "until": ahead(seconds=1)},
         headers=ADMIN,
     )
-    await assert_problem(by_place, 400)
+    await assert_exact_problem(by_place, 400)
     marking = await client.post(
         "/v1/admin/risk-places",
         json={
@@ -321,7 +327,7 @@ async def test_a_terminal_stored_before_the_rule_keeps_working_and_crashes_nothi
         },
         headers=ADMIN,
     )
-    await assert_problem(marking, 400)
+    await assert_exact_problem(marking, 400)
 
 
 # --- defect 7: compressed bodies are refused before they are read ------------------------------
@@ -360,7 +366,7 @@ async def test_a_compressed_json_body_is_refused_with_415(
             "Content-Encoding": coding,
         },
     )
-    problem = await assert_problem(response, 415)
+    problem = await assert_exact_problem(response, 415)
     assert "Content-Encoding" in problem["detail"]
     assert response.headers["Accept-Encoding"] == "identity"
     assert await stored_rows(client) == before
@@ -377,13 +383,13 @@ async def test_compressed_csv_and_admin_bodies_are_refused_and_identity_is_accep
         data=gzip.compress(csv),
         headers={**ADMIN, "Content-Type": "text/csv", "Content-Encoding": "gzip"},
     )
-    await assert_problem(upload, 415)
+    await assert_exact_problem(upload, 415)
     terminal = await client.post(
         "/v1/admin/terminals",
         data=gzip.compress(b'{"place": "Gzip Gate"}'),
         headers={**ADMIN, "Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
-    await assert_problem(terminal, 415)
+    await assert_exact_problem(terminal, 415)
     plain = await client.post(
         "/v1/verify",
         data=b'{"code": "PC1:X"}',
@@ -436,7 +442,7 @@ async def test_a_body_with_a_key_twice_is_a_400_on_every_json_endpoint(
             data=text.encode(),
             headers={**credential, "Content-Type": "application/json"},
         )
-        problem = await assert_problem(response, 400)
+        problem = await assert_exact_problem(response, 400)
         assert "same key twice" in problem["detail"], (path, text)
     assert await stored_rows(client) == before
 

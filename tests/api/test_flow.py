@@ -8,7 +8,8 @@ from aiohttp.test_utils import TestClient
 
 from passcode.keys import DRAIN, POOL
 from passcode.store.scans import count_scans
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
+from passcode.testing import HEALTHY, auth
+from tests.helpers import ADMIN, TokenFactory
 
 
 async def test_declare_then_pass_then_verify_admits_and_records_the_scan(

@@ -46,7 +46,8 @@ from passcode.api.openapi import openapi_document
 from passcode.domain.testresults import HEADER as CSV_HEADER
 from passcode.keys import DRAIN, POOL
 from passcode.store.pg import acquire
-from tests.conftest import ADMIN, TokenFactory, auth
+from passcode.testing import auth
+from tests.helpers import ADMIN, TokenFactory
 
 Client = TestClient[Any, Any]
 PROBLEM_JSON = "application/problem+json"

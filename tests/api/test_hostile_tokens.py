@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from passcode.app import create_app
 from passcode.config import Settings
-from tests.conftest import TokenFactory
+from tests.helpers import TokenFactory
 from tests.identity_tokens import (
     AUDIENCE,
     ISSUER,

@@ -53,12 +53,13 @@ from passcode.service.verify import ScanRequest, VerifyOutcome
 from passcode.store.keyring import add_key, rotate
 from passcode.store.terminals import Terminal
 from passcode.store.transport import Script, Transport, create_client
+from passcode.testing import CLOSE_CONTACT, FEVER, HEALTHY, auth
 from tests.api.proxy import TcpProxy
-from tests.api.test_verify import (
-    CLOSE_CONTACT,
-    FEVER,
+from tests.helpers import (
+    ADMIN,
     Client,
     ClientFactory,
+    TokenFactory,
     assert_invalid,
     citizen_pass,
     claims_of,
@@ -71,7 +72,6 @@ from tests.api.test_verify import (
     stored_scans,
     verify_ok,
 )
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
 
 _B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 # What a code that fails authentication may be told; expired/not_yet_valid/ok would mean the

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, hdrs
+from aiohttp import hdrs
 from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
@@ -25,129 +24,8 @@ from passcode.api.problems import UNMATCHED
 from passcode.app import create_app
 from passcode.config import Settings
 from passcode.keys import DRAIN
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
-
-BASE = "urn:passcode:openapi"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _pointer(*parts: str) -> str:
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-def _template_regex(template: str) -> re.Pattern[str]:
-    pieces = re.split(r"(\{[^/{}]+\})", template)
-    return re.compile(
-        "^" + "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in pieces) + "$"
-    )
-
-
-@dataclass
-class Contract:
-    """Checks each real response against the operation the document declares for it."""
-
-    document: dict[str, Any]
-    seen: set[tuple[str, str, int]] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        resource = DRAFT202012.create_resource(self.document)
-        self.registry: Registry[Any] = Registry().with_resource(BASE, resource)
-        self.templates = {t: _template_regex(t) for t in self.document["paths"]}
-
-    def validator(self, *pointer: str) -> Draft202012Validator:
-        """A 2020-12 validator for the schema at ``pointer``; its ``$ref``s resolve in the document."""
-        schema = {
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$ref": f"{BASE}#{_pointer(*pointer)}",
-        }
-        return Draft202012Validator(
-            schema, registry=self.registry, format_checker=Draft202012Validator.FORMAT_CHECKER
-        )
-
-    def template(self, path: str) -> str:
-        matches = [t for t, regex in self.templates.items() if regex.match(path)]
-        assert len(matches) == 1, f"{path} matches document paths {matches}"
-        return matches[0]
-
-    def operation(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
-        template = self.template(path)
-        operation = self.document["paths"][template].get(method.lower())
-        assert operation is not None, f"{method} {template} is not in the document"
-        return template, operation
-
-    def check_request(self, method: str, path: str, body: Any) -> None:
-        """A body the service accepted is valid under the declared request schema."""
-        template, operation = self.operation(method, path)
-        assert "requestBody" in operation, f"{method} {template} takes a body, undeclared"
-        content = operation["requestBody"]["content"]
-        assert "application/json" in content
-        errors = list(
-            self.validator(
-                "paths",
-                template,
-                method.lower(),
-                "requestBody",
-                "content",
-                "application/json",
-                "schema",
-            ).iter_errors(body)
-        )
-        assert not errors, [e.message for e in errors]
-
-    async def check(self, response: ClientResponse) -> bytes:
-        """The response's status, headers, content type and body are as declared; returns the body."""
-        method = response.method.lower()
-        template, operation = self.operation(method, response.url.path)
-        raw = await response.read()
-        status = str(response.status)
-        declared = operation["responses"].get(status)
-        assert declared is not None, (
-            f"{method.upper()} {template} answered {status}, which the document does not declare "
-            f"(declared: {sorted(operation['responses'])}): {raw[:300]!r}"
-        )
-        for name, header in declared.get("headers", {}).items():
-            if header.get("required"):
-                assert name in response.headers, f"{method} {template} {status}: no {name} header"
-            if name in response.headers:
-                value: Any = response.headers[name]
-                if header["schema"].get("type") == "integer":
-                    value = int(value)
-                Draft202012Validator(header["schema"]).validate(value)
-        content = declared.get("content")
-        if not content:
-            assert raw == b"", (
-                f"{method} {template} {status} declares no content but sent {raw[:80]!r}"
-            )
-        else:
-            media = response.content_type
-            assert media in content, (
-                f"{method} {template} {status}: {media} not in {sorted(content)}"
-            )
-            if media == "application/json" or media.endswith("+json"):
-                assert response.charset in {None, "utf-8"}
-                body = json.loads(raw.decode("utf-8"))
-                errors = list(
-                    self.validator(
-                        "paths", template, method, "responses", status, "content", media, "schema"
-                    ).iter_errors(body)
-                )
-                assert not errors, (template, status, [e.message for e in errors], body)
-                if media == "application/problem+json":
-                    assert body["status"] == response.status
-                    schemas = self.document["components"]["schemas"]
-                    known = {
-                        *schemas["Problem"]["properties"],
-                        *schemas["Unverified"]["properties"],
-                    }
-                    assert set(body) <= known, f"undocumented problem fields {set(body) - known}"
-            elif media == "image/png":
-                assert raw.startswith(PNG_SIGNATURE)
-            elif media == "image/svg+xml":
-                assert b"<svg" in raw[:300]
-            else:  # pragma: no cover - a new media type needs a check here
-                pytest.fail(f"no body check for {media}")
-        self.seen.add((method, template, response.status))
-        return raw
+from passcode.testing import HEALTHY, auth
+from tests.helpers import ADMIN, BASE, Contract, TokenFactory
 
 
 @pytest.fixture

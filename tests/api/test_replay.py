@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient
 from passcode.app import create_app
 from passcode.config import Settings
 from passcode.keys import DRAIN
-from tests.api.test_verify import citizen_pass, new_terminal, verify_ok
-from tests.conftest import ADMIN, TokenFactory, auth
+from passcode.testing import auth
+from tests.helpers import ADMIN, TokenFactory, citizen_pass, new_terminal, verify_ok
 
 Client = TestClient[Any, Any]
 

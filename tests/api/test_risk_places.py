@@ -11,7 +11,6 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,62 +20,34 @@ from aiohttp.test_utils import TestClient
 from passcode.app import create_app, open_cache
 from passcode.config import Settings
 from passcode.domain.model import Color, Role
-from passcode.domain.status import LiveStatus
-from passcode.keys import CACHE, DRAIN, POOL, SEALER, SETTINGS
+from passcode.keys import CACHE, DRAIN, POOL, SETTINGS
 from passcode.service.riskplaces import Progress, run_marking
 from passcode.service.status import refresh_many, sync_unsynced
 from passcode.store import riskplaces
 from passcode.store.admins import add_credential
 from passcode.store.scans import ScanRow, insert_scans
-from passcode.store.statuses import find_subject, read_status, subject_for_user
+from passcode.testing import auth
 from tests.api.proxy import TcpProxy
-from tests.api.test_verify import (
+from tests.helpers import (
+    ADMIN,
+    RISK_PLACES,
+    TokenFactory,
     assert_problem,
-    declare,
+    both,
+    colors_agree,
     fetch_pass,
+    finished,
+    mark,
     needs_tcp,
+    new_citizen,
     new_terminal,
     post_verify,
+    scans_at,
     verify_ok,
 )
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
-URL = "/v1/admin/risk-places"
-
-
-@dataclass(frozen=True)
-class Citizen:
-    user_id: str
-    token: str
-    subject: bytes
-    code: str  # a pass fetched while green
-
-
-async def new_citizen(
-    client: Client, make_token: TokenFactory, subject_id: bytes | None = None
-) -> Citizen:
-    """A citizen with a healthy declaration (green) and a pass; with ``subject_id``, that is
-    their subject's id (made before they first declare)."""
-    user_id = f"rp-{uuid.uuid4().hex}"
-    token = make_token(user_id=user_id)
-    settings = client.app[SETTINGS]
-    sealer = client.app[SEALER]
-    user_hash = sealer.user_hash(settings.idp_issuer, user_id)
-    if subject_id is not None:
-        await subject_for_user(
-            client.app[POOL],
-            subject_id=subject_id,
-            user_hash=user_hash,
-            sealed=sealer.seal(user_id),
-            timeout=5,
-        )
-    await declare(client, token, HEALTHY)
-    code = await fetch_pass(client, token)
-    subject = await find_subject(client.app[POOL], user_hash, timeout=5)
-    assert subject is not None
-    return Citizen(user_id, token, subject, code)
 
 
 async def add_scan(client: Client, subject: bytes, place: str, at: datetime) -> None:
@@ -102,47 +73,6 @@ def a_place() -> str:
 def window(hours_ago: float = 2, hours: float = 1.5) -> dict[str, str]:
     start = datetime.now(UTC) - timedelta(hours=hours_ago)
     return {"since": start.isoformat(), "until": (start + timedelta(hours=hours)).isoformat()}
-
-
-async def mark(client: Client, body: dict[str, Any], status: int = 202) -> dict[str, Any]:
-    response = await client.post(URL, json=body, headers=ADMIN)
-    found: dict[str, Any] = await response.json()
-    assert response.status == status, found
-    if status == 202:
-        assert response.headers["Location"] == f"{URL}/{found['id']}"
-    return found
-
-
-async def finished(client: Client, marking_id: str) -> dict[str, Any]:
-    """The marking once its job is done (or failed), polled through the API."""
-    async with asyncio.timeout(30):
-        while True:
-            response = await client.get(f"{URL}/{marking_id}", headers=ADMIN)
-            assert response.status == 200
-            body: dict[str, Any] = await response.json()
-            if body["state"] in {"done", "failed"}:
-                return body
-            await asyncio.sleep(0.05)
-
-
-async def both(client: Client, subject: bytes) -> tuple[LiveStatus | None, LiveStatus | None]:
-    """The subject's status in Postgres and in Redis."""
-    pg = await read_status(client.app[POOL], subject, timeout=5)
-    redis = await client.app[CACHE].get_status(subject)
-    return pg, redis
-
-
-async def colors_agree(client: Client, subject: bytes) -> Color | None:
-    pg, redis = await both(client, subject)
-    assert pg is not None
-    assert pg == redis, (pg, redis)
-    return pg.color
-
-
-async def scans_at(client: Client, place: str) -> int:
-    async with client.app[POOL].acquire() as conn:
-        found: int = await conn.fetchval("SELECT count(*) FROM scans WHERE place = $1", place)
-    return found
 
 
 async def test_who_scanned_there_in_the_window_turns_yellow_and_no_one_else(
@@ -373,7 +303,7 @@ async def test_an_interrupted_job_resumes_where_it_stopped(
 
 
 async def marking_body(client: Client, marking_id: str) -> dict[str, Any]:
-    response = await client.get(f"{URL}/{marking_id}", headers=ADMIN)
+    response = await client.get(f"{RISK_PLACES}/{marking_id}", headers=ADMIN)
     assert response.status == 200
     body: dict[str, Any] = await response.json()
     return body
@@ -454,9 +384,9 @@ async def test_without_the_health_officer_role_it_is_refused_and_audited(
         client.app[POOL], "gate operator", frozenset({Role.OPERATOR}), timeout=5
     )
     body = {"place": a_place(), **window(), "note": "x"}
-    response = await client.post(URL, json=body, headers=auth(key))
+    response = await client.post(RISK_PLACES, json=body, headers=auth(key))
     assert_problem(response, await response.json(), 403)
-    response = await client.get(f"{URL}/{uuid.uuid4()}", headers=auth(key))
+    response = await client.get(f"{RISK_PLACES}/{uuid.uuid4()}", headers=auth(key))
     assert_problem(response, await response.json(), 403)
     async with client.app[POOL].acquire() as conn:
         rows = await conn.fetch(
@@ -525,7 +455,7 @@ async def test_bad_bodies_get_400_problems(
             del body[name]
         else:
             body[name] = value
-    response = await client.post(URL, json=body, headers=ADMIN)
+    response = await client.post(RISK_PLACES, json=body, headers=ADMIN)
     assert_problem(response, await response.json(), 400)
     async with client.app[POOL].acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM risk_places WHERE note = 'n'") == 0, why
@@ -534,11 +464,11 @@ async def test_bad_bodies_get_400_problems(
 async def test_not_json_and_unknown_ids(client: Client) -> None:
     """A body that is not JSON is a 400; an unknown or malformed marking id is a 404."""
     response = await client.post(
-        URL, data=b"{", headers={**ADMIN, "Content-Type": "application/json"}
+        RISK_PLACES, data=b"{", headers={**ADMIN, "Content-Type": "application/json"}
     )
     assert_problem(response, await response.json(), 400)
     for marking_id in (str(uuid.uuid4()), "not-a-uuid"):
-        response = await client.get(f"{URL}/{marking_id}", headers=ADMIN)
+        response = await client.get(f"{RISK_PLACES}/{marking_id}", headers=ADMIN)
         assert_problem(response, await response.json(), 404)
 
 
@@ -612,7 +542,7 @@ async def test_control_characters_are_refused_naming_the_field(
     """A NUL (which Postgres refuses) or any other C0 control character in place or note is a
     400 problem naming the field, never a 500; nothing is marked."""
     body = {**_valid(), "note": "ctl", field: value}
-    response = await client.post(URL, json=body, headers=ADMIN)
+    response = await client.post(RISK_PLACES, json=body, headers=ADMIN)
     problem = await response.json()
     assert_problem(response, problem, 400)
     assert problem["errors"] == [field]

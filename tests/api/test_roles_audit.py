@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient
 
 from passcode.keys import POOL
 from passcode.store.admins import find_credential, list_credentials, revoke_credential
-from tests.conftest import ADMIN, auth, role_headers
+from passcode.testing import auth
+from tests.helpers import ADMIN, role_headers
 
 Client = TestClient[Any, Any]
 

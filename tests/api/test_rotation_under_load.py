@@ -16,7 +16,8 @@ from passcode.config import Settings
 from passcode.domain.passfmt import authenticate_pass
 from passcode.keys import KEYRING
 from passcode.store.keyring import rotate
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
+from passcode.testing import HEALTHY, auth
+from tests.helpers import ADMIN, TokenFactory
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]

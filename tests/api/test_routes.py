@@ -19,7 +19,7 @@ from passcode.app import create_app
 from passcode.config import Settings
 from passcode.domain.model import Role
 from passcode.keys import SHEDDER
-from tests.conftest import role_headers
+from tests.helpers import role_headers
 
 
 def _concrete(path: str) -> str:

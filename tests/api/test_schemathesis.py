@@ -35,8 +35,9 @@ from passcode.app import DEV_IDP_KID, dev_idp_key_path
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
-from tests.conftest import ADMIN_KEY, RUN_ID
-from tests.live_server import LiveServer, free_port
+from passcode.testing import free_port
+from tests.helpers import ADMIN_KEY, RUN_ID
+from tests.live_server import LiveServer
 
 MAX_EXAMPLES = 25
 CHECKS = [

@@ -28,8 +28,16 @@ from passcode.keys import CACHE, POOL, SEALER, SETTINGS
 from passcode.service.status import sync_unsynced
 from passcode.service.testresults import CHUNK, _keyed, apply_chunk
 from passcode.store.admins import add_credential
-from tests.api.test_verify import declare, fetch_pass, new_terminal, verify_ok
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
+from passcode.testing import HEALTHY, auth
+from tests.helpers import (
+    ADMIN,
+    TokenFactory,
+    declare,
+    fetch_pass,
+    new_terminal,
+    pass_view,
+    verify_ok,
+)
 
 Client = TestClient[Any, Any]
 PATH = "/v1/admin/test-results"
@@ -95,9 +103,7 @@ async def green_citizen(client: Client, make_token: TokenFactory) -> tuple[str, 
 
 
 async def pass_color(client: Client, token: str) -> str:
-    response = await client.get("/v1/pass", headers=auth(token))
-    assert response.status == 200, await response.text()
-    color: str = (await response.json())["color"]
+    color: str = (await pass_view(client, token))["color"]
     return color
 
 

@@ -23,8 +23,8 @@ from passcode.service.tracing import decode_cursor, encode_cursor
 from passcode.store.admins import add_credential
 from passcode.store.scans import ScanRow, insert_scans
 from passcode.store.tracing import SubjectScan
-from tests.api.test_verify import declare, fetch_pass, new_terminal, verify_ok
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
+from passcode.testing import HEALTHY, auth
+from tests.helpers import ADMIN, TokenFactory, declare, fetch_pass, new_terminal, verify_ok
 
 Client = TestClient[Any, Any]
 PROBLEM = "application/problem+json"

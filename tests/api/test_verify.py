@@ -16,178 +16,46 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import asyncpg
 import jsonschema
 import pytest
-from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from passcode.api.schemas import VERIFY_BATCH_RESPONSE, VERIFY_RESPONSE
+from passcode.api.schemas import VERIFY_BATCH_RESPONSE
 from passcode.app import create_app
 from passcode.config import Settings
-from passcode.domain.model import Color
 from passcode.domain.passfmt import (
     PREFIX,
-    PassClaims,
     b45decode,
     b45encode,
     kid_of,
     sign_pass,
-    verify_pass,
 )
-from passcode.keys import DRAIN, KEYRING, POOL, SETTINGS
+from passcode.keys import DRAIN, POOL, SETTINGS
+from passcode.testing import CLOSE_CONTACT, FEVER, HEALTHY, auth
 from tests.api.proxy import TcpProxy
-from tests.conftest import ADMIN, HEALTHY, TokenFactory, auth
-
-Client = TestClient[Any, Any]
-ClientFactory = Callable[..., Awaitable[Client]]
-
-FEVER = {**HEALTHY, "temperature_c": 38.5}
-CLOSE_CONTACT = {**HEALTHY, "close_contact": True}
-PROBLEM = "application/problem+json"
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-async def new_terminal(client: Client, place: str = "Metro Line 2, Gate A") -> tuple[str, str]:
-    """(terminal id, key) of a freshly registered terminal."""
-    response = await client.post("/v1/admin/terminals", json={"place": place}, headers=ADMIN)
-    assert response.status == 201, await response.text()
-    body = await response.json()
-    return body["id"], body["key"]
-
-
-async def declare(client: Client, token: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post("/v1/declarations", json=body, headers=auth(token))
-    assert response.status == 201, await response.text()
-    return await response.json()  # type: ignore[no-any-return]
-
-
-async def fetch_pass(client: Client, token: str) -> str:
-    response = await client.get("/v1/pass", headers=auth(token))
-    assert response.status == 200, await response.text()
-    code: str = (await response.json())["code"]
-    return code
-
-
-async def citizen_pass(
-    client: Client, make_token: TokenFactory, body: dict[str, Any] = HEALTHY, name: str = "张小三"
-) -> str:
-    """Declare ``body`` as a new citizen and return their fresh pass."""
-    token = make_token(name=name)
-    await declare(client, token, body)
-    return await fetch_pass(client, token)
-
-
-async def post_verify(client: Client, key: str, **body: Any) -> tuple[ClientResponse, Any]:
-    response = await client.post("/v1/verify", json=body, headers=auth(key))
-    return response, await response.json(content_type=None)
-
-
-async def verify_ok(client: Client, key: str, code: str, **extra: Any) -> dict[str, Any]:
-    """A verify that must get a 200 verification outcome, checked against the response schema."""
-    response, body = await post_verify(client, key, code=code, **extra)
-    assert response.status == 200, body
-    assert response.content_type == "application/json"
-    jsonschema.validate(body, VERIFY_RESPONSE)
-    scan_id = uuid.UUID(body["scan_id"])
-    if "scan_id" not in extra:  # the server's own ids are time-ordered (version 7)
-        assert scan_id.version == 7, scan_id
-    assert datetime.fromisoformat(body["server_time"].replace("Z", "+00:00")).tzinfo is not None
-    return body  # type: ignore[no-any-return]
-
-
-def assert_invalid(body: dict[str, Any], reason: str) -> None:
-    assert body["decision"] == "invalid", body
-    assert body["reason"] == reason, body
-    assert body["color"] is None
-    assert body["holder"] is None
-
-
-def assert_problem(response: ClientResponse, body: Any, status: int) -> None:
-    """An RFC 9457 problem body with the given status."""
-    assert response.status == status, body
-    assert response.content_type == PROBLEM
-    assert isinstance(body, dict)
-    assert {"type", "title", "status", "detail"} <= body.keys(), body
-    assert body["status"] == status
-    assert isinstance(body["type"], str)
-    assert body["type"]
-    assert isinstance(body["title"], str)
-    assert isinstance(body["detail"], str)
-
-
-def claims_of(client: Client, code: str) -> PassClaims:
-    """The claims of a pass this service issued, read with the service's own public keys."""
-    now = int(time.time())
-    settings = client.app[SETTINGS]
-    return verify_pass(
-        code,
-        client.app[KEYRING].verification_keys(now),
-        now=now,
-        leeway=settings.clock_skew,
-        issuer=settings.issuer,
-    )
-
-
-def service_signed(client: Client, claims: PassClaims) -> str:
-    """Pass text signed with the service's own current signing key."""
-    key = client.app[KEYRING].signer(int(time.time()))
-    return sign_pass(claims, key.private, key.kid)
-
-
-def claims_for(
-    client: Client,
-    *,
-    subject: bytes | None = None,
-    issued_at: int,
-    expires_at: int,
-    version: int = 1,
-) -> PassClaims:
-    return PassClaims(
-        issuer=client.app[SETTINGS].issuer,
-        subject=subject if subject is not None else os.urandom(16),
-        issued_at=issued_at,
-        expires_at=expires_at,
-        token_id=os.urandom(8),
-        color=Color.GREEN,
-        version=version,
-    )
-
-
-async def stored_scans(database_url: str, scan_ids: list[str]) -> list[asyncpg.Record]:
-    """Rows of ``scans`` with these ids, read over a connection of the test's own."""
-    conn = await asyncpg.connect(database_url, timeout=5)
-    try:
-        return await conn.fetch(
-            "SELECT scan_id, decision, reason, color FROM scans WHERE scan_id = ANY($1::uuid[])",
-            [uuid.UUID(s) for s in scan_ids],
-            timeout=5,
-        )
-    finally:
-        await conn.close()
-
-
-def needs_tcp(*urls: str | None) -> None:
-    for url in urls:
-        assert url is not None
-        try:
-            TcpProxy.for_url(url)
-        except AssertionError:
-            pytest.skip(f"the outage tests proxy TCP; {url.split('@')[-1]} has no host:port")
-
-
-def terminal_clock(**offset: float) -> str:
-    """A terminal's clock reading ``offset`` from now, at UTC+8 (offline terminals send ones
-    up to the scan retention old)."""
-    at = datetime.now(UTC) + timedelta(**offset)
-    return at.astimezone(timezone(timedelta(hours=8))).isoformat()
-
+from tests.helpers import (
+    ADMIN,
+    PROBLEM,
+    Client,
+    ClientFactory,
+    TokenFactory,
+    assert_invalid,
+    assert_problem,
+    citizen_pass,
+    claims_for,
+    claims_of,
+    declare,
+    fetch_pass,
+    needs_tcp,
+    new_terminal,
+    post_verify,
+    service_signed,
+    stored_scans,
+    terminal_clock,
+    verify_ok,
+)
 
 # --- 1. every reason code -----------------------------------------------------------------------
 

@@ -36,10 +36,10 @@ from passcode.app import DEV_IDP_KID, dev_idp_key_path
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
+from passcode.testing import HEALTHY, free_port
 from tests.api.proxy import TcpProxy
 
 ADMIN_KEY = "chaos-admin-key-0123456789"
-HEALTHY = {"temperature_c": 36.6, "symptoms": [], "regions_visited": [], "close_contact": False}
 
 # The service's deadlines in these tests (PASSCODE_REDIS_TIMEOUT / PASSCODE_PG_TIMEOUT).
 REDIS_TIMEOUT = 0.5
@@ -61,13 +61,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def chaos_seconds() -> float:
     """How long each fault lasts: short in the normal suite, ``CHAOS_SECONDS`` under make chaos."""
     return float(os.environ.get("CHAOS_SECONDS", "1"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:

@@ -3,17 +3,12 @@ folder, and its effects seen through an app built from the same settings."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import hashlib
-import os
 import re
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -22,55 +17,8 @@ from passcode.app import create_app
 from passcode.config import Settings
 from passcode.domain.passfmt import verify_pass
 from passcode.keys import DRAIN, KEYRING, POOL
-from tests.conftest import HEALTHY, TokenFactory, auth
-
-REPO = Path(__file__).resolve().parents[2]
-CLI_TIMEOUT = 60
-
-
-def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of an operator running the CLI with the service's own configuration:
-    every setting the test changed from its default, as its PASSCODE_ variable (the status key
-    layout depends on scan_shards, so the CLI must share it to reach the same Redis keys)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PASSCODE_")}
-    defaults = Settings()
-    for f in dataclasses.fields(Settings):
-        value = getattr(settings, f.name)
-        if value is None or value == getattr(defaults, f.name):
-            continue
-        if isinstance(value, bool):
-            text = "1" if value else "0"
-        elif isinstance(value, tuple):
-            text = ",".join(value)
-        else:
-            text = str(value)
-        env[f"PASSCODE_{f.name.upper()}"] = text
-    for name in ("DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "DATA_DIR", "SECRET", "DEV_MODE"):
-        assert f"PASSCODE_{name}" in env, name
-    env.update(extra)
-    return env
-
-
-def run_cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603  # our own CLI, fixed arguments
-        [sys.executable, "-m", "passcode", *args],
-        env=cli_env(settings, **env),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
-
-
-async def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI off the event loop, so the app under test keeps serving meanwhile."""
-    return await asyncio.to_thread(run_cli, settings, *args, **env)
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
-    return result.stdout
+from passcode.testing import HEALTHY, auth
+from tests.helpers import TokenFactory, cli, ok
 
 
 async def add_terminal(settings: Settings, place: str) -> tuple[uuid.UUID, str]:

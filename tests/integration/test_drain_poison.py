@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,126 +22,12 @@ import redis.asyncio as aioredis
 
 from passcode.app import create_app, make_drain, open_cache
 from passcode.config import Settings
-from passcode.domain.model import Decision, Reason
-from passcode.domain.verdict import Verdict
 from passcode.keys import DRAIN, POOL, SUPERVISOR
 from passcode.store import deadletters, pg
 from passcode.store import scans as scan_store
 from passcode.store.cache import DRAIN_GROUP, Cache
-from passcode.store.scans import ScanRecord, encode_record, insert_isolating
-
-Fields = dict[bytes, bytes]
-NOW = datetime.now(UTC)
-
-
-def good_record(scan_id: str | None = None, terminal_time: datetime | None = None) -> str:
-    """A record as verify writes it (a decided one: invalid code, no subject)."""
-    return encode_record(
-        scan_id=scan_id or str(uuid.uuid4()),
-        at_ms=int(NOW.timestamp() * 1000),
-        terminal_time=terminal_time,
-        terminal_id=str(uuid.uuid4()),
-        subject=None,
-        pass_version=0,
-        verdict=Verdict(Decision.INVALID, Reason.MALFORMED, None),
-    )
-
-
-def parts(**changes: str) -> str:
-    """A good decided record with some of its nine ``|``-separated parts replaced."""
-    names = ["scan_id", "at_ms", "tt", "terminal_id", "subject", "pv", "decision", "reason"]
-    values = good_record(terminal_time=NOW).split("|")
-    for name, value in changes.items():
-        values[[*names, "color"].index(name)] = value
-    return "|".join(values)
-
-
-def snapshot(record: str, color: bytes = b"green", version: bytes = b"3") -> Fields:
-    """A record with a live-status snapshot, as the verify script appends it."""
-    return {b"sc": color, b"sv": version, b"r": record.encode()}
-
-
-def snapshot_record(pv: str = "1") -> str:
-    return encode_record(
-        scan_id=str(uuid.uuid4()),
-        at_ms=int(NOW.timestamp() * 1000),
-        terminal_time=None,
-        terminal_id=str(uuid.uuid4()),
-        subject=os.urandom(16),
-        pass_version=int(pv),
-        verdict=None,
-    )
-
-
-def _with_pv(pv: str) -> str:
-    fields = snapshot_record().split("|")
-    fields[5] = pv
-    return "|".join(fields)
-
-
-far = timezone(-timedelta(hours=23, minutes=59))
-east = timezone(timedelta(hours=23, minutes=59))
-ms_2200 = str(scan_store.SCAN_TIME_RANGE_MS[1])
-ms_1999 = str(scan_store.SCAN_TIME_RANGE_MS[0] - 1)
-
-# Every field of the record, every kind of bad value: (name, entry fields).
-POISON: list[tuple[str, Fields]] = [
-    ("eight parts", {b"r": "|".join(good_record().split("|")[:8]).encode()}),
-    ("ten parts", {b"r": (good_record() + "|x").encode()}),
-    ("empty record", {b"r": b""}),
-    ("scan id not a uuid", {b"r": parts(scan_id="not-a-uuid").encode()}),
-    ("scan id too long", {b"r": parts(scan_id=str(uuid.uuid4()) + "0").encode()}),
-    ("terminal id not a uuid", {b"r": parts(terminal_id="{}" * 18).encode()}),
-    ("ms not an integer", {b"r": parts(at_ms="12.5").encode()}),
-    ("ms text", {b"r": parts(at_ms="soon").encode()}),
-    ("ms empty", {b"r": parts(at_ms="").encode()}),
-    ("ms negative", {b"r": parts(at_ms="-1").encode()}),
-    ("ms from 2200", {b"r": parts(at_ms=ms_2200).encode()}),
-    ("ms before 2000", {b"r": parts(at_ms=ms_1999).encode()}),
-    ("ms past datetime", {b"r": parts(at_ms="9" * 30).encode()}),
-    ("terminal time 9999 -23:59", {b"r": parts(tt="9999-12-31T23:59:59-23:59").encode()}),
-    ("terminal time 0001 +23:59", {b"r": parts(tt="0001-01-01T00:00:00+23:59").encode()}),
-    ("terminal time text", {b"r": parts(tt="yesterday").encode()}),
-    ("terminal time naive", {b"r": parts(tt="2026-01-01T08:00:00").encode()}),
-    ("terminal time year 10000", {b"r": parts(tt="10000-01-01T00:00:00+00:00").encode()}),
-    ("terminal time 1999", {b"r": parts(tt="1999-12-31T23:59:59+00:00").encode()}),
-    ("terminal time 2200", {b"r": parts(tt="2199-12-31T23:59:59-00:01").encode()}),
-    ("decision unknown", {b"r": parts(decision="maybe").encode()}),
-    ("reason unknown", {b"r": parts(reason="because").encode()}),
-    ("colour unknown", {b"r": parts(color="purple").encode()}),
-    ("subject not hex", {b"r": parts(subject="zz" * 16).encode()}),
-    ("subject odd hex", {b"r": parts(subject="abc").encode()}),
-    ("record not utf-8", {b"r": parts().encode()[:-4] + b"\xff\xfe\x80"}),
-    ("no record field", {b"x": b"1"}),
-    ("record under another name", {b"sc": b"green", b"sv": b"1", b"rec": b"x"}),
-    ("snapshot colour unknown", snapshot(snapshot_record(), color=b"purple")),
-    ("snapshot colour not utf-8", snapshot(snapshot_record(), color=b"\xff")),
-    ("snapshot version text", snapshot(snapshot_record(), version=b"v3")),
-    ("snapshot version empty", snapshot(snapshot_record(), version=b"")),
-    ("snapshot pass version text", snapshot(_with_pv("one"))),
-    ("snapshot without its record", {b"sc": b"green", b"sv": b"1"}),
-]
-
-
-def good_entries(n: int) -> list[tuple[str, Fields]]:
-    """Good scans of each layout: decided, with a snapshot, a replay, with a terminal time."""
-    made: list[tuple[str, Fields]] = []
-    for i in range(n):
-        kind = i % 4
-        if kind == 0:
-            made.append((f"good {i}", {b"r": good_record().encode()}))
-        elif kind == 1:
-            made.append((f"good {i}", snapshot(snapshot_record())))
-        elif kind == 2:
-            made.append((f"good {i}", {**snapshot(snapshot_record()), b"rp": b"1"}))
-        else:
-            edge = datetime(2000, 1, 2, 0, 0, tzinfo=east)  # 2000-01-01T00:01Z: in range
-            made.append((f"good {i}", {b"r": good_record(terminal_time=edge).encode()}))
-    return made
-
-
-def scan_id_of(fields: Fields) -> str:
-    return fields[b"r"].decode().split("|", 1)[0]
+from passcode.store.scans import ScanRecord, insert_isolating
+from tests.helpers import POISON, Fields, far, good_entries, parts, scan_id_of, stored_scan_ids
 
 
 @pytest.fixture
@@ -158,15 +43,6 @@ async def stores(settings: Settings) -> AsyncIterator[tuple[pg.Pool, Cache]]:
         await pool.close()
 
 
-@pytest.fixture
-async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
 async def put(
     redis: aioredis.Redis, cache: Cache, entries: list[tuple[str, Fields]]
 ) -> dict[str, tuple[str, str]]:
@@ -178,13 +54,6 @@ async def put(
         entry_id = await redis.xadd(stream, fields)  # type: ignore[arg-type]
         where[name] = (stream, entry_id.decode())
     return where
-
-
-async def stored(pool: pg.Pool, scan_ids: list[str]) -> set[str]:
-    rows = await pool.fetch(
-        "SELECT scan_id::text AS id FROM scans WHERE scan_id = ANY($1::uuid[])", scan_ids
-    )
-    return {r["id"] for r in rows}
 
 
 async def dead_letters(
@@ -210,7 +79,7 @@ async def assert_sorted_out(
     """Every good scan in Postgres, every poison entry a dead letter with a reason and its
     fields as Redis held them, and nothing left in the streams."""
     ids = [scan_id_of(fields) for _, fields in good]
-    assert await stored(pool, ids) == set(ids)
+    assert await stored_scan_ids(pool, ids) == set(ids)
     kept = await dead_letters(pool, cache)
     for name, fields in POISON:
         letter = kept.get(where[name])
@@ -242,7 +111,7 @@ async def test_poison_entries_become_dead_letters_and_the_good_ones_are_stored(
     await put(raw_redis, cache, later)
     assert await drain.drain_all() == len(later)
     ids = [scan_id_of(fields) for _, fields in later]
-    assert await stored(pool, ids) == set(ids)
+    assert await stored_scan_ids(pool, ids) == set(ids)
     reasons = {
         name: (await dead_letters(pool, cache))[where[name]].letter.reason for name, _ in POISON
     }
@@ -295,7 +164,7 @@ async def test_an_entry_postgres_refuses_after_decoding_is_found_by_splitting(
     where = await put(raw_redis, cache, entries)
     assert await drain.drain_all() == len(entries)
     ids = [scan_id_of(fields) for _, fields in good]
-    assert await stored(pool, ids) == set(ids)
+    assert await stored_scan_ids(pool, ids) == set(ids)
     kept = await dead_letters(pool, cache)
     assert list(kept) == [where["late"]]
     assert kept[where["late"]].letter.reason.startswith("OverflowError")
@@ -338,7 +207,7 @@ async def test_insert_isolating_returns_exactly_the_rows_postgres_or_asyncpg_ref
     assert failed[5].startswith("ValueError")
     assert failed[9].startswith("TypeError")
     good_ids = [r[1] for n, r in enumerate(records) if n not in failed]
-    assert await stored(pool, good_ids) == set(good_ids)
+    assert await stored_scan_ids(pool, good_ids) == set(good_ids)
 
 
 async def test_if_postgres_cannot_keep_a_dead_letter_the_entry_stays_pending(
@@ -383,7 +252,7 @@ async def test_the_running_service_drains_past_poison_and_its_shutdown_flush_too
         ids = [scan_id_of(fields) for _, fields in good]
         async with asyncio.timeout(15):
             while True:
-                if await stored(pool, ids) == set(ids):
+                if await stored_scan_ids(pool, ids) == set(ids):
                     break
                 await asyncio.sleep(0.05)
         assert client.app[SUPERVISOR].failing() == []

@@ -29,8 +29,8 @@ from passcode.app import create_app, open_cache, until_answering
 from passcode.config import Settings
 from passcode.embedded import embedded_redis
 from passcode.errors import StoreUnavailable
-from tests.api.test_verify import FEVER, ClientFactory, citizen_pass, new_terminal, verify_ok
-from tests.conftest import TokenFactory
+from passcode.testing import FEVER
+from tests.helpers import ClientFactory, TokenFactory, citizen_pass, new_terminal, verify_ok
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -22,7 +22,7 @@ from passcode.store import pg
 from passcode.store.retention import expire_scans, retention_cutoff
 from passcode.store.scans import ScanRow, insert_scans, partition_name
 from passcode.workers.retention import expire_now, run_retention
-from tests.integration.test_cli import cli
+from tests.helpers import cli
 
 DAYS = 28
 OLD, RECENT = (40, 29), (27, 0)  # days ago

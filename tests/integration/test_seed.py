@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,8 +29,8 @@ from passcode.seed import SeedError, seed
 from passcode.store import pg
 from passcode.store.cache import Cache
 from passcode.store.statuses import facts
-from tests.conftest import ADMIN_KEY, TokenFactory, auth
-from tests.integration.test_cli import REPO, cli_env, ok, run_cli
+from passcode.testing import auth, free_port
+from tests.helpers import ADMIN_KEY, REPO, TokenFactory, cli_env, ok, run_cli
 
 CITIZENS = 300
 SHARES = (0.85, 0.10, 0.05)  # 255 green, 30 yellow, 15 red
@@ -200,13 +199,6 @@ async def test_seed_refuses_bad_shares(settings: Settings, tmp_path: Path) -> No
 
 
 # --- Locust, for real ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:

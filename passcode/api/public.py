@@ -8,9 +8,8 @@ import json
 
 from aiohttp import web
 
-from passcode.api.openapi import openapi_document
 from passcode.api.responses import json_response, rfc3339
-from passcode.keys import CACHE, DRAIN, KEYRING, POOL, SETTINGS, SUPERVISOR
+from passcode.keys import CACHE, DRAIN, KEYRING, OPENAPI, POOL, SETTINGS, SUPERVISOR
 from passcode.service.health import probe_stores
 
 
@@ -78,4 +77,5 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document())
+    """The document ``create_app`` built from the route table (this handler is an entry of it)."""
+    return json_response(request.app[OPENAPI])

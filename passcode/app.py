@@ -16,7 +16,6 @@ from aiohttp import web
 from passcode.api.openapi import openapi_document
 from passcode.api.problems import add_route, add_unmatched
 from passcode.api.routes import ROUTES
-from passcode.api.shedding import LoadShedder
 from passcode.config import Settings, SettingsError, mask_url
 from passcode.domain.identity import IdTokenVerifier, load_jwks
 from passcode.domain.privacy import Sealer
@@ -42,6 +41,7 @@ from passcode.keys import (
 from passcode.service.citizen import CitizenService
 from passcode.service.limits import Limiter
 from passcode.service.riskplaces import RiskPlaceRunner
+from passcode.service.shedding import LoadShedder
 from passcode.service.signing import KeyringHolder
 from passcode.service.verify import Verifier
 from passcode.store import cache as cache_store

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from passcode.api.shedding import LoadShedder
     from passcode.config import Settings
     from passcode.domain.identity import IdTokenVerifier
     from passcode.domain.privacy import Sealer
     from passcode.service.citizen import CitizenService
     from passcode.service.limits import Limiter
     from passcode.service.riskplaces import RiskPlaceRunner
+    from passcode.service.shedding import LoadShedder
     from passcode.service.signing import KeyringHolder
     from passcode.service.verify import Verifier
     from passcode.store.cache import Cache

@@ -21,7 +21,6 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from passcode.api.shedding import LoadShedder
 from passcode.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -30,6 +29,7 @@ from passcode.errors import (
     PayloadTooLarge,
 )
 from passcode.keys import SHEDDER
+from passcode.service.shedding import LoadShedder
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def from_http_exception(exc: web.HTTPException) -> PasscodeError:
 
 def problems(handler: Handler, *, shedder: LoadShedder, kind: int | None) -> Handler:
     """``handler`` answering every failure as a problem; shed first when ``kind`` is a class
-    of :mod:`passcode.api.shedding` (the requests it counts are those of such routes)."""
+    of :mod:`passcode.service.shedding` (the requests it counts are those of such routes)."""
 
     async def answer(request: web.Request) -> web.StreamResponse:
         try:

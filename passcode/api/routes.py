@@ -2,7 +2,7 @@
 
 An entry names the method, the path, the handler, the OpenAPI operation (written with
 :mod:`passcode.api.operations`, its schemas in :mod:`passcode.api.schemas`), the shedding class
-(:mod:`passcode.api.shedding`; none: never shed) and, for the admin API, the role its handler
+(:mod:`passcode.service.shedding`; none: never shed) and, for the admin API, the role its handler
 authorizes (:func:`passcode.api.auth.authorize`). ``app.py`` routes every entry, the shedder
 takes each route's class from it at registration, and :mod:`passcode.api.openapi` documents the
 entries in this order. A new endpoint is one entry here, its handler and its schema.
@@ -38,8 +38,8 @@ from passcode.api.operations import (
     query,
     ref,
 )
-from passcode.api.shedding import ISSUE, VERIFY
 from passcode.domain.model import Role
+from passcode.service.shedding import ISSUE, VERIFY
 
 
 @dataclass(frozen=True, slots=True)

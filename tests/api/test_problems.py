@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from passcode.api.problems import PROBLEM_JSON, UNMATCHED, add_route, add_unmatched
-from passcode.api.shedding import VERIFY, LoadShedder
 from passcode.errors import NotFound
 from passcode.keys import SHEDDER
+from passcode.service.shedding import VERIFY, LoadShedder
 
 
 def _app() -> web.Application:

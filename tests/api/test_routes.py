@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient
 from passcode.api.openapi import openapi_document
 from passcode.api.problems import UNMATCHED
 from passcode.api.routes import ROUTES, Route
-from passcode.api.shedding import ISSUE, VERIFY
 from passcode.app import create_app
 from passcode.config import Settings
 from passcode.domain.model import Role
 from passcode.keys import SHEDDER
+from passcode.service.shedding import ISSUE, VERIFY
 from tests.helpers import role_headers
 
 

@@ -1,7 +1,8 @@
 """Overload protection: when the process is saturated, refuse fast (503 + Retry-After).
 
 Requests are counted while in flight, per process, in two classes (the route table,
-:mod:`passcode.api.routes`, gives each route its class or none):
+:mod:`passcode.api.routes`, gives each route its class or none; the api's problems wrapper
+admits each request of a class here):
 
 * **issuance** (the pass and declaration routes) is shed first: when the requests in flight of
   both classes together reach ``shed_issue_inflight``, or the event loop runs
@@ -19,8 +20,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-
-from aiohttp import web
 
 from passcode.errors import Overloaded
 
@@ -57,8 +56,9 @@ class LoadShedder:
                 f"the service is saturated; {what} is shed", retry_after=self.retry_after
             )
 
-    async def watch_lag(self, app: web.Application) -> AsyncIterator[None]:
-        """Cleanup context: measure how late the event loop wakes up, while the app runs."""
+    async def watch_lag(self, app: object) -> AsyncIterator[None]:
+        """A cleanup context (of any app: ``app`` is unused): measure how late the event loop
+        wakes up, while the app runs."""
         if self.issue_lag <= 0:
             yield
             return

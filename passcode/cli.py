@@ -92,7 +92,7 @@ async def _once_answering(
     try:
         await until_answering(cache, deadline=time.monotonic() + REDIS_STARTUP_WAIT)
     finally:
-        await cache.client.aclose()
+        await cache.close()
     return await work(settings)
 
 
@@ -344,10 +344,11 @@ def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
                 valid_from=None,
                 valid_until=until,
                 created_by=_cli_actor(),
+                clock=s.clock,
                 timeout=s.pg_timeout,
             )
         finally:
-            await cache.client.aclose()
+            await cache.close()
             await pool.close()
         color = live.color.value if live.color else "none (no valid declaration)"
         print(f"override {override_id} recorded; status now {color}, version {live.version}")
@@ -387,7 +388,7 @@ def cmd_drain(settings: Settings, args: argparse.Namespace) -> int:
                 "stopped; %d scans stored in all, %d in the final flush", drain.stored, flushed
             )
         finally:
-            await cache.client.aclose()
+            await cache.close()
             await pool.close()
         return 0
 
@@ -493,7 +494,7 @@ def cmd_risk_place(settings: Settings, args: argparse.Namespace) -> int:
                     f" changed, {report.redis_writes} redis writes, {report.seconds:.2f} s"
                 )
         finally:
-            await cache.client.aclose()
+            await cache.close()
             await pool.close()
         return 1 if failed else 0
 

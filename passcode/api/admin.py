@@ -8,9 +8,8 @@ from aiohttp import web
 
 from passcode.api.auth import authorize
 from passcode.api.body import check, parse_datetime, read_json
-from passcode.api.citizen import status_body
 from passcode.api.params import query_time
-from passcode.api.responses import json_response, rfc3339
+from passcode.api.responses import json_response, rfc3339, status_body
 from passcode.api.schemas import (
     OVERRIDE_REQUEST,
     TERMINAL_REQUEST,
@@ -46,6 +45,7 @@ async def post_override(request: web.Request) -> web.Response:
         valid_from=parse_datetime(valid_from, "valid_from") if valid_from else None,
         valid_until=parse_datetime(valid_until, "valid_until") if valid_until else None,
         created_by=actor.name,
+        clock=settings.clock,
         timeout=settings.pg_timeout,
     )
     return json_response({"override_id": override_id, "status": status_body(live)}, status=201)

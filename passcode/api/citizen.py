@@ -11,12 +11,11 @@ from aiohttp import web
 
 from passcode.api.auth import citizen_of
 from passcode.api.body import read_json
-from passcode.api.responses import json_response, rfc3339
+from passcode.api.responses import json_response, rfc3339, status_body
 from passcode.api.schemas import DECLARATION_REQUEST, compile_schema
 from passcode.domain import fields, qr
 from passcode.domain.identity import Citizen
 from passcode.domain.rules import Declaration
-from passcode.domain.status import LiveStatus
 from passcode.errors import BadRequest, ValidationFailed
 from passcode.keys import CITIZEN_LIMITS, CITIZENS, SEALER, SETTINGS
 from passcode.service.citizen import PassView
@@ -24,14 +23,6 @@ from passcode.service.citizen import PassView
 _validate_declaration = compile_schema(DECLARATION_REQUEST)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-def status_body(live: LiveStatus) -> dict[str, Any]:
-    return {
-        "color": live.color.value if live.color else None,
-        "valid_until": rfc3339(live.valid_until),
-        "version": live.version,
-    }
 
 
 async def _limited_citizen(request: web.Request) -> Citizen:

@@ -1,4 +1,5 @@
-"""JSON responses; times in them are written by :func:`passcode.domain.fields.rfc3339`."""
+"""JSON responses and the body shapes several handlers share; times in them are written by
+:func:`passcode.domain.fields.rfc3339`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import orjson
 from aiohttp import web
 
 from passcode.domain.fields import rfc3339
+from passcode.domain.status import LiveStatus
 
-__all__ = ["json_response", "rfc3339"]  # rfc3339: the handlers import it from here
+__all__ = ["json_response", "rfc3339", "status_body"]  # rfc3339: the handlers import it here
 
 
 def json_response(
@@ -25,3 +27,12 @@ def json_response(
 
 
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def status_body(live: LiveStatus) -> dict[str, Any]:
+    """A live status as the citizen and admin answers show it."""
+    return {
+        "color": live.color.value if live.color else None,
+        "valid_until": rfc3339(live.valid_until),
+        "version": live.version,
+    }

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -12,11 +11,9 @@ from passcode.api.auth import authorize
 from passcode.api.body import body_deadline, check_body_headers, read_limited
 from passcode.api.responses import json_response
 from passcode.domain.model import Role
-from passcode.domain.testresults import TooManyRows, UploadRejected, parse_upload
-from passcode.errors import PayloadTooLarge, ValidationFailed
+from passcode.domain.testresults import ACTION
 from passcode.keys import CACHE, POOL, SEALER, SETTINGS
-from passcode.service.testresults import Tally, apply_results
-from passcode.store.testresults import ACTION
+from passcode.service.testresults import upload_results
 
 MAX_ERRORS_SHOWN = 1000
 
@@ -27,48 +24,31 @@ async def post_test_results(request: web.Request) -> web.Response:
     actor = await authorize(request, Role.HEALTH_OFFICER, action=ACTION)
     settings = request.app[SETTINGS]
     raw = await read_csv(request, limit=settings.max_csv_body)
-    now = datetime.fromtimestamp(settings.clock.now(), UTC)
-    try:
-        # Checking 100,000 rows takes a while: off the event loop, so verify keeps answering.
-        parsed = await asyncio.to_thread(
-            parse_upload,
-            raw,
-            now=now,
-            skew=timedelta(seconds=settings.clock_skew),
-            max_rows=settings.max_csv_rows,
-        )
-    except TooManyRows as exc:
-        raise PayloadTooLarge(str(exc)) from exc
-    except UploadRejected as exc:
-        raise ValidationFailed(str(exc), errors=["body"]) from exc
-    tally = Tally()
-    # Each chunk writes its own audit entry in its own transaction (see apply_results), so
-    # whatever commits is audited even if the upload is cut short by a failure or shutdown.
-    await apply_results(
-        parsed.good,
+    report = await upload_results(
+        raw,
         pool=request.app[POOL],
         cache=request.app[CACHE],
         sealer=request.app[SEALER],
         idp_issuer=settings.idp_issuer,
         actor=actor.name,
         upload_id=str(uuid.uuid4()),
-        summary={"rows": parsed.rows, "good": len(parsed.good), "rejected": len(parsed.errors)},
         clock=settings.clock,
+        skew=timedelta(seconds=settings.clock_skew),
+        max_rows=settings.max_csv_rows,
         policy=settings.policy(),
         timeout=settings.pg_timeout,
-        tally=tally,
     )
     return json_response(
         {
-            "rows": parsed.rows,
-            "applied": tally.applied,
-            "duplicates": len(parsed.good) - tally.applied,
-            "rejected": len(parsed.errors),
-            "positives": tally.positives,
+            "rows": report.rows,
+            "applied": report.applied,
+            "duplicates": report.good - report.applied,
+            "rejected": len(report.errors),
+            "positives": report.positives,
             "errors": [
-                {"line": e.line, "error": e.error} for e in parsed.errors[:MAX_ERRORS_SHOWN]
+                {"line": e.line, "error": e.error} for e in report.errors[:MAX_ERRORS_SHOWN]
             ],
-            "errors_truncated": len(parsed.errors) > MAX_ERRORS_SHOWN,
+            "errors_truncated": len(report.errors) > MAX_ERRORS_SHOWN,
         }
     )
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from passcode.domain import fields as kinds
 
+ACTION = "test_results.upload"  # the audit action of an upload (and of its authorization)
 HEADER = ("user_id", "result", "tested_at")
 HEADER_TEXT = ",".join(HEADER)
 MAX_AGE = timedelta(days=366)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 
+from passcode.domain.clock import Clock
 from passcode.domain.model import Color, StatusReason
 from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Policy
@@ -29,11 +30,12 @@ async def override_status(
     valid_from: datetime | None,
     valid_until: datetime | None,
     created_by: str,
+    clock: Clock,
     timeout: float,
 ) -> tuple[int, LiveStatus]:
     """Record the ruling (with its audit entry) and re-derive the status in one transaction on
     one connection, then publish it, so verify sees it on the next scan."""
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(clock.now(), UTC)
     start = valid_from or now
     if valid_until is not None and valid_until <= start:
         raise ValidationFailed("valid_until must be after valid_from", errors=["valid_until"])

@@ -13,18 +13,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from passcode.domain.clock import Clock
 from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Policy
-from passcode.domain.testresults import LabResult
+from passcode.domain.testresults import (
+    ACTION,
+    LabResult,
+    RowError,
+    TooManyRows,
+    UploadRejected,
+    parse_upload,
+)
+from passcode.errors import PayloadTooLarge, ValidationFailed
 from passcode.service import status
 from passcode.store import audit
 from passcode.store.cache import Cache
 from passcode.store.pg import Pool, acquire
-from passcode.store.testresults import ACTION, KeyedResult, record_chunk
+from passcode.store.testresults import KeyedResult, record_chunk
 
 CHUNK = 1000  # records per transaction; its subjects stay locked while it runs
 
@@ -123,6 +131,70 @@ async def apply_results(
         tally.applied += outcome.applied
         tally.positives += outcome.positives
         await status.publish_pooled(pool, cache, outcome.statuses.written, timeout=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadReport:
+    """What an upload did: its records, the good ones newly applied, the bad ones' errors."""
+
+    rows: int
+    good: int
+    applied: int
+    positives: int
+    errors: list[RowError]
+
+
+async def upload_results(
+    raw: bytes,
+    *,
+    pool: Pool,
+    cache: Cache,
+    sealer: Sealer,
+    idp_issuer: str,
+    actor: str,
+    upload_id: str,
+    clock: Clock,
+    skew: timedelta,
+    max_rows: int,
+    policy: Policy,
+    timeout: float,
+) -> UploadReport:
+    """Check a CSV upload row by row (at most ``max_rows`` records, else PayloadTooLarge; not
+    UTF-8 or no header: ValidationFailed) and apply its good records (:func:`apply_results`),
+    even when others are bad. A test time may lie up to ``skew`` past the clock's now."""
+    try:
+        # Checking 100,000 rows takes a while: off the event loop, so verify keeps answering.
+        parsed = await asyncio.to_thread(
+            parse_upload,
+            raw,
+            now=datetime.fromtimestamp(clock.now(), UTC),
+            skew=skew,
+            max_rows=max_rows,
+        )
+    except TooManyRows as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+    except UploadRejected as exc:
+        raise ValidationFailed(str(exc), errors=["body"]) from exc
+    tally = Tally()
+    # Each chunk writes its own audit entry in its own transaction (see apply_results), so
+    # whatever commits is audited even if the upload is cut short by a failure or shutdown.
+    await apply_results(
+        parsed.good,
+        pool=pool,
+        cache=cache,
+        sealer=sealer,
+        idp_issuer=idp_issuer,
+        actor=actor,
+        upload_id=upload_id,
+        summary={"rows": parsed.rows, "good": len(parsed.good), "rejected": len(parsed.errors)},
+        clock=clock,
+        policy=policy,
+        timeout=timeout,
+        tally=tally,
+    )
+    return UploadReport(
+        parsed.rows, len(parsed.good), tally.applied, tally.positives, parsed.errors
+    )
 
 
 def _keyed(sealer: Sealer, idp_issuer: str, results: Sequence[LabResult]) -> list[KeyedResult]:

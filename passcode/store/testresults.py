@@ -18,12 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from passcode.domain.model import Color, StatusReason
-from passcode.domain.testresults import exposure_source
+from passcode.domain.testresults import ACTION, exposure_source
 from passcode.store import audit
 from passcode.store.pg import Connection
 from passcode.store.statuses import lock_subjects
-
-ACTION = "test_results.upload"  # the audit action of an upload (and of its authorization)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,10 @@
 An entry names the method, the path, the handler, the OpenAPI operation (written with
 :mod:`passcode.api.operations`, its schemas in :mod:`passcode.api.schemas`), the shedding class
 (:mod:`passcode.service.shedding`; none: never shed) and, for the admin API, the role its handler
-authorizes (:func:`passcode.api.auth.authorize`). ``app.py`` routes every entry, the shedder
-takes each route's class from it at registration, and :mod:`passcode.api.openapi` documents the
-entries in this order. A new endpoint is one entry here, its handler and its schema.
+authorizes (:func:`passcode.api.auth.authorize`; an admin entry is written with :func:`_admin`,
+which documents it behind the admin key). ``app.py`` routes every entry, the shedder takes each
+route's class from it at registration, and :mod:`passcode.api.openapi` documents the entries in
+this order. A new endpoint is one entry here, its handler and its schema.
 """
 
 from __future__ import annotations
@@ -53,6 +54,26 @@ class Route:
     operation: dict[str, Any]
     shed: int | None = None
     role: Role | None = None
+
+
+def _admin(
+    method: str,
+    path: str,
+    handler: Handler,
+    role: Role,
+    summary: str,
+    *,
+    ok: dict[str, Any],
+    errors: tuple[int, ...],
+    body: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Route:
+    """An admin endpoint: its handler authorizes ``role``, so the document puts it behind the
+    admin key, under the admin tag."""
+    described = operation(
+        summary, ok=ok, errors=errors, body=body, security="adminKey", tag="admin", extra=extra
+    )
+    return Route(method, path, handler, described, role=role)
 
 
 _VERIFY_ERRORS = (400, 401, 403, 413, 415, 429)
@@ -216,341 +237,291 @@ ROUTES: tuple[Route, ...] = (
             tag="citizen",
         ),
     ),
-    Route(
+    _admin(
         "POST",
         "/v1/admin/overrides",
         admin.post_override,
-        role=Role.HEALTH_OFFICER,
-        operation=operation(
-            "Set a citizen's colour by ruling (转码); reaches verify at once",
-            ok={
-                "201": {
-                    "description": "Recorded; the new status",
-                    "content": json_content("OverrideResponse"),
-                }
-            },
-            errors=(400, 401, 403, 413, 415, 503),
-            body="OverrideRequest",
-            security="adminKey",
-            tag="admin",
-        ),
+        Role.HEALTH_OFFICER,
+        "Set a citizen's colour by ruling (转码); reaches verify at once",
+        ok={
+            "201": {
+                "description": "Recorded; the new status",
+                "content": json_content("OverrideResponse"),
+            }
+        },
+        errors=(400, 401, 403, 413, 415, 503),
+        body="OverrideRequest",
     ),
-    Route(
+    _admin(
         "POST",
         "/v1/admin/terminals",
         admin.post_terminal,
-        role=Role.OPERATOR,
-        operation=operation(
-            "Register a terminal; its key is shown once",
-            ok=no_store_json("201", "Created", "TerminalResponse"),
-            errors=(400, 401, 403, 413, 415, 503),
-            body="TerminalRequest",
-            security="adminKey",
-            tag="admin",
-        ),
+        Role.OPERATOR,
+        "Register a terminal; its key is shown once",
+        ok=no_store_json("201", "Created", "TerminalResponse"),
+        errors=(400, 401, 403, 413, 415, 503),
+        body="TerminalRequest",
     ),
-    Route(
+    _admin(
         "POST",
         "/v1/admin/terminals/{terminal_id}/revoke",
         admin.revoke,
-        role=Role.OPERATOR,
-        operation=operation(
-            "Revoke a terminal",
-            ok={"204": {"description": "Revoked"}},
-            errors=(401, 403, 404, 503),
-            security="adminKey",
-            tag="admin",
-            extra={
-                "parameters": [
-                    {
-                        "name": "terminal_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": s.UUID,
-                    }
-                ]
-            },
-        ),
+        Role.OPERATOR,
+        "Revoke a terminal",
+        ok={"204": {"description": "Revoked"}},
+        errors=(401, 403, 404, 503),
+        extra={
+            "parameters": [
+                {
+                    "name": "terminal_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": s.UUID,
+                }
+            ]
+        },
     ),
-    Route(
+    _admin(
         "GET",
         "/v1/admin/replays",
         admin.get_replays,
-        role=Role.HEALTH_OFFICER,
-        operation=operation(
-            "Count replays: scans of one pass at another place within the replay"
-            " window (admitted, flagged in the scan record)",
-            ok={"200": {"description": "Counts", "content": json_content("ReplayCount")}},
-            errors=(400, 401, 403, 503),
-            security="adminKey",
-            tag="admin",
-            extra={
-                "parameters": [
-                    query(
-                        "since",
-                        s.DATETIME,
-                        "Start, inclusive (RFC 3339); default: until - 24 h",
-                    ),
-                    query(
-                        "until",
-                        s.DATETIME,
-                        "End, exclusive (RFC 3339); default: now, or since + 24 h;"
-                        " at most 31 days after since",
-                    ),
-                ]
-            },
-        ),
+        Role.HEALTH_OFFICER,
+        "Count replays: scans of one pass at another place within the replay"
+        " window (admitted, flagged in the scan record)",
+        ok={"200": {"description": "Counts", "content": json_content("ReplayCount")}},
+        errors=(400, 401, 403, 503),
+        extra={
+            "parameters": [
+                query(
+                    "since",
+                    s.DATETIME,
+                    "Start, inclusive (RFC 3339); default: until - 24 h",
+                ),
+                query(
+                    "until",
+                    s.DATETIME,
+                    "End, exclusive (RFC 3339); default: now, or since + 24 h;"
+                    " at most 31 days after since",
+                ),
+            ]
+        },
     ),
-    Route(
+    _admin(
         "GET",
         "/v1/admin/audit",
         auditlog.get_audit,
-        role=Role.AUDITOR,
-        operation=operation(
-            "Read the audit log (role auditor): every admin action and tracing query,"
-            " and every refusal for want of a role; oldest first, paginated. The read is"
-            " itself recorded",
-            ok={"200": {"description": "A page of entries", "content": json_content("AuditPage")}},
-            errors=(400, 401, 403, 503),
-            security="adminKey",
-            tag="admin",
-            extra={
-                "parameters": [
-                    query("since", s.DATETIME, "Start, inclusive; default: until - 7 days"),
-                    query("until", s.DATETIME, "End, exclusive; default: now"),
-                    query("actor", {"type": "string", "maxLength": 200}, "Only this actor"),
-                    query(
-                        "action",
-                        {"type": "string", "pattern": "^[a-z_]{1,40}(\\.[a-z_]{1,40})?$"},
-                        "Only this action, e.g. trace.place",
-                    ),
-                    query(
-                        "limit",
-                        {"type": "integer", "minimum": 1, "maximum": 1000},
-                        "Entries per page (default 100)",
-                    ),
-                    query(
-                        "cursor",
-                        {"type": "integer", "minimum": 0},
-                        "next_cursor of the previous page",
-                    ),
-                ]
-            },
-        ),
+        Role.AUDITOR,
+        "Read the audit log (role auditor): every admin action and tracing query,"
+        " and every refusal for want of a role; oldest first, paginated. The read is"
+        " itself recorded",
+        ok={"200": {"description": "A page of entries", "content": json_content("AuditPage")}},
+        errors=(400, 401, 403, 503),
+        extra={
+            "parameters": [
+                query("since", s.DATETIME, "Start, inclusive; default: until - 7 days"),
+                query("until", s.DATETIME, "End, exclusive; default: now"),
+                query("actor", {"type": "string", "maxLength": 200}, "Only this actor"),
+                query(
+                    "action",
+                    {"type": "string", "pattern": "^[a-z_]{1,40}(\\.[a-z_]{1,40})?$"},
+                    "Only this action, e.g. trace.place",
+                ),
+                query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": 1000},
+                    "Entries per page (default 100)",
+                ),
+                query(
+                    "cursor",
+                    {"type": "integer", "minimum": 0},
+                    "next_cursor of the previous page",
+                ),
+            ]
+        },
     ),
-    Route(
+    _admin(
         "GET",
         "/v1/admin/dead-letters",
         deadletters.get_dead_letters,
-        role=Role.OPERATOR,
-        operation=operation(
-            "Scan entries the drain could not store (role operator): kept with the"
-            " reason instead of stopping the drain; oldest first, paginated. The read is"
-            " recorded in the audit log (dead_letters.read)",
-            ok={
-                "200": {
-                    "description": "A page of dead letters",
-                    "content": json_content("DeadLetterPage"),
-                }
-            },
-            errors=(400, 401, 403, 503),
-            security="adminKey",
-            tag="admin",
-            extra={
-                "parameters": [
-                    query(
-                        "limit",
-                        {"type": "integer", "minimum": 1, "maximum": dl.MAX_LIMIT},
-                        f"Entries per page (default {dl.DEFAULT_LIMIT})",
-                    ),
-                    query(
-                        "cursor",
-                        {"type": "integer", "minimum": 0},
-                        "next_cursor of the previous page",
-                    ),
-                ]
-            },
-        ),
+        Role.OPERATOR,
+        "Scan entries the drain could not store (role operator): kept with the"
+        " reason instead of stopping the drain; oldest first, paginated. The read is"
+        " recorded in the audit log (dead_letters.read)",
+        ok={
+            "200": {
+                "description": "A page of dead letters",
+                "content": json_content("DeadLetterPage"),
+            }
+        },
+        errors=(400, 401, 403, 503),
+        extra={
+            "parameters": [
+                query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": dl.MAX_LIMIT},
+                    f"Entries per page (default {dl.DEFAULT_LIMIT})",
+                ),
+                query(
+                    "cursor",
+                    {"type": "integer", "minimum": 0},
+                    "next_cursor of the previous page",
+                ),
+            ]
+        },
     ),
-    Route(
+    _admin(
         "POST",
         "/v1/admin/dead-letters/replay",
         deadletters.post_replay,
-        role=Role.OPERATOR,
-        operation=operation(
-            "Replay dead letters (role operator): store the oldest that can be stored"
-            " now (after a fix), forget those; the others stay with their new reason."
-            " Idempotent. Recorded in the audit log (dead_letters.replay)",
-            ok={"200": {"description": "Counts", "content": json_content("DeadLetterReplay")}},
-            errors=(400, 401, 403, 503),
-            security="adminKey",
-            tag="admin",
-            extra={
-                "parameters": [
-                    query(
-                        "limit",
-                        {"type": "integer", "minimum": 1, "maximum": dl.REPLAY_MAX},
-                        f"At most this many (default {dl.REPLAY_DEFAULT})",
-                    )
-                ]
-            },
-        ),
+        Role.OPERATOR,
+        "Replay dead letters (role operator): store the oldest that can be stored"
+        " now (after a fix), forget those; the others stay with their new reason."
+        " Idempotent. Recorded in the audit log (dead_letters.replay)",
+        ok={"200": {"description": "Counts", "content": json_content("DeadLetterReplay")}},
+        errors=(400, 401, 403, 503),
+        extra={
+            "parameters": [
+                query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": dl.REPLAY_MAX},
+                    f"At most this many (default {dl.REPLAY_DEFAULT})",
+                )
+            ]
+        },
     ),
-    Route(
+    _admin(
         "GET",
         "/v1/admin/trace/place",
         tracing.trace_place,
-        role=Role.HEALTH_OFFICER,
-        operation=operation(
-            "Contact tracing (role health_officer): who scanned at a place in [since,"
-            " until), oldest first, paginated, with each subject's unsealed user id and"
-            " masked name. Every page is recorded in the audit log (trace.place) with the"
-            " rows it returned",
-            ok=no_store_json("200", "A page of scans", "TracePlacePage"),
-            errors=(400, 401, 403, 503),
-            security="adminKey",
-            tag="admin",
-            extra={
-                "parameters": [
-                    query(
-                        "place",
-                        s.PLACE,
-                        "The place, as its terminals record it (trimmed, by the rule"
-                        " terminals and risk places are checked by)",
-                        required=True,
-                    ),
-                    query("since", s.DATETIME, "Start, inclusive (RFC 3339)", required=True),
-                    query(
-                        "until",
-                        s.DATETIME,
-                        "End, exclusive (RFC 3339); at most the scan retention"
-                        " period (default 28 days) after since",
-                        required=True,
-                    ),
-                    query(
-                        "limit",
-                        {"type": "integer", "minimum": 1, "maximum": 1000},
-                        "Scans per page (default 100)",
-                    ),
-                    query("cursor", s.TRACE_CURSOR, "next_cursor of the previous page"),
-                ]
-            },
-        ),
+        Role.HEALTH_OFFICER,
+        "Contact tracing (role health_officer): who scanned at a place in [since,"
+        " until), oldest first, paginated, with each subject's unsealed user id and"
+        " masked name. Every page is recorded in the audit log (trace.place) with the"
+        " rows it returned",
+        ok=no_store_json("200", "A page of scans", "TracePlacePage"),
+        errors=(400, 401, 403, 503),
+        extra={
+            "parameters": [
+                query(
+                    "place",
+                    s.PLACE,
+                    "The place, as its terminals record it (trimmed, by the rule"
+                    " terminals and risk places are checked by)",
+                    required=True,
+                ),
+                query("since", s.DATETIME, "Start, inclusive (RFC 3339)", required=True),
+                query(
+                    "until",
+                    s.DATETIME,
+                    "End, exclusive (RFC 3339); at most the scan retention"
+                    " period (default 28 days) after since",
+                    required=True,
+                ),
+                query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": 1000},
+                    "Scans per page (default 100)",
+                ),
+                query("cursor", s.TRACE_CURSOR, "next_cursor of the previous page"),
+            ]
+        },
     ),
-    Route(
+    _admin(
         "POST",
         "/v1/admin/trace/citizen",
         tracing.trace_citizen,
-        role=Role.HEALTH_OFFICER,
-        operation=operation(
-            "Contact tracing (role health_officer): where a citizen scanned in [since,"
-            " until), oldest first, paginated. The user id is sent in the body, never in"
-            " a URL. Every page is recorded in the audit log (trace.citizen, naming the"
-            " subject by its pseudonymous id) with the rows it returned; an unknown user"
-            " gets an empty page",
-            ok=no_store_json("200", "A page of scans", "TraceCitizenPage"),
-            errors=(400, 401, 403, 413, 415, 503),
-            body="TraceCitizenRequest",
-            security="adminKey",
-            tag="admin",
-        ),
+        Role.HEALTH_OFFICER,
+        "Contact tracing (role health_officer): where a citizen scanned in [since,"
+        " until), oldest first, paginated. The user id is sent in the body, never in"
+        " a URL. Every page is recorded in the audit log (trace.citizen, naming the"
+        " subject by its pseudonymous id) with the rows it returned; an unknown user"
+        " gets an empty page",
+        ok=no_store_json("200", "A page of scans", "TraceCitizenPage"),
+        errors=(400, 401, 403, 413, 415, 503),
+        body="TraceCitizenRequest",
     ),
-    Route(
+    _admin(
         "POST",
         "/v1/admin/test-results",
         testresults.post_test_results,
-        role=Role.HEALTH_OFFICER,
-        operation=operation(
-            "Upload test results as CSV (role health_officer): each record is checked on"
-            " its own; good ones apply even when others are bad, bad ones are reported"
-            " with their line. A positive turns its subject red (reason positive_test)"
-            " until an override settles it; a negative is only recorded. A record already"
-            " on file is a duplicate and applies nothing, so re-uploading a file is safe"
-            " and completes an upload cut short. Recorded in the audit log"
-            " (test_results.upload) with counts only, one entry per chunk of 1000 records"
-            " committed with it",
-            ok={
-                "200": {
-                    "description": "Counts, and the bad records' lines and errors",
-                    "content": json_content("TestResultsUpload"),
-                },
-                "400": problem(
-                    "The body is not UTF-8, or line 1 is not the header"
-                    " user_id,result,tested_at; nothing applied"
-                ),
-                "413": problem(
-                    "Body above PASSCODE_MAX_CSV_BODY bytes (`limit` says how many), or"
-                    " more than PASSCODE_MAX_CSV_ROWS records; nothing applied"
-                ),
-                "415": problem(
-                    "Body is not text/csv (UTF-8), or is compressed (a"
-                    " Content-Encoding other than identity)"
-                ),
+        Role.HEALTH_OFFICER,
+        "Upload test results as CSV (role health_officer): each record is checked on"
+        " its own; good ones apply even when others are bad, bad ones are reported"
+        " with their line. A positive turns its subject red (reason positive_test)"
+        " until an override settles it; a negative is only recorded. A record already"
+        " on file is a duplicate and applies nothing, so re-uploading a file is safe"
+        " and completes an upload cut short. Recorded in the audit log"
+        " (test_results.upload) with counts only, one entry per chunk of 1000 records"
+        " committed with it",
+        ok={
+            "200": {
+                "description": "Counts, and the bad records' lines and errors",
+                "content": json_content("TestResultsUpload"),
             },
-            errors=(401, 403, 408, 503),
-            security="adminKey",
-            tag="admin",
-            extra={
-                "requestBody": {
-                    "required": True,
-                    "content": {"text/csv": {"schema": ref("TestResultsCsv")}},
-                }
-            },
-        ),
+            "400": problem(
+                "The body is not UTF-8, or line 1 is not the header"
+                " user_id,result,tested_at; nothing applied"
+            ),
+            "413": problem(
+                "Body above PASSCODE_MAX_CSV_BODY bytes (`limit` says how many), or"
+                " more than PASSCODE_MAX_CSV_ROWS records; nothing applied"
+            ),
+            "415": problem(
+                "Body is not text/csv (UTF-8), or is compressed (a"
+                " Content-Encoding other than identity)"
+            ),
+        },
+        errors=(401, 403, 408, 503),
+        extra={
+            "requestBody": {
+                "required": True,
+                "content": {"text/csv": {"schema": ref("TestResultsCsv")}},
+            }
+        },
     ),
-    Route(
+    _admin(
         "POST",
         "/v1/admin/risk-places",
         riskplaces.post_risk_place,
-        role=Role.HEALTH_OFFICER,
-        operation=operation(
-            "Mark a place risky for a window (时空伴随; role health_officer): every"
-            " citizen who scanned there in [since, until) gets an exposure of that colour"
-            " (yellow by default) and a new status, in a background job that survives a"
-            " restart. The same place, window and colour again changes nothing: 200 and"
-            " the first marking. Recorded in the audit log (risk_place.mark)",
-            ok={
-                "202": {
-                    "description": "Marked; the job has started (follow Location)",
-                    "content": json_content("RiskPlace"),
-                    "headers": {
-                        "Location": {
-                            "description": "The marking, with the job's progress",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    },
-                },
-                "200": {
-                    "description": "Already marked: the existing marking, no new work"
-                    " (one that failed is set back to pending and runs again)",
-                    "content": json_content("RiskPlace"),
+        Role.HEALTH_OFFICER,
+        "Mark a place risky for a window (时空伴随; role health_officer): every"
+        " citizen who scanned there in [since, until) gets an exposure of that colour"
+        " (yellow by default) and a new status, in a background job that survives a"
+        " restart. The same place, window and colour again changes nothing: 200 and"
+        " the first marking. Recorded in the audit log (risk_place.mark)",
+        ok={
+            "202": {
+                "description": "Marked; the job has started (follow Location)",
+                "content": json_content("RiskPlace"),
+                "headers": {
+                    "Location": {
+                        "description": "The marking, with the job's progress",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
                 },
             },
-            errors=(400, 401, 403, 413, 415, 503),
-            body="RiskPlaceRequest",
-            security="adminKey",
-            tag="admin",
-        ),
+            "200": {
+                "description": "Already marked: the existing marking, no new work"
+                " (one that failed is set back to pending and runs again)",
+                "content": json_content("RiskPlace"),
+            },
+        },
+        errors=(400, 401, 403, 413, 415, 503),
+        body="RiskPlaceRequest",
     ),
-    Route(
+    _admin(
         "GET",
         "/v1/admin/risk-places/{marking_id}",
         riskplaces.get_risk_place,
-        role=Role.HEALTH_OFFICER,
-        operation=operation(
-            "A risk place marking and its job's progress (role health_officer; recorded"
-            " in the audit log as risk_place.read)",
-            ok={"200": {"description": "The marking", "content": json_content("RiskPlace")}},
-            errors=(401, 403, 404, 503),
-            security="adminKey",
-            tag="admin",
-            extra={
-                "parameters": [
-                    {"name": "marking_id", "in": "path", "required": True, "schema": s.UUID}
-                ]
-            },
-        ),
+        Role.HEALTH_OFFICER,
+        "A risk place marking and its job's progress (role health_officer; recorded"
+        " in the audit log as risk_place.read)",
+        ok={"200": {"description": "The marking", "content": json_content("RiskPlace")}},
+        errors=(401, 403, 404, 503),
+        extra={
+            "parameters": [{"name": "marking_id", "in": "path", "required": True, "schema": s.UUID}]
+        },
     ),
     Route(
         "GET",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from passcode.store import audit, deadletters
 from passcode.store.deadletters import KeptLetter
-from passcode.store.pg import Pool
+from passcode.store.pg import Pool, acquire
 from passcode.store.scans import ScanRecord, decode_entry, insert_isolating, unstorable_reason
 
 # Re-exported store types appear in the api's signatures; the api imports no store module.
@@ -60,8 +60,13 @@ async def replay_dead_letters(
     """Decode and store up to ``limit`` dead letters, oldest first, as the drain would have
     (after a fix to the decoder or the schema, say): those stored leave the dead-letter table,
     the rest stay with the reason they fail for now. Storing is idempotent, so a replay cut
-    short and run again stores nothing twice."""
-    replayed = failed = 0
+    short and run again stores nothing twice.
+
+    Each page (:data:`REPLAY_PAGE` letters) is settled in one transaction with its audit entry
+    (``dead_letters.replay`` by ``actor``: the ``limit`` asked, the ``page`` (1-based) and how
+    many of it still fail; rows: those it stored), so no dead letter leaves or changes
+    unaudited however a replay ends. A replay that finds none is audited as page 0."""
+    replayed = failed = pages = 0
     cursor, requested = 0, limit
     while limit > 0:
         letters = await deadletters.page(
@@ -84,15 +89,25 @@ async def replay_dead_letters(
         )
         still.update({owners[n]: reason for n, reason in refused.items()})
         stored = [owner for n, owner in enumerate(owners) if n not in refused]
-        await deadletters.settle(pool, stored=stored, failed=still, timeout=timeout)
+        pages += 1
+        async with acquire(pool, "settle dead letters", timeout) as conn, conn.transaction():
+            await deadletters.settle(conn, stored=stored, failed=still, timeout=timeout)
+            await audit.append(
+                conn,
+                actor=actor,
+                action="dead_letters.replay",
+                target={"limit": requested, "page": pages, "failed": len(still)},
+                rows=len(stored),
+            )
         replayed += len(stored)
         failed += len(still)
-    await audit.record(
-        pool,
-        actor=actor,
-        action="dead_letters.replay",
-        target={"limit": requested, "failed": failed},
-        rows=replayed,
-        timeout=timeout,
-    )
+    if not pages:
+        await audit.record(
+            pool,
+            actor=actor,
+            action="dead_letters.replay",
+            target={"limit": requested, "page": 0, "failed": 0},
+            rows=0,
+            timeout=timeout,
+        )
     return ReplayReport(replayed, failed, await deadletters.count(pool, timeout=timeout))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from passcode.store.pg import Pool, acquire
+from passcode.store.pg import Connection, Pool, acquire
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,21 +71,21 @@ async def count(pool: Pool, *, timeout: float) -> int:
 
 
 async def settle(
-    pool: Pool, *, stored: Sequence[int], failed: dict[int, str], timeout: float
+    conn: Connection, *, stored: Sequence[int], failed: dict[int, str], timeout: float
 ) -> None:
-    """After a replay: forget those now stored; note the new reason of those still failing."""
-    async with acquire(pool, "settle dead letters", timeout) as conn, conn.transaction():
-        if stored:
-            await conn.execute(
-                "DELETE FROM scan_dead_letters WHERE id = ANY($1::bigint[])",
-                list(stored),
-                timeout=timeout,
-            )
-        if failed:
-            await conn.execute(
-                "UPDATE scan_dead_letters d SET reason = f.reason, last_tried = now()"
-                " FROM unnest($1::bigint[], $2::text[]) AS f(id, reason) WHERE d.id = f.id",
-                list(failed),
-                list(failed.values()),
-                timeout=timeout,
-            )
+    """After a replay: forget those now stored; note the new reason of those still failing.
+    On the caller's connection, inside its transaction (with the replay's audit entry)."""
+    if stored:
+        await conn.execute(
+            "DELETE FROM scan_dead_letters WHERE id = ANY($1::bigint[])",
+            list(stored),
+            timeout=timeout,
+        )
+    if failed:
+        await conn.execute(
+            "UPDATE scan_dead_letters d SET reason = f.reason, last_tried = now()"
+            " FROM unnest($1::bigint[], $2::text[]) AS f(id, reason) WHERE d.id = f.id",
+            list(failed),
+            list(failed.values()),
+            timeout=timeout,
+        )

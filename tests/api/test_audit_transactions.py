@@ -15,7 +15,9 @@ from aiohttp.test_utils import TestClient
 from passcode.domain.model import Role
 from passcode.keys import POOL
 from passcode.service import access
-from tests.helpers import role_headers
+from passcode.store import deadletters
+from passcode.store.deadletters import DeadLetter
+from tests.helpers import ADMIN, role_headers
 
 Client = TestClient[Any, Any]
 
@@ -99,3 +101,28 @@ async def test_adding_and_revoking_an_admin_credential_commit_with_their_audit_e
         assert not await conn.fetchval(
             "SELECT count(*) FROM audit_log WHERE target ->> 'credential_id' = $1", str(unknown)
         )
+
+
+async def test_a_dead_letter_replay_commits_each_page_with_its_audit_entry(
+    client: Client,
+) -> None:
+    """dead_letters.replay: the transaction that settles a page of dead letters (forgets those
+    now stored, notes why the rest still fail) also writes that page's audit entry, so no
+    dead letter leaves or changes unaudited however a replay ends."""
+    stream = f"txn-{uuid.uuid4().hex}"
+    letter = DeadLetter(stream, "1-0", (b"r", b"not a scan"), "unreadable")
+    await deadletters.add(client.app[POOL], [letter], timeout=5)
+    replayed = await client.post("/v1/admin/dead-letters/replay", headers=ADMIN)
+    assert replayed.status == 200, await replayed.text()
+    async with client.app[POOL].acquire() as conn:
+        settled = await conn.fetchval(
+            "SELECT xmin::text FROM scan_dead_letters WHERE stream = $1 AND last_tried IS NOT NULL",
+            stream,
+        )
+        entries = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'dead_letters.replay'"
+            " AND xmin::text = $1",
+            settled,
+        )
+    assert settled is not None
+    assert entries == 1

@@ -167,7 +167,7 @@ async def test_place_trace_returns_the_window_at_that_place_in_order_across_page
         subject = row.subject_id.hex() if row.subject_id else None
         assert entry["subject"] == (people[subject] if subject else None)
 
-    logged = [e for e in await audited(client, "trace.place") if e["target"]["place"] == place]
+    logged = [e for e in await audited(client, "trace.place") if e["target"].get("place") == place]
     assert [e["rows"] for e in logged] == [2, 2, 2, 0]
     assert {e["actor"] for e in logged} == {ROOT_ACTOR}
     assert {e["outcome"] for e in logged} == {"ok"}
@@ -227,7 +227,9 @@ async def test_citizen_trace_returns_their_scans_in_the_window_across_pages(
         }
 
     logged = [
-        e for e in await audited(client, "trace.citizen") if e["target"]["subject"] == alice_subject
+        e
+        for e in await audited(client, "trace.citizen")
+        if e["target"].get("subject") == alice_subject
     ]
     assert [e["rows"] for e in logged] == [2, 2, 1]
     assert logged[0]["target"] == {

@@ -353,7 +353,7 @@ async def seed(
         ]
         phases["terminals"] = time.perf_counter() - mark
     finally:
-        await cache.client.aclose()
+        await cache.close()
         await pool.close()
 
     mark = time.perf_counter()

@@ -28,11 +28,10 @@ from datetime import UTC, datetime
 from passcode.domain.rules import Policy
 from passcode.errors import StoreUnavailable
 from passcode.service import status
-from passcode.store import riskplaces
+from passcode.store import riskplaces, scanstream
 from passcode.store.cache import Cache
 from passcode.store.pg import Connection, Pool, acquire, pg_errors
 from passcode.store.statuses import lock_subjects
-from passcode.store.transport import redis_errors
 from passcode.workers.drain import ScanDrain
 from passcode.workers.supervisor import Supervisor
 
@@ -73,18 +72,6 @@ STREAM_CLOCK_MARGIN = 2.0
 CATCH_UP_POLL = 0.1  # s between looks at the stream while another process drains it
 
 
-async def _oldest_entry_ms(cache: Cache) -> int | None:
-    """The Redis time (ms) of the oldest scan still in the stream (not yet stored), or None."""
-    with redis_errors("scan log backlog"):
-        async with asyncio.timeout(cache.timeout * 4):
-            pipe = cache.client.pipeline(transaction=False)
-            for stream in cache.stream_keys():
-                pipe.xrange(stream, "-", "+", count=1)
-            replies: list[list[tuple[bytes, object]]] = await pipe.execute()
-    firsts = [int(entries[0][0].split(b"-", 1)[0]) for entries in replies if entries]
-    return min(firsts, default=None)
-
-
 async def catch_up_scan_log(
     cache: Cache, drain: ScanDrain | None, until: datetime, *, bound: float
 ) -> bool:
@@ -101,7 +88,7 @@ async def catch_up_scan_log(
     while True:
         moved = 0
         try:
-            oldest = await _oldest_entry_ms(cache)
+            oldest = await scanstream.oldest_entry_ms(cache)
             if oldest is None or oldest >= cutoff_ms:
                 return True
             if drain is not None and loop.time() < deadline:

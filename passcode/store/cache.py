@@ -29,8 +29,6 @@ from passcode.store.transport import NoScriptError, RedisError, Script, Transpor
 
 log = logging.getLogger(__name__)
 
-DRAIN_GROUP = "drain"
-
 # KEYS: status, stream, dedupe, last place.  ARGV: now (s), pass version, dedupe ttl, scan
 # record, place, replay window (s).
 # Reads the live status and, when it may decide (passcode.domain.status.decides, spelled in

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from redis.exceptions import RedisError
 
 from passcode.domain.model import Color, StatusReason
 from passcode.store import audit
 from passcode.store.pg import Connection, Pool, acquire
+from passcode.store.transport import RedisError
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 

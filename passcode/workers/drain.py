@@ -20,15 +20,11 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from passcode.errors import StoreUnavailable
 from passcode.service.status import sync_unsynced
-from passcode.store import deadletters
-from passcode.store.cache import DRAIN_GROUP, Cache
+from passcode.store import deadletters, scanstream
+from passcode.store.cache import Cache
 from passcode.store.deadletters import DeadLetter
 from passcode.store.pg import Pool
 from passcode.store.scans import (
@@ -41,13 +37,8 @@ from passcode.store.scans import (
     lock_bucket,
     unstorable_reason,
 )
-from passcode.store.transport import redis_errors
 
 log = logging.getLogger(__name__)
-
-# (entry id, fields as Redis sent them: name, value, name, value, ...); fields are None for an
-# entry deleted after it was delivered.
-Entry = tuple[bytes, Sequence[bytes] | None]
 
 DECODE_SLICE = 1000  # entries decoded between yields to the event loop (verify shares it)
 SPLIT_MIN = 2000  # rows below which one transaction stores a batch (no gain in splitting)
@@ -62,31 +53,14 @@ class Batch:
     stream: str
     ids: list[bytes]
     records: list[ScanRecord]
-    entries: Sequence[Entry] = ()  # as taken: the rare failed insert maps rows back to them
+    entries: Sequence[
+        scanstream.Entry
+    ] = ()  # as taken: the rare failed insert maps rows back to them
     unreadable: list[DeadLetter] = field(default_factory=list)
-
-
-def _unparsed_reads(client: aioredis.Redis) -> aioredis.Redis:
-    """A client on the same connections (same deadlines and retries) whose XREADGROUP replies
-    stay as Redis sent them (RESP2, as :func:`~passcode.store.cache.create_client` asks):
-    redis-py would turn every entry into a dict, and those dicts (and the collector passes
-    they caused) were a third of the drain's CPU."""
-    streams = aioredis.Redis(connection_pool=client.connection_pool)
-    streams.set_response_callback("XREADGROUP", _as_sent)
-    return streams
-
-
-def _as_sent(response: Any, **_options: Any) -> Any:
-    return response
 
 
 def _dead(stream: str, entry_id: bytes, fields: Sequence[bytes], exc: Exception) -> DeadLetter:
     return DeadLetter(stream, entry_id.decode(), tuple(fields), unstorable_reason(exc))
-
-
-def _flat(fields: dict[bytes, bytes] | None) -> list[bytes] | None:
-    """redis-py's parsed entry fields back as Redis sends them (the rare XAUTOCLAIM path)."""
-    return None if fields is None else [part for pair in fields.items() for part in pair]
 
 
 class ScanDrain:
@@ -116,7 +90,6 @@ class ScanDrain:
         self.dead_lettered = 0  # entries kept as dead letters by this drain
         self._pass_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
-        self._streams = _unparsed_reads(cache.client)
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish its current batch and return."""
@@ -128,42 +101,18 @@ class ScanDrain:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def ensure_groups(self) -> None:
-        client = self.cache.client
-        for stream in self.cache.stream_keys():
-            with redis_errors("create consumer group"):
-                try:
-                    await client.xgroup_create(stream, DRAIN_GROUP, id="0", mkstream=True)
-                except ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
-
-    async def _take(self, stream: str) -> list[Entry]:
-        """Our own un-acked entries first, then ones a dead consumer left idle, then new ones."""
-        client, streams = self.cache.client, self._streams
-        with redis_errors("read scans"):
-            async with asyncio.timeout(self.cache.timeout * 4):
-                mine: Any = await streams.xreadgroup(
-                    DRAIN_GROUP, self.consumer, {stream: "0"}, count=self.batch
-                )
-                entries: list[Entry] = mine[0][1] if mine else []
-                if not entries:
-                    claimed: Any = await client.xautoclaim(
-                        stream, DRAIN_GROUP, self.consumer, self.claim_idle_ms, "0-0",
-                        count=self.batch,
-                    )  # fmt: skip
-                    # Redis 6.2 answers a claimed entry deleted since with no id at all: it
-                    # is ours now, and the read of our own entries above acknowledges it next.
-                    entries = [(i, _flat(fields)) for i, fields in claimed[1] if i is not None]
-                if not entries:
-                    fresh: Any = await streams.xreadgroup(
-                        DRAIN_GROUP, self.consumer, {stream: ">"}, count=self.batch
-                    )
-                    entries = fresh[0][1] if fresh else []
-        return entries
+        await scanstream.create_groups(self.cache)
 
     async def read(self, stream: str) -> Batch:
-        """Take a batch from one shard and decode it, yielding to the loop now and then."""
-        entries = await self._take(stream)
+        """Take a batch from one shard (our own unacknowledged entries first, then ones a dead
+        consumer left idle, then new ones) and decode it, yielding to the loop now and then."""
+        entries = await scanstream.take(
+            self.cache,
+            stream,
+            consumer=self.consumer,
+            count=self.batch,
+            claim_idle_ms=self.claim_idle_ms,
+        )
         records: list[ScanRecord] = []
         unreadable: list[DeadLetter] = []
         for start in range(0, len(entries), DECODE_SLICE):
@@ -200,13 +149,7 @@ class ScanDrain:
                 batch.stream,
                 "; ".join(sorted({d.reason for d in dead}))[:300],
             )
-        client = self.cache.client
-        with redis_errors("ack scans"):
-            async with asyncio.timeout(self.cache.timeout * 4):
-                pipe = client.pipeline(transaction=False)
-                pipe.xack(batch.stream, DRAIN_GROUP, *batch.ids)
-                pipe.xdel(batch.stream, *batch.ids)
-                await pipe.execute()
+        await scanstream.acknowledge(self.cache, batch.stream, batch.ids)
         self.stored += len(batch.records) + len(batch.unreadable) - len(dead)
         return len(batch.ids)
 

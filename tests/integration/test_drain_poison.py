@@ -25,8 +25,9 @@ from passcode.config import Settings
 from passcode.keys import DRAIN, POOL, SUPERVISOR
 from passcode.store import deadletters, pg
 from passcode.store import scans as scan_store
-from passcode.store.cache import DRAIN_GROUP, Cache
+from passcode.store.cache import Cache
 from passcode.store.scans import ScanRecord, insert_isolating
+from passcode.store.scanstream import DRAIN_GROUP
 from tests.helpers import POISON, Fields, far, good_entries, parts, scan_id_of, stored_scan_ids
 
 

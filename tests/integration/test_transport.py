@@ -1,0 +1,133 @@
+"""The Redis transport (passcode/store/transport.py) on the real Redis: the redis-py private
+state its fast reading relies on is still where it reads it (a new redis-py fails here, by
+name, not as a slower service), the installed redis-py is one of the versions pinned as tested,
+and its pipelines of their own answer in order, errors as asked."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from collections.abc import AsyncIterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import hiredis
+import pytest
+from packaging.requirements import Requirement
+
+from passcode.config import Settings
+from passcode.store import transport as transport_module
+from passcode.store.transport import ResponseError, Transport, connect
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+@pytest.fixture
+async def transport(settings: Settings) -> AsyncIterator[Transport]:
+    opened = connect(settings.redis_url or "", timeout=5, max_connections=4)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+# The redis-py releases this module's tests (and test_scan_stream, test_redis_packing,
+# test_drain_poison) passed on; pyproject.toml's range spans them and no further.
+TESTED = ("5.3.1", "6.0.0", "6.4.0", "7.0.1", "7.4.1", "8.0.1", "8.1.0")
+
+
+def redis_pin() -> Requirement:
+    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    (pin,) = [Requirement(d) for d in dependencies if Requirement(d).name == "redis"]
+    return pin
+
+
+def test_the_redis_py_pin_spans_the_releases_tested_and_no_further() -> None:
+    """The dependency range admits every release tested, but not 5.2 (its
+    ``ConnectionPool.get_connection`` needs a command name: every batch failed) nor the next,
+    untested, minor release."""
+    spec = redis_pin().specifier
+    assert [v for v in TESTED if not spec.contains(v)] == []
+    assert not spec.contains("5.2.1")
+    assert not spec.contains("8.2.0")
+
+
+def test_the_installed_redis_py_is_one_the_pin_names() -> None:
+    """An environment outside the pinned range is not what the tests below vouch for."""
+    spec, installed = redis_pin().specifier, metadata.version("redis")
+    assert spec.contains(installed), (
+        f"redis-py {installed} is installed; pyproject.toml pins {spec} (the versions"
+        " passcode/store/transport.py was tested with)"
+    )
+
+
+async def test_redis_py_private_parser_state_is_where_the_transport_reads_it(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path reads a connection's hiredis parser (``_parser``, its ``_reader`` and
+    ``_stream``) and the asyncio reader under it (``_reader._buffer``). Each is checked by
+    name, and a batch must then be read on the fast path, never redis-py's slower one."""
+    slow: list[object] = []
+
+    async def slowly(connection: Any, batch: Any) -> None:
+        slow.append(type(connection._parser))  # private: the parser that made it go slow
+        raise AssertionError("the batch was read through redis-py's read_response")
+
+    monkeypatch.setattr(transport_module, "_deliver_slowly", slowly)
+    assert await transport.execute([(("PING",), "")], timeout=5) == [b"PONG"]
+    connection = transport._idle[0]  # private: the kept connection the next batch reuses
+    version = metadata.version("redis")
+    parser = getattr(connection, "_parser", None)
+    problems = []
+    if not isinstance(parser, transport_module._AsyncHiredisParser):
+        problems.append(
+            f"connection._parser is {type(parser).__name__}, not"
+            " redis._parsers.hiredis._AsyncHiredisParser"
+        )
+    if not isinstance(getattr(parser, "_reader", None), hiredis.Reader):
+        problems.append("_AsyncHiredisParser._reader is not the connection's hiredis.Reader")
+    stream = getattr(connection, "_reader", None)
+    if not isinstance(stream, asyncio.StreamReader):
+        problems.append("connection._reader is not an asyncio.StreamReader")
+    elif getattr(parser, "_stream", None) is not stream:
+        problems.append("_AsyncHiredisParser._stream is not the connection's _reader")
+    if not hasattr(stream, "_buffer"):
+        problems.append("connection._reader._buffer is gone (asyncio.StreamReader)")
+    assert not problems, (
+        f"redis-py {version} moved private state passcode/store/transport.py reads: "
+        + "; ".join(problems)
+        + ". Update the transport (Transport._connection, _deliver) or keep redis-py pinned."
+    )
+    assert slow == []
+
+
+async def test_a_pipeline_of_its_own_answers_in_order_and_raises_as_asked(
+    transport: Transport, settings: Settings
+) -> None:
+    """execute: replies in order; the first error reply raised (the default) or returned in
+    its place (raise_errors=False), the other commands having run either way."""
+    key = f"{settings.redis_prefix}:transport"
+    commands = [
+        (("SET", key, "1"), key),
+        (("INCRBY", key, "not-a-number"), key),
+        (("INCR", key), key),
+    ]
+    replies = await transport.execute(commands, timeout=5, raise_errors=False)
+    assert replies[0] == b"OK"
+    assert isinstance(replies[1], ResponseError)
+    assert replies[2] == 2
+    with pytest.raises(ResponseError, match="not an integer"):
+        await transport.execute(commands, timeout=5)
+    assert await transport.execute([(("GET", key), key)], timeout=5) == [b"2"]
+
+
+async def test_a_failed_exchange_raises_even_when_error_replies_are_returned() -> None:
+    """Nothing listening: execute raises (an OSError, which the store maps to StoreUnavailable)
+    instead of handing back the failure as if it were one command's reply."""
+    gone = connect("redis://127.0.0.1:1/0", timeout=1, max_connections=1)
+    try:
+        with pytest.raises(OSError, match="redis batch failed"):
+            await gone.execute([(("PING",), "")], timeout=1, raise_errors=False)
+    finally:
+        await gone.close()

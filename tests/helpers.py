@@ -62,6 +62,17 @@ ClientFactory = Callable[..., Awaitable[Client]]
 PROBLEM = "application/problem+json"
 
 
+class FakeClock:
+    """A clock the test sets by hand (whole seconds, near the real time so ID tokens, which
+    the identity provider dates by its own clock, stay valid)."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def now(self) -> float:
+        return self.at
+
+
 # --- terminals, citizens, passes, verify ---------------------------------------------------------
 
 

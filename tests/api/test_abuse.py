@@ -152,6 +152,7 @@ async def test_a_verify_and_its_rate_limit_share_one_redis_write(
     cache = client.app[CACHE]
     batcher = cache.transport
     sent: list[list[tuple[object, ...]]] = []
+    # private: the transport's send is observed (not replaced) to count the writes on the wire
     original = batcher._send
 
     async def observed(batch: list[tuple[tuple[object, ...], Any]], timeout: Any = None) -> None:
@@ -164,6 +165,7 @@ async def test_a_verify_and_its_rate_limit_share_one_redis_write(
     assert response.status == 200, await response.text()
     assert (await response.json())["decision"] == "admit"
 
+    # private: the scripts' SHAs name the commands seen on the wire
     shas = {cache._verify.sha: "verify", cache._gcra.sha: "gcra"}
     kinds = [[shas.get(str(c[1]), str(c[0])) for c in batch] for batch in sent]
     assert kinds == [["gcra", "verify"]], kinds
@@ -338,6 +340,7 @@ async def test_a_lease_of_units_serves_many_verifies_and_the_limit_stays_exact(
     code = await fetch_pass(client, token)
     cache = client.app[CACHE]
     calls: list[object] = []
+    # private: the transport's send is observed (not replaced) to read each GCRA call's cost
     original = cache.transport._send
 
     async def observed(batch: list[tuple[tuple[object, ...], Any]], timeout: Any = None) -> None:
@@ -369,6 +372,7 @@ async def test_verifies_in_one_turn_spend_the_lease_being_asked_for_with_one_gcr
     limits = client.app[TERMINAL_LIMITS]
     cache = client.app[CACHE]
     costs: list[int] = []
+    # private: the transport's send is observed (not replaced) to read each GCRA call's cost
     original = cache.transport._send
 
     async def observed(batch: list[tuple[tuple[object, ...], Any]], timeout: Any = None) -> None:
@@ -379,6 +383,8 @@ async def test_verifies_in_one_turn_spend_the_lease_being_asked_for_with_one_gcr
     ident = uuid.uuid4()
     key = limits.key(ident.bytes, str(ident))
     assert all(limits.speculate(key) for _ in range(51))  # one turn: no await in between
+    # private: the lease's settlement and size are the behaviour under test; no
+    # public API exposes them
     await asyncio.wait_for(limits._settled(key).wait(), 5)  # both answers are in
     assert costs == [50, 50], costs
     assert limits._leases[key][0] == 49

@@ -18,21 +18,10 @@ from passcode.config import Settings
 from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.keys import CITIZENS, VERIFIER
 from passcode.testing import HEALTHY, auth
-from tests.helpers import ADMIN, TokenFactory
+from tests.helpers import ADMIN, FakeClock, TokenFactory
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
-
-
-class FakeClock:
-    """A clock the test sets by hand (whole seconds, near the real time so ID tokens, which
-    the identity provider dates by its own clock, stay valid)."""
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-
-    def now(self) -> float:
-        return self.at
 
 
 async def setup(

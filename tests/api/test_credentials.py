@@ -236,6 +236,7 @@ async def test_terminal_key_is_found_by_its_hash_not_compared(
         assert hashed == [candidate]
 
     directory = client.app[TERMINALS]
+    # private: what the directory keeps in memory must be key hashes, never keys
     cached = list(directory._cache)
     assert cached
     assert all(isinstance(k, bytes) and len(k) == 32 for k in cached)

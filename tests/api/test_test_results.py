@@ -26,7 +26,7 @@ from passcode.domain.model import Role
 from passcode.domain.testresults import LabResult
 from passcode.keys import CACHE, POOL, SEALER, SETTINGS
 from passcode.service.status import sync_unsynced
-from passcode.service.testresults import CHUNK, _keyed, apply_chunk
+from passcode.service.testresults import CHUNK, _keyed, apply_chunk  # private: rows as uploaded
 from passcode.store.admins import add_credential
 from passcode.testing import HEALTHY, auth
 from tests.helpers import (

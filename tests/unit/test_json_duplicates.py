@@ -18,7 +18,7 @@ from hypothesis import assume, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from passcode.api.body import _has_duplicate_keys, _parse
+from passcode.api.body import _has_duplicate_keys, _parse  # private: the units under test
 from passcode.errors import BadRequest
 
 _SHORT = {

@@ -321,6 +321,7 @@ def test_version_and_codewords_are_qrcodes_own(text: str) -> None:
         expected: int | None = reference.best_fit()
     except DataOverflowError:
         expected = None
+    # private: the encoder's version choice and codewords, compared with qrcode's
     version = qr._best_version(segment)
     assert version == expected
     if version is not None:

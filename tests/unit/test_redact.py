@@ -122,7 +122,8 @@ def test_the_access_log_names_no_route_for_a_request_that_was_never_routed(
     ``match_info`` asserts then: on main as filed, a traceback and no access line): one line,
     ``(unrouted)``."""
     request = make_mocked_request("GET", "/v1/pass")
-    request._match_info = None  # what aiohttp's error handler's request carries
+    # private: aiohttp's own attribute, None as on the request its error handler passes
+    request._match_info = None
     assert route_of(request) == "(unrouted)"
     logger = AccessLogger(logging.getLogger("aiohttp.access"), "")
     with caplog.at_level(logging.INFO, logger="aiohttp.access"):

@@ -407,6 +407,7 @@ def test_token_bucket_bounds_its_memory() -> None:
     buckets = TokenBuckets(rate=1.0, burst=1.0, max_keys=2)
     for key in ("a", "b", "c", "d"):
         assert buckets.take(key, now=0.0) == 0.0
+    # private: the table's size is the bound under test
     assert len(buckets._state) <= 2
 
 

@@ -7,7 +7,13 @@ import logging
 
 import pytest
 
-from passcode.workers.supervisor import FAILING, RESTARTING, RUNNING, Supervisor, _Watch
+from passcode.workers.supervisor import (  # private: the backoff rule, without real restarts
+    FAILING,
+    RESTARTING,
+    RUNNING,
+    Supervisor,
+    _Watch,
+)
 
 LOGGER = "passcode.workers.supervisor"
 

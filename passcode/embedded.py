@@ -20,9 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from passcode.store.transport import StartupProbe
 
 log = logging.getLogger(__name__)
 
@@ -58,38 +56,13 @@ AOF_REWRITE_MIN_SIZE = 64 * 1024 * 1024
 PG_READY_WAIT = 60.0  # crash recovery of a big WAL can take this long
 
 
-def _client(socket_path: Path) -> redis.Redis:
-    """A short-lived client for start-up checks: one try per call, a deadline on each."""
-    return redis.Redis(
-        unix_socket_path=str(socket_path),
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-        protocol=2,
-    )
-
-
-def _state(client: redis.Redis) -> str:
-    """``ready`` (answers commands), ``loading`` (a server is there, not answering yet) or
-    ``absent``. PING is refused with LOADING while Redis loads its data; between the moments it
-    looks at its clients it does not answer at all (a timeout)."""
-    try:
-        client.ping()
-    except (redis.exceptions.BusyLoadingError, redis.exceptions.TimeoutError):
-        return "loading"
-    except (redis.exceptions.ConnectionError, OSError):
-        return "absent"
-    return "ready"
-
-
 def _until_ready(
-    client: redis.Redis, folder: Path, process: subprocess.Popen[bytes] | None, *, wait: float
+    client: StartupProbe, folder: Path, process: subprocess.Popen[bytes] | None, *, wait: float
 ) -> None:
     """Return once Redis answers commands; :class:`EmbeddedError` if it dies or ``wait`` passes."""
     deadline = time.monotonic() + wait
     said = False
-    while (state := _state(client)) != "ready":
+    while (state := client.state()) != "ready":
         if process is not None and process.poll() is not None:
             raise EmbeddedError(f"redis-server exited with {process.returncode}; see redis.log")
         if process is None and state == "absent":
@@ -111,16 +84,14 @@ def _aof_size(folder: Path) -> str:
     return f"{size / 1e6:.0f} MB"
 
 
-def _compact(client: redis.Redis, *, above: int) -> None:
+def _compact(client: StartupProbe, *, above: int) -> None:
     """Start an AOF rewrite when the file at start-up is larger than ``above`` bytes."""
-    info = client.info("persistence")
-    size = int(info.get("aof_current_size", 0))
+    size = client.aof_size()
     if size <= above:
         return
-    try:
-        client.bgrewriteaof()
-    except redis.exceptions.ResponseError as exc:  # one is already running
-        log.info("embedded redis: %s", exc)
+    refused = client.rewrite_aof()
+    if refused is not None:  # one is already running
+        log.info("embedded redis: %s", refused)
         return
     log.info("embedded redis: rewriting its %d MB append-only file to live keys", size // 10**6)
 
@@ -133,8 +104,8 @@ def embedded_redis(
     answers commands (its data loaded), within ``wait`` seconds."""
     folder.mkdir(parents=True, exist_ok=True)
     socket_path = (folder / "redis.sock").resolve()
-    with contextlib.closing(_client(socket_path)) as client:
-        if _state(client) != "absent":
+    with contextlib.closing(StartupProbe(str(socket_path))) as client:
+        if client.state() != "absent":
             # Another passcode process (``serve``) already runs it, perhaps still loading:
             # share it once it answers, never start a second server on the same files.
             _until_ready(client, folder, None, wait=wait)

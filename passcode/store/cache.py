@@ -1,5 +1,8 @@
 """Redis: the hot copy of every subject's status, and the sharded scan stream.
 
+The key layout and the scripts, on :mod:`passcode.store.transport` (which alone speaks
+redis-py); the stream's reading side is :mod:`passcode.store.scanstream`.
+
 Key layout (DESIGN §6): every key one operation touches together carries the same hash tag,
 the subject's shard, so the verify script stays legal on Redis Cluster::
 

@@ -6,6 +6,7 @@ write), command packing (hiredis, in C) and reply reading (straight from the con
 reader). The key layout (:mod:`passcode.store.cache`) and the scan stream
 (:mod:`passcode.store.scanstream`) are written on :class:`Transport` and :class:`Script`;
 :func:`redis_errors` turns a failure into :class:`~passcode.errors.StoreUnavailable` there.
+:class:`StartupProbe` is the synchronous odd one out: the embedded server's start-up checks.
 
 Every command is handed over with its key: ``submit(command, key)`` for the coalesced batch,
 ``execute([(command, key), ...])`` for a pipeline of one's own. The key is the one whose hash slot
@@ -35,11 +36,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import hiredis
+import redis
 import redis.asyncio as aioredis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.backoff import NoBackoff
+from redis.exceptions import BusyLoadingError, DataError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from passcode.errors import StoreUnavailable
@@ -50,6 +53,7 @@ __all__ = [
     "RedisError",
     "ResponseError",
     "Script",
+    "StartupProbe",
     "Transport",
     "connect",
     "consume",
@@ -342,3 +346,46 @@ def redis_errors(what: str) -> Iterator[None]:
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("redis unavailable during %s: %s", what, type(exc).__name__)
         raise StoreUnavailable(f"cache unavailable ({what})") from exc
+
+
+class StartupProbe:
+    """Synchronous checks of a Redis being started on a unix socket (the embedded server, before
+    any event loop runs): one try per call, a deadline on each."""
+
+    def __init__(self, socket_path: str, *, timeout: float = 2.0) -> None:
+        self._client = redis.Redis(
+            unix_socket_path=socket_path,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            protocol=2,
+        )
+
+    def state(self) -> str:
+        """``ready`` (answers commands), ``loading`` (a server is there, not answering yet) or
+        ``absent``. PING is refused with LOADING while Redis loads its data; between the moments
+        it looks at its clients it does not answer at all (a timeout)."""
+        try:
+            self._client.ping()
+        except (BusyLoadingError, RedisTimeoutError):
+            return "loading"
+        except (RedisConnectionError, OSError):
+            return "absent"
+        return "ready"
+
+    def aof_size(self) -> int:
+        """The append-only file's size (bytes) as Redis reports it."""
+        return int(self._client.info("persistence").get("aof_current_size", 0))
+
+    def rewrite_aof(self) -> str | None:
+        """Start a background rewrite of the append-only file; Redis's refusal (one is already
+        running), or None once started."""
+        try:
+            self._client.bgrewriteaof()
+        except ResponseError as exc:
+            return str(exc)
+        return None
+
+    def close(self) -> None:
+        self._client.close()

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 
 from passcode.config import Settings
 from passcode.store import transport as transport_module
-from passcode.store.transport import ResponseError, Transport, connect
+from passcode.store.transport import ResponseError, StartupProbe, Transport, connect
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -131,3 +131,13 @@ async def test_a_failed_exchange_raises_even_when_error_replies_are_returned() -
             await gone.execute([(("PING",), "")], timeout=1, raise_errors=False)
     finally:
         await gone.close()
+
+
+def test_the_startup_probe_finds_no_server_where_none_listens(tmp_path: Path) -> None:
+    """The embedded server's start-up check tells "nobody there" from "loading": a socket path
+    nothing listens on is absent (so a server is started), not loading (which would wait)."""
+    probe = StartupProbe(str(tmp_path / "redis.sock"), timeout=1)
+    try:
+        assert probe.state() == "absent"
+    finally:
+        probe.close()

@@ -43,7 +43,12 @@ from typing import Any
 import aiohttp
 
 from loadtest.throwaway import forget_prefix
-from passcode.app import (
+from passcode.config import Settings
+from passcode.domain.identity import mint_dev_token
+from passcode.store import pg
+from passcode.store.keyring import load_or_create_ed25519
+from passcode.testing import HEALTHY, auth, free_port
+from passcode.wiring import (
     DEV_IDP_KID,
     REDIS_STARTUP_WAIT,
     dev_idp_key_path,
@@ -51,11 +56,6 @@ from passcode.app import (
     open_cache,
     until_answering,
 )
-from passcode.config import Settings
-from passcode.domain.identity import mint_dev_token
-from passcode.store import pg
-from passcode.store.keyring import load_or_create_ed25519
-from passcode.testing import HEALTHY, auth, free_port
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"

@@ -37,7 +37,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loadtest.throwaway import throwaway_stores
-from passcode.app import make_drain, open_cache
 from passcode.cli import new_event_loop
 from passcode.config import Settings
 from passcode.domain.model import Decision, Reason
@@ -47,6 +46,7 @@ from passcode.store import pg
 from passcode.store.cache import Cache
 from passcode.store.scans import encode_record
 from passcode.store.terminals import add_terminal
+from passcode.wiring import make_drain, open_cache
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -33,7 +33,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from loadtest.throwaway import throwaway_stores
-from passcode.app import open_cache
 from passcode.cli import new_event_loop
 from passcode.config import Settings
 from passcode.domain.model import Color, StatusReason
@@ -43,6 +42,7 @@ from passcode.service.riskplaces import JobReport, run_marking
 from passcode.store import pg, riskplaces
 from passcode.store.cache import Cache
 from passcode.store.scans import COLUMNS, ensure_partitions
+from passcode.wiring import open_cache
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from passcode.app import REDIS_STARTUP_WAIT, open_cache, until_answering
 from passcode.config import Settings
+from passcode.wiring import REDIS_STARTUP_WAIT, open_cache, until_answering
 
 
 def with_database(url: str, name: str) -> str:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
@@ -17,7 +14,7 @@ from passcode.api.openapi import openapi_document
 from passcode.api.problems import add_route, add_unmatched
 from passcode.api.routes import ROUTES
 from passcode.config import Settings, SettingsError, mask_url
-from passcode.domain.identity import IdTokenVerifier, load_jwks
+from passcode.domain.identity import IdTokenVerifier
 from passcode.domain.privacy import Sealer
 from passcode.errors import StoreUnavailable
 from passcode.keys import (
@@ -44,41 +41,21 @@ from passcode.service.riskplaces import RiskPlaceRunner
 from passcode.service.shedding import LoadShedder
 from passcode.service.signing import KeyringHolder
 from passcode.service.verify import Verifier
-from passcode.store import cache as cache_store
-from passcode.store import pg, transport
-from passcode.store.keyring import ensure_key, load_or_create_ed25519, load_or_create_secret
+from passcode.store import pg
+from passcode.store.keyring import ensure_key
 from passcode.store.terminals import TerminalDirectory
-from passcode.workers.drain import ScanDrain
+from passcode.wiring import (
+    REDIS_STARTUP_WAIT,
+    identity_keys,
+    make_drain,
+    open_cache,
+    server_secret,
+    until_answering,
+)
 from passcode.workers.retention import expire_logged, run_retention
 from passcode.workers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
-
-DEV_IDP_KID = "dev"
-
-
-def dev_idp_key_path(settings: Settings) -> Path:
-    return settings.key_dir / "idp-dev.key"
-
-
-def server_secret(settings: Settings) -> str:
-    """The configured secret; dev mode keeps a generated one beside its keys."""
-    if settings.secret:
-        return settings.secret
-    if settings.dev_mode:
-        return load_or_create_secret(settings.key_dir / "server-secret")
-    raise SettingsError("PASSCODE_SECRET is required outside dev mode")
-
-
-def identity_keys(settings: Settings) -> dict[str, object]:
-    keys: dict[str, object] = {}
-    if settings.idp_jwks_file is not None:
-        keys.update(load_jwks(settings.idp_jwks_file.read_text(encoding="utf-8")))
-    if settings.dev_mode:
-        keys[DEV_IDP_KID] = load_or_create_ed25519(dev_idp_key_path(settings)).public_key()
-    if not keys:
-        log.warning("no identity-provider keys: set PASSCODE_IDP_JWKS_FILE; citizens get 401")
-    return keys
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
@@ -98,57 +75,6 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     finally:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(pool.close(), timeout=10)
-
-
-def open_cache(settings: Settings) -> cache_store.Cache:
-    """The Redis client and key layout the settings describe (service, CLI, workers alike)."""
-    assert settings.redis_url is not None
-    redis = transport.connect(
-        settings.redis_url,
-        timeout=settings.redis_timeout,
-        max_connections=settings.redis_max_connections,
-    )
-    return cache_store.Cache(
-        redis,
-        prefix=settings.redis_prefix,
-        shards=settings.scan_shards,
-        timeout=settings.redis_timeout,
-        dedupe_ttl=settings.scan_dedupe_ttl,
-        replay_window=settings.replay_window,
-    )
-
-
-def make_drain(settings: Settings, pool: pg.Pool, cache: cache_store.Cache) -> ScanDrain:
-    """A scan-log drain; one consumer per process, named after host, port and pid."""
-    return ScanDrain(
-        pool,
-        cache,
-        consumer=f"{socket.gethostname()}:{settings.port}:{os.getpid()}",
-        batch=settings.drain_batch,
-        interval=settings.drain_interval,
-        pg_timeout=settings.pg_timeout,
-        claim_idle_ms=int(settings.drain_claim_idle * 1000),
-        dedupe_window=settings.scan_dedupe_ttl,
-    )
-
-
-REDIS_STARTUP_WAIT = 60.0
-
-
-async def until_answering(cache: cache_store.Cache, *, deadline: float) -> None:
-    """Wait for Redis up to a deadline, then fail (StoreUnavailable). Still loading its
-    append-only file, Redis refuses commands with LOADING (redis-py's BusyLoadingError, a
-    ConnectionError, so StoreUnavailable like a down Redis); the service, the CLI and the
-    benchmark scripts all wait here before their first command."""
-    while True:
-        try:
-            await cache.ping()
-            return
-        except StoreUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            log.info("waiting for redis to answer")
-            await asyncio.sleep(0.5)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

@@ -23,16 +23,7 @@ from aiohttp import web
 
 from passcode import serving
 from passcode.api.accesslog import AccessLogger
-from passcode.app import (
-    DEV_IDP_KID,
-    REDIS_STARTUP_WAIT,
-    create_app,
-    dev_idp_key_path,
-    make_drain,
-    open_cache,
-    server_secret,
-    until_answering,
-)
+from passcode.app import create_app
 from passcode.config import Settings, SettingsError
 from passcode.domain import fields
 from passcode.domain.identity import mint_dev_token
@@ -50,6 +41,15 @@ from passcode.service.terminals import register_terminal, revoke_terminal
 from passcode.store import pg, riskplaces
 from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
+from passcode.wiring import (
+    DEV_IDP_KID,
+    REDIS_STARTUP_WAIT,
+    dev_idp_key_path,
+    make_drain,
+    open_cache,
+    server_secret,
+    until_answering,
+)
 from passcode.workers.retention import expire_now
 from passcode.workers.supervisor import Supervisor
 

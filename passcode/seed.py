@@ -33,7 +33,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from passcode.app import DEV_IDP_KID, dev_idp_key_path, open_cache, server_secret
 from passcode.config import Settings
 from passcode.domain.masking import mask_name
 from passcode.domain.model import Color
@@ -47,6 +46,7 @@ from passcode.store.keyring import load_or_create_ed25519
 from passcode.store.statuses import declaration_columns
 from passcode.store.terminals import NewTerminal, add_terminal
 from passcode.testing import declaration_bodies, full_name
+from passcode.wiring import DEV_IDP_KID, dev_idp_key_path, open_cache, server_secret
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from passcode.app import DEV_IDP_KID, create_app, dev_idp_key_path
+from passcode.app import create_app
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
+from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
 from tests.helpers import ADMIN_KEY, RUN_ID, TokenFactory, new_terminal
 
 

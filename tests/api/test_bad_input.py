@@ -22,11 +22,11 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from passcode.app import DEV_IDP_KID, dev_idp_key_path
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
 from passcode.testing import HEALTHY, auth
+from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
 from tests.helpers import ADMIN, TokenFactory, assert_exact_problem, stored_rows
 
 PROBLEM_JSON = "application/problem+json"

@@ -29,7 +29,6 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from passcode.api import auth as auth_module
-from passcode.app import DEV_IDP_KID
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.passfmt import PassClaims, verify_pass
@@ -38,6 +37,7 @@ from passcode.keys import KEYRING, POOL, TERMINALS
 from passcode.service import access as access_module
 from passcode.store import terminals as terminals_module
 from passcode.testing import HEALTHY, auth
+from passcode.wiring import DEV_IDP_KID
 from tests.helpers import ADMIN, ADMIN_KEY, TokenFactory
 
 RED = {**HEALTHY, "close_contact": True}

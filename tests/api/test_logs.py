@@ -18,11 +18,11 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from passcode.app import DEV_IDP_KID, dev_idp_key_path
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
 from passcode.testing import HEALTHY
+from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
 from tests.live_server import LiveServer, live_settings
 
 RED = {**HEALTHY, "temperature_c": 39.2, "symptoms": ["fever", "cough"]}

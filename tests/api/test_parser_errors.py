@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from passcode.app import DEV_IDP_KID, dev_idp_key_path
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Role
 from passcode.store import pg
 from passcode.store.admins import add_credential
 from passcode.store.keyring import load_or_create_ed25519
+from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
 from tests.live_server import LiveServer, live_settings
 
 HEADER_TIMEOUT = 1.0

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from passcode.app import create_app, open_cache
+from passcode.app import create_app
 from passcode.config import Settings
 from passcode.domain.model import Color, Role
 from passcode.keys import CACHE, DRAIN, POOL, SETTINGS
@@ -27,6 +27,7 @@ from passcode.store import riskplaces
 from passcode.store.admins import add_credential
 from passcode.store.scans import ScanRow, insert_scans
 from passcode.testing import auth
+from passcode.wiring import open_cache
 from tests.api.proxy import TcpProxy
 from tests.helpers import (
     ADMIN,

@@ -31,11 +31,11 @@ from schemathesis.checks import (
 )
 
 from passcode.api.openapi import openapi_document
-from passcode.app import DEV_IDP_KID, dev_idp_key_path
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
 from passcode.testing import free_port
+from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
 from tests.helpers import ADMIN_KEY, RUN_ID
 from tests.live_server import LiveServer
 

@@ -32,11 +32,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from passcode.app import DEV_IDP_KID, dev_idp_key_path
 from passcode.config import Settings
 from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
 from passcode.testing import HEALTHY, free_port
+from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
 from tests.api.proxy import TcpProxy
 
 ADMIN_KEY = "chaos-admin-key-0123456789"

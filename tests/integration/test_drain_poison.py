@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from passcode.app import create_app, make_drain, open_cache
+from passcode.app import create_app
 from passcode.config import Settings
 from passcode.keys import DRAIN, POOL, SUPERVISOR
 from passcode.store import deadletters, pg
@@ -28,6 +28,7 @@ from passcode.store import scans as scan_store
 from passcode.store.cache import Cache
 from passcode.store.scans import ScanRecord, insert_isolating
 from passcode.store.scanstream import DRAIN_GROUP
+from passcode.wiring import make_drain, open_cache
 from tests.helpers import POISON, Fields, far, good_entries, parts, scan_id_of, stored_scan_ids
 
 

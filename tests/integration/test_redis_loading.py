@@ -25,11 +25,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from passcode.app import create_app, open_cache, until_answering
+from passcode.app import create_app
 from passcode.config import Settings
 from passcode.embedded import embedded_redis
 from passcode.errors import StoreUnavailable
 from passcode.testing import FEVER
+from passcode.wiring import open_cache, until_answering
 from tests.helpers import ClientFactory, TokenFactory, citizen_pass, new_terminal, verify_ok
 
 with warnings.catch_warnings():

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from passcode.app import open_cache
 from passcode.config import Settings
 from passcode.errors import StoreUnavailable
 from passcode.store import scanstream
 from passcode.store.cache import Cache
 from passcode.store.scanstream import DRAIN_GROUP
+from passcode.wiring import open_cache
 
 
 @pytest.fixture

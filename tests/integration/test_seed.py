@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from passcode.app import open_cache, server_secret
 from passcode.config import Settings
 from passcode.domain.privacy import Sealer, secret_hash
 from passcode.domain.rules import derive_status
@@ -30,6 +29,7 @@ from passcode.store import pg
 from passcode.store.cache import Cache
 from passcode.store.statuses import facts
 from passcode.testing import auth, free_port
+from passcode.wiring import open_cache, server_secret
 from tests.helpers import ADMIN_KEY, REPO, TokenFactory, cli_env, ok, run_cli
 
 CITIZENS = 300

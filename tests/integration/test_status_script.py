@@ -14,11 +14,11 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from passcode.app import open_cache
 from passcode.config import Settings
 from passcode.domain.model import Color
 from passcode.domain.status import LiveStatus, decides
 from passcode.store.cache import Cache
+from passcode.wiring import open_cache
 
 BASE = 1_780_000_000  # a Unix second in 2026
 

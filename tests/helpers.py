@@ -40,7 +40,7 @@ from passcode.domain.model import Color, Decision, Reason, Role
 from passcode.domain.passfmt import PassClaims, sign_pass, verify_pass
 from passcode.domain.status import LiveStatus
 from passcode.domain.verdict import Verdict
-from passcode.errors import PROBLEM_BASE
+from passcode.errors import PROBLEM_BASE, StoreUnavailable
 from passcode.keys import CACHE, DRAIN, KEYRING, POOL, SEALER, SETTINGS
 from passcode.store import pg
 from passcode.store import scans as scan_store
@@ -531,6 +531,70 @@ def good_entries(n: int) -> list[tuple[str, Fields]]:
 
 def scan_id_of(fields: Fields) -> str:
     return fields[b"r"].decode().split("|", 1)[0]
+
+
+# --- in-memory fakes of the store ports ---------------------------------------------------------
+
+
+class FakeRateLimits:
+    """The rate-limit part of :class:`passcode.store.cache.Cache` in memory, for the limiter's
+    unit tests: GCRA computed as the Redis script does (the key's theoretical arrival time, TAT,
+    in ms; refused calls write nothing). A submitted call is answered only when the test calls
+    :meth:`answer` (as a batch is, when its one write comes back); ``down`` fails every call as
+    an unreachable Redis would. ``calls`` records the cost of each call made."""
+
+    def __init__(self) -> None:
+        self.tat: dict[str, float] = {}
+        self.calls: list[int] = []
+        self.down = False
+        self._queued: list[tuple[asyncio.Future[Any], tuple[str, str, str, str, int]]] = []
+
+    def rate_key(self, kind: str, shard_key: bytes, ident: str) -> str:
+        return f"rl:{kind}:{ident}"
+
+    def _gcra(
+        self, key: str, now_ms: str, interval_ms: str, tolerance_ms: str, cost: int
+    ) -> tuple[bool, float]:
+        now, interval = float(now_ms), float(interval_ms)
+        tat = max(self.tat.get(key, now), now)
+        new = tat + interval * cost
+        if new - float(tolerance_ms) > now:
+            return False, tat
+        self.tat[key] = new
+        return True, new
+
+    def rate_limit_submit(
+        self, key: str, *, now_ms: str, interval_ms: str, tolerance_ms: str, cost: int
+    ) -> asyncio.Future[Any]:
+        self.calls.append(cost)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((future, (key, now_ms, interval_ms, tolerance_ms, cost)))
+        return future
+
+    async def answer(self) -> None:
+        """Answer every queued call, then let the limiter's callbacks run."""
+        queued, self._queued = self._queued, []
+        for future, args in queued:
+            if self.down:
+                future.set_exception(ConnectionError("redis is down"))
+            else:
+                future.set_result(self._gcra(*args))
+        await asyncio.sleep(0)
+
+    def rate_limit_result(self, future: asyncio.Future[Any]) -> tuple[bool, float]:
+        error = future.exception()
+        if error is not None:
+            raise StoreUnavailable("cache unavailable (rate limit)") from error
+        allowed, tat = future.result()
+        return bool(allowed), float(tat)
+
+    async def rate_limit(
+        self, key: str, *, now_ms: str, interval_ms: str, tolerance_ms: str, cost: int
+    ) -> tuple[bool, float]:
+        self.calls.append(cost)
+        if self.down:
+            raise StoreUnavailable("cache unavailable (rate limit)")
+        return self._gcra(key, now_ms, interval_ms, tolerance_ms, cost)
 
 
 # --- the OpenAPI contract ----------------------------------------------------------------------

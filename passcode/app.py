@@ -239,6 +239,7 @@ async def _risk_places(app: web.Application) -> AsyncIterator[None]:
         # for the `passcode drain` process's (bounded, then a warning).
         drain=app[DRAIN] if settings.drain_enabled else None,
         supervisor=app[SUPERVISOR],
+        clock=settings.clock,
     )
     app[RISK_PLACES] = runner
     runner.resume_unfinished()

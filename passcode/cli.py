@@ -486,6 +486,7 @@ def cmd_risk_place(settings: Settings, args: argparse.Namespace) -> int:
                     timeout=s.risk_timeout,
                     states=states,
                     on_progress=show,
+                    clock=s.clock,
                 )
                 failed += report.state != riskplaces.DONE
                 print(

@@ -11,8 +11,11 @@ it; an unavailable store or a transient error (deadlock, lock or serialization f
 it ``running`` for a retry; any other error marks it ``failed`` with the error's text.
 
 :class:`RiskPlaceRunner` runs markings in the service's background, one at a time, under the
-service's :class:`~passcode.workers.supervisor.Supervisor`, and retries one whose store was
-unavailable or whose error was transient.
+service's supervisor, and retries one whose store was unavailable or whose error was transient.
+
+The drain and the supervisor are workers (``workers/drain.py``, ``workers/supervisor.py``), a
+floor above this one: they come in from ``app.py`` as the :class:`DrainPasses` and
+:class:`TaskStarter` they are, never imported here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
+from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.domain.rules import Policy
 from passcode.errors import StoreUnavailable
 from passcode.service import status
@@ -32,8 +37,6 @@ from passcode.store import riskplaces, scanstream
 from passcode.store.cache import Cache
 from passcode.store.pg import Connection, Pool, acquire, pg_errors
 from passcode.store.statuses import lock_subjects
-from passcode.workers.drain import ScanDrain
-from passcode.workers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,21 @@ class JobReport:
 
 OnProgress = Callable[[Progress], Awaitable[None]]
 
+
+class DrainPasses(Protocol):
+    """This process's scan-log drain, as the job's catch-up runs it (a ``ScanDrain``)."""
+
+    async def ensure_groups(self) -> None: ...
+
+    async def drain_once(self) -> int: ...
+
+
+class TaskStarter(Protocol):
+    """Runs work in the background, again after an unexpected error (a ``Supervisor``)."""
+
+    def start(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]: ...
+
+
 # A stream entry's id is Redis's clock, a scan's scanned_at the verifying process's: the wait
 # covers entries this much past the window's end, for hosts whose clocks differ a little.
 STREAM_CLOCK_MARGIN = 2.0
@@ -73,7 +91,7 @@ CATCH_UP_POLL = 0.1  # s between looks at the stream while another process drain
 
 
 async def catch_up_scan_log(
-    cache: Cache, drain: ScanDrain | None, until: datetime, *, bound: float
+    cache: Cache, drain: DrainPasses | None, until: datetime, *, bound: float
 ) -> bool:
     """Wait until the scan streams hold no entry from before ``until``: every scan of the window
     is then in Postgres. With this process's ``drain``, drain passes run meanwhile; without one
@@ -119,14 +137,16 @@ async def run_marking(
     timeout: float,
     states: Sequence[str] = (riskplaces.PENDING, riskplaces.RUNNING),
     on_progress: OnProgress | None = None,
-    drain: ScanDrain | None = None,
+    drain: DrainPasses | None = None,
     catch_up: float | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> JobReport:
     """Run (or resume) the marking if it is in ``states`` and no one else runs it.
 
     Before listing who scanned, waits up to ``catch_up`` seconds (default ``timeout``) for the
     scan stream to hold nothing from before the window's end, running ``drain`` (this process's,
     if it drains) meanwhile; past that bound it logs a warning and goes on with Postgres's scans.
+    Statuses are re-derived as of ``clock``'s now.
 
     Raises :class:`StoreUnavailable` when a store fails on the way or an error is transient
     (the marking stays ``running``; running it again resumes it).
@@ -150,6 +170,7 @@ async def run_marking(
                     on_progress,
                     drain,
                     timeout if catch_up is None else catch_up,
+                    clock,
                 )
         except StoreUnavailable:
             raise
@@ -182,8 +203,9 @@ async def _work(
     timeout: float,
     states: Sequence[str],
     on_progress: OnProgress | None,
-    drain: ScanDrain | None,
+    drain: DrainPasses | None,
     catch_up: float,
+    clock: Clock,
 ) -> None:
     """The job, under the marking's lock; counts go into ``report``."""
     marking_id = report.marking_id
@@ -222,7 +244,11 @@ async def _work(
                     conn, marking, list(holders), timeout=timeout
                 )
                 changes = await status.write_locked(
-                    conn, holders, now=datetime.now(UTC), policy=policy, timeout=timeout
+                    conn,
+                    holders,
+                    now=datetime.fromtimestamp(clock.now(), UTC),
+                    policy=policy,
+                    timeout=timeout,
                 )
                 await riskplaces.set_progress(
                     conn,
@@ -271,13 +297,15 @@ class RiskPlaceRunner:
         policy: Policy,
         chunk: int,
         timeout: float,
-        drain: ScanDrain | None = None,
-        supervisor: Supervisor | None = None,
+        supervisor: TaskStarter,
+        drain: DrainPasses | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.pool = pool
         self.cache = cache
         self.drain = drain  # this process's, when it drains (else another process does)
-        self.supervisor = supervisor or Supervisor()
+        self.supervisor = supervisor
+        self.clock = clock
         self.policy = policy
         self.chunk = chunk
         self.timeout = timeout
@@ -325,6 +353,7 @@ class RiskPlaceRunner:
                         chunk=self.chunk,
                         timeout=self.timeout,
                         drain=self.drain,
+                        clock=self.clock,
                     )
             except StoreUnavailable:
                 log.warning(

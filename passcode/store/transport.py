@@ -9,18 +9,19 @@ reader). The key layout (:mod:`passcode.store.cache`) and the scan stream
 :class:`StartupProbe` is the synchronous odd one out: the embedded server's start-up checks.
 
 Every command is handed over with its key: ``submit(command, key)`` for the coalesced batch,
-``execute([(command, key), ...])`` for a pipeline of one's own. The key is the one whose hash slot
-decides the node; every key one command touches carries the same hash tag (the cache's layout), so
-one key per command is enough; ``""`` names no key (``PING``, a ``SCRIPT LOAD`` for
-whichever node will need it), which a cluster sends to every node. A single Redis ignores keys. A Redis Cluster transport (the next
-issue) is this class with the pending batch grouped by the node owning each key's slot, one
-write per node; ``SCRIPT LOAD`` after ``NOSCRIPT`` is given the retried command's key, so it lands
-on the node that answered. No caller changes.
+``execute([(command, key), ...])`` for a pipeline of one's own. The key is the one whose hash
+slot decides the node; every key one command touches carries the same hash tag (the cache's
+layout), so one key per command is enough, and ``""`` names none (``PING``, a ``SCRIPT LOAD``
+for whichever node will need it). A single Redis ignores keys. The Redis Cluster transport (the
+next issue) is this class with its pending batch grouped by the node owning each key's slot,
+one write per node, and ``""`` sent to every node; ``SCRIPT LOAD`` after ``NOSCRIPT`` is given
+the retried command's key, so it lands on the node that answered. No caller changes.
 
 Two speed-ups read redis-py's private state (each measured on the verify path; see the notes at
-the code): a connection's hiredis parser (``redis._parsers.hiredis._AsyncHiredisParser`` and its
-``_reader`` and ``_stream``) and the asyncio reader under it (``connection._reader._buffer``), and
-the pool's kept connections. pyproject.toml pins redis-py to the versions tested, and
+the code): replies are read from a connection's hiredis parser
+(``redis._parsers.hiredis._AsyncHiredisParser``, its ``_reader`` and ``_stream``), and a kept
+connection is checked for being open with nothing unread on the asyncio reader under it
+(``connection._reader._buffer``). pyproject.toml pins redis-py to the releases tested, and
 ``tests/integration/test_transport.py`` fails naming the attribute when a release moves one; a
 parser other than hiredis takes redis-py's own reading (:func:`_deliver_slowly`).
 """

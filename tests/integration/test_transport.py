@@ -1,12 +1,15 @@
 """The Redis transport (passcode/store/transport.py) on the real Redis: the redis-py private
 state its fast reading relies on is still where it reads it (a new redis-py fails here, by
 name, not as a slower service), the installed redis-py is one of the versions pinned as tested,
-and its pipelines of their own answer in order, errors as asked."""
+its pipelines of their own answer in order, errors as asked, and the cache's pipelines on it
+(many statuses at once, the layout check, ping) keep their contracts."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tomllib
+import uuid
 from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
@@ -14,10 +17,16 @@ from typing import Any
 
 import hiredis
 import pytest
+import redis.asyncio as aioredis
 from packaging.requirements import Requirement
 
+from passcode.app import open_cache
 from passcode.config import Settings
+from passcode.domain.model import Color
+from passcode.domain.status import LiveStatus
+from passcode.errors import StoreUnavailable
 from passcode.store import transport as transport_module
+from passcode.store.cache import Cache, LayoutMismatchError
 from passcode.store.transport import ResponseError, StartupProbe, Transport, connect
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -141,3 +150,79 @@ def test_the_startup_probe_finds_no_server_where_none_listens(tmp_path: Path) ->
         assert probe.state() == "absent"
     finally:
         probe.close()
+
+
+# --- the cache's own pipelines, on the transport ----------------------------------------------
+
+
+@pytest.fixture
+async def cache(settings: Settings) -> AsyncIterator[Cache]:
+    opened = open_cache(settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_many_statuses_are_written_in_chunks_and_never_moved_back(
+    cache: Cache, raw_redis: aioredis.Redis
+) -> None:
+    """put_statuses: every subject written across several chunks (one pipeline each), the
+    count returned is of those written; a subject already holding a newer version keeps it."""
+    subjects = [uuid.uuid4().bytes for _ in range(7)]
+    newer = LiveStatus(Color.RED, 9, 2_000_000_000, "新*")
+    await cache.put_status(subjects[0], newer)
+    status = LiveStatus(Color.GREEN, 3, 1_900_000_000, "李*四")
+    written = await cache.put_statuses([(s, status) for s in subjects], batch=3)
+    assert written == 6
+    assert await cache.get_status(subjects[0]) == newer
+    assert [await cache.get_status(s) for s in subjects[1:]] == [status] * 6
+    fields = await raw_redis.hgetall(cache.status_key(subjects[1]))
+    assert fields == {b"c": b"green", b"v": b"3", b"u": b"1900000000", b"n": "李*四".encode()}
+
+
+async def test_an_error_reply_in_a_chunk_of_statuses_is_store_unavailable(
+    cache: Cache, raw_redis: aioredis.Redis
+) -> None:
+    """A status key Redis refuses (WRONGTYPE: not a hash) fails the call as StoreUnavailable,
+    not as a count of what was written."""
+    subject = uuid.uuid4().bytes
+    await raw_redis.set(cache.status_key(subject), "not a hash")
+    status = LiveStatus(None, 1, 0, "")
+    with pytest.raises(StoreUnavailable):
+        await cache.put_statuses([(uuid.uuid4().bytes, status), (subject, status)])
+
+
+async def test_the_shard_count_first_written_is_the_one_every_process_must_use(
+    settings: Settings,
+) -> None:
+    """check_layout: the first process records its shard count; one with the same count runs,
+    one with another is refused, naming the count to set."""
+    first = open_cache(settings)
+    same = open_cache(settings)
+    other = open_cache(dataclasses.replace(settings, scan_shards=settings.scan_shards + 1))
+    try:
+        await first.check_layout()
+        await same.check_layout()
+        with pytest.raises(
+            LayoutMismatchError, match=f"PASSCODE_SCAN_SHARDS={settings.scan_shards}"
+        ):
+            await other.check_layout()
+    finally:
+        for opened in (first, same, other):
+            await opened.close()
+
+
+async def test_ping_and_layout_fail_as_store_unavailable_when_redis_is_gone(
+    settings: Settings,
+) -> None:
+    """Nothing listening: ping and check_layout raise StoreUnavailable (the service's start-up
+    waits on it), never a driver error."""
+    gone = open_cache(dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    try:
+        with pytest.raises(StoreUnavailable):
+            await gone.ping()
+        with pytest.raises(StoreUnavailable):
+            await gone.check_layout()
+    finally:
+        await gone.close()

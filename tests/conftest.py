@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,10 +22,9 @@ from aiohttp.test_utils import TestClient
 
 from passcode.app import create_app
 from passcode.config import Settings
-from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
-from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
-from tests.helpers import ADMIN_KEY, RUN_ID, TokenFactory, new_terminal
+from passcode.wiring import dev_idp_key_path
+from tests.helpers import ADMIN_KEY, RUN_ID, TokenFactory, dev_token, new_terminal
 
 
 def _with_database(url: str, name: str) -> str:
@@ -118,16 +116,7 @@ def make_token(settings: Settings) -> TokenFactory:
     key = load_or_create_ed25519(dev_idp_key_path(settings))
 
     def make(user_id: str | None = None, name: str = "张小三", ttl: int = 3600) -> str:
-        return mint_dev_token(
-            key,
-            kid=DEV_IDP_KID,
-            issuer=settings.idp_issuer,
-            audience=settings.idp_audience,
-            user_id=user_id or f"user-{uuid.uuid4().hex}",
-            name=name,
-            now=int(time.time()),
-            ttl=ttl,
-        )
+        return dev_token(settings, user_id, name, ttl=ttl, key=key)
 
     return make
 

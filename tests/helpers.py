@@ -30,12 +30,14 @@ import jsonschema
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from passcode.api.schemas import VERIFY_RESPONSE
 from passcode.config import Settings
+from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Color, Decision, Reason, Role
 from passcode.domain.passfmt import PassClaims, sign_pass, verify_pass
 from passcode.domain.status import LiveStatus
@@ -45,10 +47,12 @@ from passcode.keys import CACHE, DRAIN, KEYRING, POOL, SEALER, SETTINGS
 from passcode.store import pg
 from passcode.store import scans as scan_store
 from passcode.store.admins import add_credential
+from passcode.store.keyring import load_or_create_ed25519
 from passcode.store.pg import acquire
 from passcode.store.scans import count_scans, encode_record
 from passcode.store.statuses import find_subject, read_status, subject_for_user
 from passcode.testing import HEALTHY, auth
+from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
 from tests.api.proxy import TcpProxy
 
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -60,6 +64,28 @@ Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
 
 PROBLEM = "application/problem+json"
+
+
+def dev_token(
+    settings: Settings,
+    user_id: str | None = None,
+    name: str = "张小三",
+    *,
+    ttl: int = 3600,
+    key: Ed25519PrivateKey | None = None,
+) -> str:
+    """An ID token from the dev identity provider of ``settings`` (dev mode), for ``user_id`` (a
+    fresh random user by default); signed with ``key`` instead, it is a forgery."""
+    return mint_dev_token(
+        key or load_or_create_ed25519(dev_idp_key_path(settings)),
+        kid=DEV_IDP_KID,
+        issuer=settings.idp_issuer,
+        audience=settings.idp_audience,
+        user_id=user_id or f"user-{uuid.uuid4().hex}",
+        name=name,
+        now=int(time.time()),
+        ttl=ttl,
+    )
 
 
 class FakeClock:

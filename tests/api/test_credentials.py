@@ -30,15 +30,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from passcode.api import auth as auth_module
 from passcode.config import Settings
-from passcode.domain.identity import mint_dev_token
 from passcode.domain.passfmt import PassClaims, verify_pass
 from passcode.domain.privacy import Sealer
 from passcode.keys import KEYRING, POOL, TERMINALS
 from passcode.service import access as access_module
 from passcode.store import terminals as terminals_module
 from passcode.testing import HEALTHY, auth
-from passcode.wiring import DEV_IDP_KID
-from tests.helpers import ADMIN, ADMIN_KEY, TokenFactory
+from tests.helpers import ADMIN, ADMIN_KEY, TokenFactory, dev_token
 
 RED = {**HEALTHY, "close_contact": True}
 
@@ -311,16 +309,7 @@ async def test_a_forged_token_for_a_citizen_with_a_pass_gets_401(
     assert (
         await client.post("/v1/declarations", json=HEALTHY, headers=auth(genuine))
     ).status == 201
-    forged = mint_dev_token(
-        Ed25519PrivateKey.generate(),
-        kid=DEV_IDP_KID,
-        issuer=settings.idp_issuer,
-        audience=settings.idp_audience,
-        user_id=alice_id,
-        name="张小三",
-        now=int(time.time()),
-        ttl=600,
-    )
+    forged = dev_token(settings, alice_id, ttl=600, key=Ed25519PrivateKey.generate())
     for path in ("/v1/pass", "/v1/pass.png", "/v1/pass.svg"):
         response = await client.get(path, headers=auth(forged))
         assert response.status == 401, path

@@ -8,7 +8,6 @@ through it, errors included, and the captured output is searched for every secre
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,11 +17,8 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from passcode.config import Settings
-from passcode.domain.identity import mint_dev_token
-from passcode.store.keyring import load_or_create_ed25519
 from passcode.testing import HEALTHY
-from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
+from tests.helpers import dev_token
 from tests.live_server import LiveServer, live_settings
 
 RED = {**HEALTHY, "temperature_c": 39.2, "symptoms": ["fever", "cough"]}
@@ -46,20 +42,6 @@ async def live(
         yield server
     finally:
         await asyncio.to_thread(server.stop)
-
-
-def _token(settings: Settings, user_id: str, name: str, *, ttl: int = 3600) -> str:
-    key = load_or_create_ed25519(dev_idp_key_path(settings))
-    return mint_dev_token(
-        key,
-        kid=DEV_IDP_KID,
-        issuer=settings.idp_issuer,
-        audience=settings.idp_audience,
-        user_id=user_id,
-        name=name,
-        now=int(time.time()),
-        ttl=ttl,
-    )
 
 
 def _bearer(credential: str) -> dict[str, str]:
@@ -86,9 +68,9 @@ async def test_logs_of_a_full_flow_hold_no_pass_name_credential_or_user_id(
     admin = _bearer(settings.admin_key)
     alice_id, bob_id = f"raw-user-alice-{uuid.uuid4().hex}", f"raw-user-bob-{uuid.uuid4().hex}"
     alice_name, bob_name = "欧阳娜娜", "Johnathan Quincy Smithers"
-    alice = _token(settings, alice_id, alice_name)
-    bob = _token(settings, bob_id, bob_name)
-    expired = _token(settings, alice_id, alice_name, ttl=-3600)
+    alice = dev_token(settings, alice_id, alice_name)
+    bob = dev_token(settings, bob_id, bob_name)
+    expired = dev_token(settings, alice_id, alice_name, ttl=-3600)
     codes: list[str] = []
     keys: list[str] = []
 

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Role
 from passcode.store import pg
 from passcode.store.admins import add_credential
-from passcode.store.keyring import load_or_create_ed25519
-from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
+from tests.helpers import dev_token
 from tests.live_server import LiveServer, live_settings
 
 HEADER_TIMEOUT = 1.0
@@ -85,16 +83,7 @@ def live(
                 await pool.close()
             return key
 
-        token = mint_dev_token(
-            load_or_create_ed25519(dev_idp_key_path(settings)),
-            kid=DEV_IDP_KID,
-            issuer=settings.idp_issuer,
-            audience=settings.idp_audience,
-            user_id=f"raw-user-{uuid.uuid4().hex}",
-            name="Parserina Quux",
-            now=int(time.time()),
-            ttl=3600,
-        )
+        token = dev_token(settings, f"raw-user-{uuid.uuid4().hex}", "Parserina Quux")
         assert settings.admin_key is not None
         secrets = {
             "terminal key": made["key"],

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +29,8 @@ from schemathesis.checks import (
 )
 
 from passcode.api.openapi import openapi_document
-from passcode.config import Settings
-from passcode.domain.identity import mint_dev_token
-from passcode.store.keyring import load_or_create_ed25519
-from passcode.testing import free_port
-from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
-from tests.helpers import ADMIN_KEY, RUN_ID
-from tests.live_server import LiveServer
+from tests.helpers import ADMIN_KEY, dev_token
+from tests.live_server import LiveServer, live_settings
 
 MAX_EXAMPLES = 25
 CHECKS = [
@@ -56,19 +49,15 @@ def live(
 ) -> Iterator[LiveServer]:
     """One server for the module; rate limits high enough that generated traffic is not 429."""
     data_dir = tmp_path_factory.mktemp("schemathesis")
-    settings = Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=f"{redis_prefix}:st{uuid.uuid4().hex[:6]}",
-        data_dir=data_dir,
-        secret="test-secret-" + RUN_ID,
+    settings = live_settings(
+        database_url,
+        redis_url,
+        redis_prefix,
+        data_dir,
+        tag="st",
         admin_key=ADMIN_KEY,
-        dev_mode=True,
-        port=free_port(),
         drain_interval=0.05,
-        pg_pool_min=1,
         pg_pool_max=4,
-        scan_shards=2,
     )
     server = LiveServer(
         settings,
@@ -101,18 +90,7 @@ def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
 @pytest.fixture(scope="module")
 def credentials(live: LiveServer) -> dict[str, dict[str, str]]:
     """Authorization headers per security scheme name in the document."""
-    settings = replace(live.settings)
-    key = load_or_create_ed25519(dev_idp_key_path(settings))
-    token = mint_dev_token(
-        key,
-        kid=DEV_IDP_KID,
-        issuer=settings.idp_issuer,
-        audience=settings.idp_audience,
-        user_id=f"st-{uuid.uuid4().hex}",
-        name="张小三",
-        now=int(time.time()),
-        ttl=3600,
-    )
+    token = dev_token(live.settings, f"st-{uuid.uuid4().hex}")
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     terminal = _post(f"{live.url}/v1/admin/terminals", {"place": "schemathesis gate"}, admin)
     return {

@@ -33,11 +33,11 @@ import aiohttp
 import asyncpg
 
 from passcode.config import Settings
-from passcode.domain.identity import mint_dev_token
 from passcode.store.keyring import load_or_create_ed25519
 from passcode.testing import HEALTHY, free_port
-from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
+from passcode.wiring import dev_idp_key_path
 from tests.api.proxy import TcpProxy
+from tests.helpers import dev_token
 
 ADMIN_KEY = "chaos-admin-key-0123456789"
 
@@ -366,16 +366,7 @@ async def seed(service: Service, *, citizens: int = 6) -> Seeded:
     async with aiohttp.ClientSession(service.base) as http:
         for n in range(citizens):
             user = f"chaos-{n}-{uuid.uuid4().hex[:8]}"
-            token = mint_dev_token(
-                key,
-                kid=DEV_IDP_KID,
-                issuer=settings.idp_issuer,
-                audience=settings.idp_audience,
-                user_id=user,
-                name="张小三",
-                now=int(time.time()),
-                ttl=3600,
-            )
+            token = dev_token(settings, user, key=key)
             bearer = {"Authorization": f"Bearer {token}"}
             async with http.post("/v1/declarations", json=HEALTHY, headers=bearer) as r:
                 assert r.status == 201, await r.text()
@@ -516,7 +507,9 @@ def blind_admits(results: list[Result], *, blind: Sequence[tuple[float, float]] 
     return count
 
 
-async def stored_scans(database_url: str, scan_ids: list[str], *, timeout: float = 30.0) -> int:
+async def count_stored_scans(
+    database_url: str, scan_ids: list[str], *, timeout: float = 30.0
+) -> int:
     """How many of ``scan_ids`` are in Postgres; polls until all are or the deadline passes."""
     wanted = [uuid.UUID(s) for s in scan_ids]
     deadline = time.monotonic() + timeout
@@ -552,7 +545,7 @@ async def make_row(
     blind: Sequence[tuple[float, float]] = (),
 ) -> Row:
     acked = acknowledged(results)
-    stored = await stored_scans(database_url, [r.scan_id for r in acked])
+    stored = await count_stored_scans(database_url, [r.scan_id for r in acked])
     answered = [r for r in results if r.status is not None]
     row = Row(
         fault=fault,

@@ -5,7 +5,8 @@ declarations and statuses go to PostgreSQL with ``COPY`` in chunks (one transact
 committed chunk's statuses go to Redis through :meth:`Cache.put_statuses` (the same key layout and
 version-guarded script as every other status write), and only then are the rows marked
 ``cached_version = version`` (a chunk whose Redis write fails stays behind and the drain's sync
-repairs it, as for any status write). Terminals are registered like ``passcode terminal add``.
+repairs it, as for any status write). Terminals are registered like ``passcode terminal add``
+(audited, as ``seed:<run>``).
 
 Every seeded status is what :func:`derive_status` gives for the declaration stored with it
 (green: healthy; yellow: fever; red: close contact), so the service, re-deriving later, agrees.
@@ -40,11 +41,11 @@ from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Declaration, Policy, body_hash, derive_status
 from passcode.domain.status import LiveStatus, next_status
 from passcode.service import status
+from passcode.service.terminals import NewTerminal, register_terminal
 from passcode.store import pg
 from passcode.store.cache import Cache
 from passcode.store.keyring import load_or_create_ed25519
 from passcode.store.statuses import declaration_columns
-from passcode.store.terminals import NewTerminal, add_terminal
 from passcode.testing import declaration_bodies, full_name
 from passcode.wiring import DEV_IDP_KID, dev_idp_key_path, open_cache, server_secret
 
@@ -348,7 +349,9 @@ async def seed(
         )
         mark = time.perf_counter()
         created = [
-            await add_terminal(pool, f"Load {run} gate {i + 1}", timeout=settings.pg_timeout)
+            await register_terminal(
+                pool, f"Load {run} gate {i + 1}", actor=f"seed:{run}", timeout=settings.pg_timeout
+            )
             for i in range(terminals)
         ]
         phases["terminals"] = time.perf_counter() - mark

@@ -1,10 +1,11 @@
-"""Authority use cases: overrides (转码) and terminals."""
+"""Authority use case: an override (转码) ruling on one citizen (terminals: service/terminals.py)."""
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
 
+from passcode.domain.clock import Clock
 from passcode.domain.clock import Clock
 from passcode.domain.model import Color, StatusReason
 from passcode.domain.privacy import Sealer

@@ -10,6 +10,7 @@ poison stream entries, rows read back from the stores, and the OpenAPI contract 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -47,12 +48,13 @@ from passcode.keys import CACHE, DRAIN, KEYRING, POOL, SEALER, SETTINGS
 from passcode.store import pg
 from passcode.store import scans as scan_store
 from passcode.store.admins import add_credential
+from passcode.store.cache import Cache
 from passcode.store.keyring import load_or_create_ed25519
 from passcode.store.pg import acquire
 from passcode.store.scans import count_scans, encode_record
 from passcode.store.statuses import find_subject, read_status, subject_for_user
 from passcode.testing import HEALTHY, auth
-from passcode.wiring import DEV_IDP_KID, dev_idp_key_path
+from passcode.wiring import DEV_IDP_KID, dev_idp_key_path, open_cache
 from tests.api.proxy import TcpProxy
 
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -303,6 +305,23 @@ async def stored_rows(client: TestClient[Any, Any]) -> dict[str, int]:
             counts[table] = await conn.fetchval(f"SELECT count(*) FROM {table}", timeout=5)  # noqa: S608
     counts["scans"] = await count_scans(client.app[POOL], timeout=5)
     return counts
+
+
+@contextlib.asynccontextmanager
+async def open_stores(
+    settings: Settings, *, max_size: int = 2
+) -> AsyncIterator[tuple[pg.Pool, Cache]]:
+    """A pool on the settings' database (migrated) and their cache, both closed at the end."""
+    assert settings.database_url is not None
+    assert settings.redis_url is not None
+    pool = await pg.create_pool(settings.database_url, timeout=5, min_size=1, max_size=max_size)
+    cache = open_cache(settings)
+    try:
+        await pg.migrate(pool)
+        yield pool, cache
+    finally:
+        await cache.client.aclose()
+        await pool.close()
 
 
 async def stored_scan_ids(pool: pg.Pool, scan_ids: list[str]) -> set[str]:

@@ -29,20 +29,22 @@ from passcode.store.cache import Cache
 from passcode.store.scans import ScanRecord, insert_isolating
 from passcode.store.scanstream import DRAIN_GROUP
 from passcode.wiring import make_drain, open_cache
-from tests.helpers import POISON, Fields, far, good_entries, parts, scan_id_of, stored_scan_ids
+from tests.helpers import (
+    POISON,
+    Fields,
+    far,
+    good_entries,
+    open_stores,
+    parts,
+    scan_id_of,
+    stored_scan_ids,
+)
 
 
 @pytest.fixture
 async def stores(settings: Settings) -> AsyncIterator[tuple[pg.Pool, Cache]]:
-    assert settings.database_url is not None
-    pool = await pg.create_pool(settings.database_url, timeout=5, min_size=1, max_size=4)
-    await pg.migrate(pool)
-    cache = open_cache(settings)
-    try:
-        yield pool, cache
-    finally:
-        await cache.client.aclose()
-        await pool.close()
+    async with open_stores(settings, max_size=4) as made:
+        yield made
 
 
 async def put(

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
@@ -29,24 +28,11 @@ from passcode.store import pg
 from passcode.store.cache import Cache
 from passcode.store.statuses import facts
 from passcode.testing import auth, free_port
-from passcode.wiring import open_cache, server_secret
-from tests.helpers import ADMIN_KEY, REPO, TokenFactory, cli_env, ok, run_cli
+from passcode.wiring import server_secret
+from tests.helpers import ADMIN_KEY, REPO, TokenFactory, cli_env, ok, open_stores, run_cli
 
 CITIZENS = 300
 SHARES = (0.85, 0.10, 0.05)  # 255 green, 30 yellow, 15 red
-
-
-@contextlib.asynccontextmanager
-async def stores(settings: Settings) -> AsyncIterator[tuple[pg.Pool, Cache]]:
-    assert settings.database_url is not None
-    assert settings.redis_url is not None
-    pool = await pg.create_pool(settings.database_url, timeout=5, min_size=1, max_size=2)
-    cache = open_cache(settings)
-    try:
-        yield pool, cache
-    finally:
-        await cache.client.aclose()
-        await pool.close()
 
 
 async def seeded_rows(pool: pg.Pool, settings: Settings, user_ids: list[str]) -> list[Any]:
@@ -110,7 +96,7 @@ async def test_seed_writes_citizens_statuses_and_terminals(
     assert await asyncio.to_thread(Path(doc["settings"]["dev_key_path"]).exists)
     assert doc["declarations"]["red"]["close_contact"] is True
 
-    async with stores(settings) as (pool, cache):
+    async with open_stores(settings) as (pool, cache):
         for color, ids in doc["citizens"].items():
             rows = await seeded_rows(pool, settings, ids)
             assert len(rows) == len(ids)
@@ -163,7 +149,7 @@ async def test_seeding_again_adds_and_never_corrupts(settings: Settings, tmp_pat
     first_out, second_out = tmp_path / "a.json", tmp_path / "b.json"
     first = await seed(settings, citizens=CITIZENS, terminals=1, colors=SHARES, out=first_out)
     first_doc = json.loads(first_out.read_text(encoding="utf-8"))
-    async with stores(settings) as (pool, cache):
+    async with open_stores(settings) as (pool, cache):
         before = sorted(map(tuple, await seeded_rows(pool, settings, user_ids(first_doc))))
         hot_before = [await cache.get_status(row[0]) for row in before]
         subjects_before = await pool.fetchval("SELECT count(*) FROM subjects")

@@ -6,7 +6,6 @@ import os
 from datetime import UTC, datetime
 
 from passcode.domain.clock import Clock
-from passcode.domain.clock import Clock
 from passcode.domain.model import Color, StatusReason
 from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Policy

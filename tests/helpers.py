@@ -2,9 +2,10 @@
 
 The builders shared with ``passcode seed`` and the load tests (declaration bodies, seeded names,
 bearer headers, free ports) live in :mod:`passcode.testing`; this module holds what only the
-tests use: the run's admin credential, client helpers that register terminals, declare, fetch
-passes and verify, the problem+json checks, the CLI run as a subprocess, the drain's good and
-poison stream entries, rows read back from the stores, and the OpenAPI contract checker.
+tests use: the run's admin credential, dev ID tokens, a clock set by hand, client helpers that
+register terminals, declare, fetch passes and verify, the problem+json checks, the stores opened
+and rows read back, the risk-place helpers, the CLI run as a subprocess, the drain's good and
+poison stream entries, in-memory fakes of store calls, and the OpenAPI contract checker.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
 
 PROBLEM = "application/problem+json"
+
+
+# --- credentials and time ------------------------------------------------------------------------
 
 
 def dev_token(

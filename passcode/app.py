@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from passcode.api.auth import requires
 from passcode.api.openapi import openapi_document
 from passcode.api.problems import add_route, add_unmatched
 from passcode.api.routes import ROUTES
@@ -278,7 +279,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_risk_places)
     for route in ROUTES:
-        add_route(app, route.method, route.path, route.handler, shed=route.shed)
+        handler = route.handler
+        if route.role is not None and route.action is not None:
+            handler = requires(handler, route.role, route.action)
+        add_route(app, route.method, route.path, handler, shed=route.shed)
     app[OPENAPI] = openapi_document()  # served by GET /openapi.json, an entry of the table
     add_unmatched(app)  # last: what no route above takes
     return app

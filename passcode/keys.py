@@ -1,4 +1,5 @@
-"""Typed application state: the ``web.AppKey``s, and nothing else.
+"""Typed application and request state: the ``web.AppKey``s and ``web.RequestKey``s, and
+nothing else.
 
 Each key's type is named in its annotation and imported only for the type checker, so this
 module imports nothing of the package at run time and any floor may read the keys without an
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from passcode.config import Settings
     from passcode.domain.identity import IdTokenVerifier
     from passcode.domain.privacy import Sealer
+    from passcode.service.access import Actor
     from passcode.service.citizen import CitizenService
     from passcode.service.limits import Limiter
     from passcode.service.riskplaces import RiskPlaceRunner
@@ -43,3 +45,4 @@ RISK_PLACES: web.AppKey[RiskPlaceRunner] = web.AppKey("risk_places")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 SHEDDER: web.AppKey[LoadShedder] = web.AppKey("shedder")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+ACTOR: web.RequestKey[Actor] = web.RequestKey("actor")  # the admin a route table role admitted

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from passcode.api.accesslog import route_of
 from passcode.api.body import bearer as _raw_bearer
 from passcode.domain.identity import Citizen, IdentityError
 from passcode.domain.model import Role
 from passcode.errors import TerminalRevoked, Unauthorized
-from passcode.keys import ID_TOKENS, POOL, SETTINGS, TERMINALS
+from passcode.keys import ACTOR, ID_TOKENS, POOL, SETTINGS, TERMINALS
 from passcode.service import access
 from passcode.service.access import Actor
 from passcode.service.terminals import KEY_PREFIX, Terminal
@@ -76,3 +77,22 @@ async def authorize(request: web.Request, role: Role, *, action: str) -> Actor:
         bootstrap_key=settings.admin_key,
         timeout=settings.pg_timeout,
     )
+
+
+def requires(handler: Handler, role: Role, action: str) -> Handler:
+    """``handler`` reached only by a caller holding ``role`` (:func:`authorize`, a refusal
+    audited as ``action``); the caller is ``actor_of(request)`` inside. The route table
+    (``passcode.api.routes``) is the one place that names an endpoint's role and action."""
+
+    async def authorized(request: web.Request) -> web.StreamResponse:
+        request[ACTOR] = await authorize(request, role, action=action)
+        return await handler(request)
+
+    authorized.__name__ = authorized.__qualname__ = getattr(handler, "__name__", "handler")
+    authorized.__doc__ = handler.__doc__
+    return authorized
+
+
+def actor_of(request: web.Request) -> Actor:
+    """Who called an admin endpoint, as :func:`requires` authorized them."""
+    return request[ACTOR]

@@ -2,9 +2,10 @@
 
 An entry names the method, the path, the handler, the OpenAPI operation (written with
 :mod:`passcode.api.operations`, its schemas in :mod:`passcode.api.schemas`), the shedding class
-(:mod:`passcode.service.shedding`; none: never shed) and, for the admin API, the role its handler
-authorizes (:func:`passcode.api.auth.authorize`; an admin entry is written with :func:`_admin`,
-which documents it behind the admin key). ``app.py`` routes every entry, the shedder takes each
+(:mod:`passcode.service.shedding`; none: never shed) and, for the admin API, the role a caller
+needs and the audit action of the request (checked before the handler by
+:func:`passcode.api.auth.requires`; an admin entry is written with :func:`_admin`, which
+documents it behind the admin key). ``app.py`` routes every entry, the shedder takes each
 route's class from it at registration, and :mod:`passcode.api.openapi` documents the entries in
 this order. A new endpoint is one entry here, its handler and its schema.
 """
@@ -40,13 +41,15 @@ from passcode.api.operations import (
     ref,
 )
 from passcode.domain.model import Role
+from passcode.domain.testresults import ACTION as TEST_RESULTS_UPLOAD
 from passcode.service.shedding import ISSUE, VERIFY
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     """One endpoint. ``shed`` is its shedding class (``None``: never shed); ``role`` the admin
-    role its handler requires (``None``: not an admin endpoint)."""
+    role a caller needs (``None``: not an admin endpoint) and ``action`` what the audit log
+    calls the request, both checked before the handler runs (``passcode.api.auth.requires``)."""
 
     method: str
     path: str
@@ -54,6 +57,7 @@ class Route:
     operation: dict[str, Any]
     shed: int | None = None
     role: Role | None = None
+    action: str | None = None
 
 
 def _admin(
@@ -63,17 +67,18 @@ def _admin(
     role: Role,
     summary: str,
     *,
+    action: str,
     ok: dict[str, Any],
     errors: tuple[int, ...],
     body: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Route:
-    """An admin endpoint: its handler authorizes ``role``, so the document puts it behind the
-    admin key, under the admin tag."""
+    """An admin endpoint: only a caller holding ``role`` reaches its handler (a refusal audited
+    as ``action``), so the document puts it behind the admin key, under the admin tag."""
     described = operation(
         summary, ok=ok, errors=errors, body=body, security="adminKey", tag="admin", extra=extra
     )
-    return Route(method, path, handler, described, role=role)
+    return Route(method, path, handler, described, role=role, action=action)
 
 
 _VERIFY_ERRORS = (400, 401, 403, 413, 415, 429)
@@ -243,6 +248,7 @@ ROUTES: tuple[Route, ...] = (
         admin.post_override,
         Role.HEALTH_OFFICER,
         "Set a citizen's colour by ruling (转码); reaches verify at once",
+        action="override.add",
         ok={
             "201": {
                 "description": "Recorded; the new status",
@@ -258,6 +264,7 @@ ROUTES: tuple[Route, ...] = (
         admin.post_terminal,
         Role.OPERATOR,
         "Register a terminal; its key is shown once",
+        action="terminal.add",
         ok=no_store_json("201", "Created", "TerminalResponse"),
         errors=(400, 401, 403, 413, 415, 503),
         body="TerminalRequest",
@@ -268,6 +275,7 @@ ROUTES: tuple[Route, ...] = (
         admin.revoke,
         Role.OPERATOR,
         "Revoke a terminal",
+        action="terminal.revoke",
         ok={"204": {"description": "Revoked"}},
         errors=(401, 403, 404, 503),
         extra={
@@ -288,6 +296,7 @@ ROUTES: tuple[Route, ...] = (
         Role.HEALTH_OFFICER,
         "Count replays: scans of one pass at another place within the replay"
         " window (admitted, flagged in the scan record)",
+        action="replays.count",
         ok={"200": {"description": "Counts", "content": json_content("ReplayCount")}},
         errors=(400, 401, 403, 503),
         extra={
@@ -314,6 +323,7 @@ ROUTES: tuple[Route, ...] = (
         "Read the audit log (role auditor): every admin action and tracing query,"
         " and every refusal for want of a role; oldest first, paginated. The read is"
         " itself recorded",
+        action="audit.read",
         ok={"200": {"description": "A page of entries", "content": json_content("AuditPage")}},
         errors=(400, 401, 403, 503),
         extra={
@@ -347,6 +357,7 @@ ROUTES: tuple[Route, ...] = (
         "Scan entries the drain could not store (role operator): kept with the"
         " reason instead of stopping the drain; oldest first, paginated. The read is"
         " recorded in the audit log (dead_letters.read)",
+        action="dead_letters.read",
         ok={
             "200": {
                 "description": "A page of dead letters",
@@ -377,6 +388,7 @@ ROUTES: tuple[Route, ...] = (
         "Replay dead letters (role operator): store the oldest that can be stored"
         " now (after a fix), forget those; the others stay with their new reason."
         " Idempotent. Recorded in the audit log (dead_letters.replay)",
+        action="dead_letters.replay",
         ok={"200": {"description": "Counts", "content": json_content("DeadLetterReplay")}},
         errors=(400, 401, 403, 503),
         extra={
@@ -398,6 +410,7 @@ ROUTES: tuple[Route, ...] = (
         " until), oldest first, paginated, with each subject's unsealed user id and"
         " masked name. Every page is recorded in the audit log (trace.place) with the"
         " rows it returned",
+        action="trace.place",
         ok=no_store_json("200", "A page of scans", "TracePlacePage"),
         errors=(400, 401, 403, 503),
         extra={
@@ -436,6 +449,7 @@ ROUTES: tuple[Route, ...] = (
         " a URL. Every page is recorded in the audit log (trace.citizen, naming the"
         " subject by its pseudonymous id) with the rows it returned; an unknown user"
         " gets an empty page",
+        action="trace.citizen",
         ok=no_store_json("200", "A page of scans", "TraceCitizenPage"),
         errors=(400, 401, 403, 413, 415, 503),
         body="TraceCitizenRequest",
@@ -453,6 +467,7 @@ ROUTES: tuple[Route, ...] = (
         " and completes an upload cut short. Recorded in the audit log"
         " (test_results.upload) with counts only, one entry per chunk of 1000 records"
         " committed with it",
+        action=TEST_RESULTS_UPLOAD,
         ok={
             "200": {
                 "description": "Counts, and the bad records' lines and errors",
@@ -489,6 +504,7 @@ ROUTES: tuple[Route, ...] = (
         " (yellow by default) and a new status, in a background job that survives a"
         " restart. The same place, window and colour again changes nothing: 200 and"
         " the first marking. Recorded in the audit log (risk_place.mark)",
+        action="risk_place.mark",
         ok={
             "202": {
                 "description": "Marked; the job has started (follow Location)",
@@ -517,6 +533,7 @@ ROUTES: tuple[Route, ...] = (
         Role.HEALTH_OFFICER,
         "A risk place marking and its job's progress (role health_officer; recorded"
         " in the audit log as risk_place.read)",
+        action="risk_place.read",
         ok={"200": {"description": "The marking", "content": json_content("RiskPlace")}},
         errors=(401, 403, 404, 503),
         extra={

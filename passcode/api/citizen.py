@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +13,7 @@ from passcode.api.body import read_json
 from passcode.api.responses import json_response, rfc3339, status_body
 from passcode.api.schemas import DECLARATION_REQUEST, compile_schema
 from passcode.domain import fields, qr
+from passcode.domain.clock import utc_now
 from passcode.domain.identity import Citizen
 from passcode.domain.rules import Declaration
 from passcode.errors import BadRequest, ValidationFailed
@@ -50,9 +50,7 @@ async def declare(request: web.Request) -> web.Response:
     )
     service = request.app[CITIZENS]
     try:
-        declaration = Declaration.from_body(
-            data, declared_at=datetime.fromtimestamp(service.clock.now(), UTC)
-        )
+        declaration = Declaration.from_body(data, declared_at=utc_now(service.clock))
     except fields.FieldError as exc:  # the schema checked the rest: only a region can fail
         raise ValidationFailed(f"regions_visited {exc}", errors=["regions_visited"]) from exc
     stored, live = await service.declare(citizen, declaration, idempotency_key=key, body=data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +14,7 @@ from passcode.api.body import check, read_json
 from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import VERIFY_BATCH_REQUEST, VERIFY_REQUEST, compile_schema
 from passcode.domain import fields
-from passcode.domain.clock import Clock
+from passcode.domain.clock import Clock, utc_now
 from passcode.keys import SETTINGS, TERMINAL_LIMITS, VERIFIER
 from passcode.service.verify import ScanRequest, VerifyOutcome
 
@@ -49,7 +49,7 @@ def _scan(
     if scanned_at is not None:
         rule = functools.partial(
             fields.terminal_time,
-            now=datetime.fromtimestamp(clock.now(), UTC),
+            now=utc_now(clock),
             back=timedelta(days=retention_days),
         )
         terminal_time = check(rule, scanned_at, field)

@@ -8,6 +8,7 @@ pass another object with a ``now()`` through ``Settings.clock``.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -27,3 +28,8 @@ class SystemClock:
 
 
 SYSTEM_CLOCK: Clock = SystemClock()
+
+
+def utc_now(clock: Clock) -> datetime:
+    """The clock's now as an aware datetime in UTC (what rules, queries and audits compare)."""
+    return datetime.fromtimestamp(clock.now(), UTC)

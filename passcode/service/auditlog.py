@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from passcode.domain.clock import Clock
+from passcode.domain.clock import Clock, utc_now
 from passcode.domain.fields import rfc3339
 from passcode.errors import ValidationFailed
 from passcode.store import audit
@@ -40,7 +40,7 @@ async def read_audit_log(
     """Entries in ``[since, until)`` (default: the :data:`DEFAULT_WINDOW` up to now), oldest
     first, after the ``cursor`` id; the read is recorded (``audit.read``, by ``reader``, with
     the rows it returns) before it is answered."""
-    until = until or datetime.fromtimestamp(clock.now(), UTC)
+    until = until or utc_now(clock)
     since = since or until - DEFAULT_WINDOW
     if since > until:
         raise ValidationFailed("since must not be after until", errors=["since", "until"])

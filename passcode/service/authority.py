@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 
-from passcode.domain.clock import Clock
+from passcode.domain.clock import Clock, utc_now
 from passcode.domain.model import Color, StatusReason
 from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Policy
@@ -35,7 +35,7 @@ async def override_status(
 ) -> tuple[int, LiveStatus]:
     """Record the ruling (with its audit entry) and re-derive the status in one transaction on
     one connection, then publish it, so verify sees it on the next scan."""
-    now = datetime.fromtimestamp(clock.now(), UTC)
+    now = utc_now(clock)
     start = valid_from or now
     if valid_until is not None and valid_until <= start:
         raise ValidationFailed("valid_until must be after valid_from", errors=["valid_until"])

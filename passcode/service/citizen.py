@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from passcode.domain.clock import SYSTEM_CLOCK, Clock
+from passcode.domain.clock import SYSTEM_CLOCK, Clock, utc_now
 from passcode.domain.expiring import ExpiringCache
 from passcode.domain.identity import Citizen
 from passcode.domain.masking import mask_name
@@ -95,7 +95,7 @@ class CitizenService:
                 live = await status.write_one(
                     conn,
                     subject,
-                    now=datetime.fromtimestamp(self.clock.now(), UTC),
+                    now=utc_now(self.clock),
                     policy=self.policy,
                 )
             assert live is not None  # the subject was just written

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from passcode.domain.clock import Clock
+from passcode.domain.clock import Clock, utc_now
 from passcode.domain.model import Color
 from passcode.errors import NotFound, ValidationFailed
 from passcode.store import audit, riskplaces
@@ -45,7 +45,7 @@ async def mark_risk_place(
     The window lies within the scans kept (``retention_days``, a day's grace: partitions go by
     day) and not in the future (the job reads the scans already recorded; ``clock_skew``
     allowed); an exposure end lies ahead, by at most :data:`EXPOSURE_MAX`."""
-    now = datetime.fromtimestamp(clock.now(), UTC)
+    now = utc_now(clock)
     retention = timedelta(days=retention_days)
     if until <= since:
         raise ValidationFailed("until must be after since", errors=["since", "until"])

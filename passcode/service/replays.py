@@ -4,9 +4,9 @@ the replay window) in a window, and the places with the most; each count audited
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from passcode.domain.clock import Clock
+from passcode.domain.clock import Clock, utc_now
 from passcode.domain.fields import rfc3339
 from passcode.errors import ValidationFailed
 from passcode.store import audit
@@ -38,11 +38,7 @@ async def count_replays(
     (or minus it), both missing the last 24 hours to now. At most :data:`MAX_WINDOW` long.
     Recorded (``replays.count``, the places returned) before it is answered."""
     if until is None:
-        until = (
-            since + DEFAULT_WINDOW
-            if since is not None
-            else datetime.fromtimestamp(clock.now(), UTC)
-        )
+        until = since + DEFAULT_WINDOW if since is not None else utc_now(clock)
     if since is None:
         since = until - DEFAULT_WINDOW
     if since > until:

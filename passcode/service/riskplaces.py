@@ -26,10 +26,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
-from passcode.domain.clock import SYSTEM_CLOCK, Clock
+from passcode.domain.clock import SYSTEM_CLOCK, Clock, utc_now
 from passcode.domain.rules import Policy
 from passcode.errors import StoreUnavailable
 from passcode.service import status
@@ -246,7 +246,7 @@ async def _work(
                 changes = await status.write_locked(
                     conn,
                     holders,
-                    now=datetime.fromtimestamp(clock.now(), UTC),
+                    now=utc_now(clock),
                     policy=policy,
                     timeout=timeout,
                 )

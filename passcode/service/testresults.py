@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from passcode.domain.clock import Clock
+from passcode.domain.clock import Clock, utc_now
 from passcode.domain.privacy import Sealer
 from passcode.domain.rules import Policy
 from passcode.domain.testresults import (
@@ -124,7 +124,7 @@ async def apply_results(
             keyed[start : start + CHUNK],
             uploaded_by=actor,
             audit_target={**base, "chunk": index},
-            now=datetime.fromtimestamp(clock.now(), UTC),
+            now=utc_now(clock),
             policy=policy,
             timeout=timeout,
         )
@@ -167,7 +167,7 @@ async def upload_results(
         parsed = await asyncio.to_thread(
             parse_upload,
             raw,
-            now=datetime.fromtimestamp(clock.now(), UTC),
+            now=utc_now(clock),
             skew=skew,
             max_rows=max_rows,
         )

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 
-from passcode.domain.clock import Clock
+from passcode.domain.clock import Clock, utc_now
 from passcode.store.pg import Pool
 from passcode.store.retention import RetentionReport, expire_scans, retention_cutoff
 
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 
 async def expire_now(pool: Pool, *, days: int, clock: Clock, timeout: float) -> RetentionReport:
     """One run with the cutoff ``days`` before the clock's now; logs what it did."""
-    now = datetime.fromtimestamp(clock.now(), UTC)
+    now = utc_now(clock)
     report = await expire_scans(pool, cutoff=retention_cutoff(now, days), timeout=timeout)
     if report.dropped or report.deleted or report.skipped:
         log.info("%s", report.summary())

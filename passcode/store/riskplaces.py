@@ -17,11 +17,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from passcode.domain.fields import rfc3339
 from passcode.domain.model import Color, StatusReason
 from passcode.store import audit
 from passcode.store.pg import Connection, Pool, acquire
@@ -93,10 +94,6 @@ def _marking(row: asyncpg.Record) -> Marking:
     )
 
 
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 async def create_marking(
     pool: Pool,
     *,
@@ -157,8 +154,8 @@ async def create_marking(
         target: dict[str, Any] = {
             "marking_id": str(marking.id),
             "place": marking.place,
-            "since": _utc(marking.since),
-            "until": _utc(marking.until),
+            "since": rfc3339(marking.since),
+            "until": rfc3339(marking.until),
             "color": marking.color.value,
             "created": created,
         }

@@ -37,12 +37,12 @@ _validate_batch = compile_schema(VERIFY_BATCH_REQUEST)
 
 
 def _scan(
-    data: dict[str, Any], clock: Clock, retention_days: int, field: str = "scanned_at"
+    data: dict[str, Any], clock: Clock, retention_days: int, at: int | None = None
 ) -> ScanRequest:
-    """The scan a body (or a batch's item) asks for. A ``scanned_at`` must be a time within
-    the window around ``clock`` that offline terminals need (the scan retention back,
-    :data:`passcode.domain.fields.TERMINAL_AHEAD` ahead), else a 400 naming ``field``; the
-    usual body has none, and costs nothing here."""
+    """The scan a body (or item ``at`` of a batch) asks for. A ``scanned_at`` must be a time
+    within the window around ``clock`` that offline terminals need (the scan retention back,
+    :data:`passcode.domain.fields.TERMINAL_AHEAD` ahead), else a 400 naming the field
+    (``scans[<at>].scanned_at`` in a batch); the usual body has none, and costs nothing here."""
     scan_id = data.get("scan_id")
     scanned_at = data.get("scanned_at")
     terminal_time = None
@@ -52,6 +52,7 @@ def _scan(
             now=utc_now(clock),
             back=timedelta(days=retention_days),
         )
+        field = "scanned_at" if at is None else f"scans[{at}].scanned_at"
         terminal_time = check(rule, scanned_at, field)
     return ScanRequest(
         data["code"], uuid.UUID(scan_id) if scan_id is not None else None, terminal_time
@@ -94,7 +95,7 @@ async def verify_batch(request: web.Request) -> web.Response:
     data = await read_json(request, limit=settings.max_batch_body, validate=_validate_batch)
     verifier = request.app[VERIFIER]
     scans = [
-        _scan(item, verifier.clock, settings.scan_retention_days, f"scans[{at}].scanned_at")
+        _scan(item, verifier.clock, settings.scan_retention_days, at)
         for at, item in enumerate(data["scans"])
     ]
     limits = request.app[TERMINAL_LIMITS]

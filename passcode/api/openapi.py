@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from passcode.api import deadletters as dl
 from passcode.api import schemas as s
 from passcode.api.routes import ROUTES
 from passcode.domain.model import Reason
@@ -51,8 +50,8 @@ def openapi_document() -> dict[str, Any]:
                 "TerminalResponse": s.TERMINAL_RESPONSE,
                 "ReplayCount": s.REPLAY_COUNT_RESPONSE,
                 "AuditPage": s.AUDIT_PAGE,
-                "DeadLetterPage": dl.DEAD_LETTER_PAGE,
-                "DeadLetterReplay": dl.DEAD_LETTER_REPLAY,
+                "DeadLetterPage": s.DEAD_LETTER_PAGE,
+                "DeadLetterReplay": s.DEAD_LETTER_REPLAY,
                 "TraceCitizenRequest": s.TRACE_CITIZEN_REQUEST,
                 "TracePlacePage": s.TRACE_PLACE_PAGE,
                 "TraceCitizenPage": s.TRACE_CITIZEN_PAGE,

@@ -264,6 +264,56 @@ AUDIT_PAGE: Schema = {
     },
 }
 
+DEAD_LETTERS_PAGE_MAX = 1000  # dead letters a page of GET /v1/admin/dead-letters holds
+
+DEAD_LETTER: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "stream", "entry_id", "fields", "reason", "first_seen", "last_tried"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "stream": {"type": "string", "description": "The Redis stream shard it was read from"},
+        "entry_id": {"type": "string", "description": "Its stream entry id"},
+        "fields": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The entry's fields as Redis held them (name, value, …), UTF-8 with"
+            " any other byte as a \\xNN escape; ids, times and enum values, never a name",
+        },
+        "reason": {"type": "string", "description": "Why it could not be stored"},
+        "first_seen": {"type": "string", "format": "date-time"},
+        "last_tried": {
+            "oneOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+            "description": "The last replay that could not store it",
+        },
+    },
+}
+
+DEAD_LETTER_PAGE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["total", "entries", "next_cursor"],
+    "properties": {
+        "total": {"type": "integer", "minimum": 0, "description": "Dead letters kept in all"},
+        "entries": {"type": "array", "maxItems": DEAD_LETTERS_PAGE_MAX, "items": DEAD_LETTER},
+        "next_cursor": {
+            "type": ["integer", "null"],
+            "description": "Pass as cursor for the next page; null on the last page",
+        },
+    },
+}
+
+DEAD_LETTER_REPLAY: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["replayed", "failed", "remaining"],
+    "properties": {
+        "replayed": {"type": "integer", "minimum": 0, "description": "Now in the scan log"},
+        "failed": {"type": "integer", "minimum": 0, "description": "Still not storable"},
+        "remaining": {"type": "integer", "minimum": 0, "description": "Dead letters left"},
+    },
+}
+
 TRACE_CURSOR: Schema = {
     "type": "string",
     "minLength": 1,

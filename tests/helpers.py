@@ -324,7 +324,7 @@ async def open_stores(
         await pg.migrate(pool)
         yield pool, cache
     finally:
-        await cache.client.aclose()
+        await cache.close()
         await pool.close()
 
 

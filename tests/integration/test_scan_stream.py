@@ -6,7 +6,6 @@ StoreUnavailable."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,15 +16,6 @@ from passcode.store import scanstream
 from passcode.store.cache import Cache
 from passcode.store.scanstream import DRAIN_GROUP
 from passcode.wiring import open_cache
-
-
-@pytest.fixture
-async def cache(settings: Settings) -> AsyncIterator[Cache]:
-    opened = open_cache(settings)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def take(

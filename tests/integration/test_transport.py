@@ -155,15 +155,6 @@ def test_the_startup_probe_finds_no_server_where_none_listens(tmp_path: Path) ->
 # --- the cache's own pipelines, on the transport ----------------------------------------------
 
 
-@pytest.fixture
-async def cache(settings: Settings) -> AsyncIterator[Cache]:
-    opened = open_cache(settings)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
 async def test_many_statuses_are_written_in_chunks_and_never_moved_back(
     cache: Cache, raw_redis: aioredis.Redis
 ) -> None:

@@ -59,8 +59,8 @@ class Batch:
     unreadable: list[DeadLetter] = field(default_factory=list)
 
 
-def _dead(stream: str, entry_id: bytes, fields: Sequence[bytes], exc: Exception) -> DeadLetter:
-    return DeadLetter(stream, entry_id.decode(), tuple(fields), unstorable_reason(exc))
+def _dead(stream: str, entry_id: bytes, fields: Sequence[bytes], reason: str) -> DeadLetter:
+    return DeadLetter(stream, entry_id.decode(), tuple(fields), reason)
 
 
 class ScanDrain:
@@ -124,7 +124,7 @@ class ScanDrain:
                 try:
                     records.append(decode_entry(fields))
                 except ValueError as exc:
-                    unreadable.append(_dead(stream, entry_id, fields, exc))
+                    unreadable.append(_dead(stream, entry_id, fields, unstorable_reason(exc)))
         ids = [entry_id for entry_id, _ in entries]
         return Batch(stream, ids, records, entries, unreadable)
 
@@ -169,7 +169,7 @@ class ScanDrain:
             dedupe_window=self.dedupe_window,
         )
         return [
-            DeadLetter(batch.stream, readable[n][0].decode(), tuple(readable[n][1]), reason)
+            _dead(batch.stream, readable[n][0], readable[n][1], reason)
             for n, reason in sorted(failed.items())
         ]
 

@@ -41,7 +41,7 @@ from passcode.service.limits import Limiter
 from passcode.service.riskplaces import RiskPlaceRunner
 from passcode.service.shedding import LoadShedder
 from passcode.service.signing import KeyringHolder
-from passcode.service.verify import Verifier
+from passcode.service.verify import PostgresFallback, Verifier
 from passcode.store import pg
 from passcode.store.keyring import ensure_key
 from passcode.store.terminals import TerminalDirectory
@@ -146,13 +146,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[VERIFIER] = Verifier(
         keys=app[KEYRING],
         cache=app[CACHE],
-        pool=app[POOL],
-        policy=policy,
+        fallback=PostgresFallback(
+            pool=app[POOL],
+            cache=app[CACHE],
+            policy=policy,
+            timeout=settings.pg_timeout,
+            dedupe_window=settings.scan_dedupe_ttl,
+        ),
         issuer=settings.issuer,
         leeway=settings.clock_skew,
         pg_timeout=settings.pg_timeout,
         fallback_concurrency=settings.pg_fallback_concurrency,
-        dedupe_window=settings.scan_dedupe_ttl,
         authenticated_cache=settings.authenticated_cache,
         clock=settings.clock,
     )

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.domain.model import Decision, Reason
@@ -86,19 +87,93 @@ class ScanIds:
         return f"{t[:8]}-{t[8:]}-7{h[at : at + 3]}-{h[at + 4 : at + 8]}-{h[at + 8 : at + 20]}"
 
 
+class LiveCache(Protocol):
+    """The hot path's port (Redis, :class:`passcode.store.cache.Cache`): one round trip reads
+    the live status and appends the scan. Both raise StoreUnavailable when Redis cannot answer."""
+
+    async def verify_and_record(
+        self,
+        subject: bytes,
+        *,
+        now: int,
+        pass_version: int,
+        scan_id: str,
+        record: str,
+        token_id: bytes,
+        place: str,
+    ) -> LiveStatus | None: ...
+
+    async def record(self, shard_key: bytes, scan_id: str, record: str) -> bool: ...
+
+
+class StatusFallback(Protocol):
+    """Where verify turns when the cache cannot decide (DESIGN §5): the system of record.
+
+    Both raise StoreUnavailable or TimeoutError when it cannot answer either.
+    """
+
+    async def live(
+        self, subject: bytes, *, now: float, pass_version: int, publish: bool
+    ) -> LiveStatus | None:
+        """The subject's status, re-derived when the stored one cannot decide; ``publish``
+        also writes it to the cache (which is up)."""
+        ...
+
+    async def store_scans(self, rows: Sequence[ScanRow]) -> None:
+        """Record decided scans directly, when the scan stream cannot take them."""
+        ...
+
+
+class PostgresFallback:
+    """:class:`StatusFallback` on PostgreSQL: one connection per read."""
+
+    def __init__(
+        self, *, pool: Pool, cache: Cache, policy: Policy, timeout: float, dedupe_window: int
+    ) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.policy = policy
+        self.timeout = timeout
+        self.dedupe_window = dedupe_window
+
+    async def live(
+        self, subject: bytes, *, now: float, pass_version: int, publish: bool
+    ) -> LiveStatus | None:
+        timeout = self.timeout
+        async with acquire(self.pool, "verify fallback", timeout) as conn:
+            live = await live_status(conn, subject)
+            if live is None:
+                return None
+            if decides(live, now=now, pass_version=pass_version):
+                if publish:
+                    await status.publish(conn, self.cache, [(subject, live)], timeout=timeout)
+                return live
+            return await status.refresh_on(
+                conn,
+                self.cache,
+                subject,
+                now=datetime.fromtimestamp(now, UTC),
+                policy=self.policy,
+                timeout=timeout,
+            )
+
+    async def store_scans(self, rows: Sequence[ScanRow]) -> None:
+        await insert_scans(
+            self.pool, list(rows), timeout=self.timeout, dedupe_window=self.dedupe_window
+        )
+
+
 class Verifier:
     def __init__(
         self,
         *,
         keys: KeyringHolder,
-        cache: Cache,
-        pool: Pool,
-        policy: Policy,
+        cache: LiveCache,
+        fallback: StatusFallback,
         issuer: str,
         leeway: int,
         pg_timeout: float,
         fallback_concurrency: int,
-        dedupe_window: int,
         authenticated_cache: int,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -106,13 +181,11 @@ class Verifier:
         self._now = clock.now  # bound once: the hot path makes one call, no allocation
         self.keys = keys
         self.cache = cache
-        self.pool = pool
-        self.policy = policy
+        self.fallback = fallback
         self.issuer = issuer
         self.leeway = leeway
         self.pg_timeout = pg_timeout
         self._fallback = asyncio.Semaphore(fallback_concurrency)
-        self.dedupe_window = dedupe_window
         self.authenticated = AuthenticatedPasses(authenticated_cache, leeway=leeway)
         self._scan_ids = ScanIds()
 
@@ -165,31 +238,12 @@ class Verifier:
     async def _load_live(
         self, claims: PassClaims, now: float, *, cache_up: bool
     ) -> LiveStatus | None:
-        """The status from Postgres, re-derived when it cannot decide (:func:`decides`), on one
-        connection; capped so Postgres is never flooded."""
-        timeout = self.pg_timeout
+        """The status from the fallback, within the PostgreSQL deadline and behind a cap on
+        concurrent reads, so Postgres is never flooded."""
         try:
-            async with (
-                asyncio.timeout(timeout),
-                self._fallback,
-                acquire(self.pool, "verify fallback", timeout) as conn,
-            ):
-                live = await live_status(conn, claims.subject)
-                if live is None:
-                    return None
-                if decides(live, now=now, pass_version=claims.version):
-                    if cache_up:
-                        await status.publish(
-                            conn, self.cache, [(claims.subject, live)], timeout=timeout
-                        )
-                    return live
-                return await status.refresh_on(
-                    conn,
-                    self.cache,
-                    claims.subject,
-                    now=datetime.fromtimestamp(now, UTC),
-                    policy=self.policy,
-                    timeout=timeout,
+            async with asyncio.timeout(self.pg_timeout), self._fallback:
+                return await self.fallback.live(
+                    claims.subject, now=now, pass_version=claims.version, publish=cache_up
                 )
         except (StoreUnavailable, TimeoutError) as exc:
             raise StatusUnavailable("the live status cannot be read; do not admit") from exc
@@ -207,10 +261,8 @@ class Verifier:
         verdict = _judge(claims, live)
         row = _row(scan, sid, now, terminal, claims.subject, verdict)
         try:
-            await insert_scans(
-                self.pool, [row], timeout=self.pg_timeout, dedupe_window=self.dedupe_window
-            )
-        except StoreUnavailable as exc:
+            await self._store(row)
+        except (StoreUnavailable, TimeoutError) as exc:
             raise StatusUnavailable("the scan cannot be recorded; do not admit") from exc
         return VerifyOutcome(verdict, live.holder if live else None, sid, now)
 
@@ -220,11 +272,13 @@ class Verifier:
             await self.cache.record(shard_key, sid, record)
         except StoreUnavailable:
             try:
-                await insert_scans(
-                    self.pool, [row], timeout=self.pg_timeout, dedupe_window=self.dedupe_window
-                )
-            except StoreUnavailable as exc:
+                await self._store(row)
+            except (StoreUnavailable, TimeoutError) as exc:
                 raise StatusUnavailable("the scan cannot be recorded") from exc
+
+    async def _store(self, row: ScanRow) -> None:
+        async with asyncio.timeout(self.pg_timeout):
+            await self.fallback.store_scans([row])
 
 
 def _judge(claims: PassClaims, live: LiveStatus | None) -> Verdict:

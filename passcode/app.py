@@ -135,6 +135,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         rate=settings.terminal_rate,
         burst=settings.terminal_burst,
         what="terminal",
+        clock=settings.clock,
     )
     app[CITIZEN_LIMITS] = Limiter(
         app[CACHE],
@@ -142,6 +143,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         rate=settings.citizen_rate,
         burst=settings.citizen_burst,
         what="citizen",
+        clock=settings.clock,
     )
     app[VERIFIER] = Verifier(
         keys=app[KEYRING],

@@ -196,7 +196,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    now = int(time.time())
+    now = int(settings.clock.now())
     if args.keys_command == "init":
         ensure_key(settings.key_dir, now=now)
     elif args.keys_command == "rotate":
@@ -232,7 +232,7 @@ def cmd_dev_token(settings: Settings, args: argparse.Namespace) -> int:
             audience=settings.idp_audience,
             user_id=args.user_id,
             name=args.name,
-            now=int(time.time()),
+            now=int(settings.clock.now()),
             ttl=args.ttl,
         )
     )

@@ -29,12 +29,13 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from passcode.config import Settings
+from passcode.domain.clock import utc_now
 from passcode.domain.masking import mask_name
 from passcode.domain.model import Color
 from passcode.domain.privacy import Sealer
@@ -335,7 +336,7 @@ async def seed(
     if settings.dev_mode:  # the service shares this key: tokens minted with it are accepted
         dev_key = dev_idp_key_path(settings).resolve()
         load_or_create_ed25519(dev_key)
-    now = datetime.now(UTC)
+    now = utc_now(settings.clock)
 
     pool = await pg.create_pool(
         settings.database_url, timeout=settings.pg_timeout, min_size=1, max_size=2

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -39,9 +37,8 @@ def citizen_of(request: web.Request) -> Citizen:
     if token is None:
         raise Unauthorized("send Authorization: Bearer <ID token>")
     try:
-        # The wall clock, not Settings.clock: PyJWT checks the token's exp and iat against it
-        # (passcode.domain.identity), and the verified-token cache must agree with that check.
-        return request.app[ID_TOKENS].verify(token, now=time.time())
+        now = request.app[SETTINGS].clock.now()
+        return request.app[ID_TOKENS].verify(token, now=now)
     except IdentityError as exc:
         raise Unauthorized("the ID token is not valid") from exc
 

@@ -123,15 +123,50 @@ def load_jwks(text: str) -> dict[str, IdpKey]:
 
 
 def verify_id_token(
-    token: str, keys: Mapping[str, object], *, issuer: str, audience: str, leeway: int
+    token: str,
+    keys: Mapping[str, object],
+    *,
+    issuer: str,
+    audience: str,
+    leeway: int,
+    now: float,
 ) -> Citizen:
-    """The citizen a token names, or IdentityError; every failure looks the same to callers."""
+    """The citizen a token names at ``now`` (Unix seconds), or IdentityError; every failure
+    looks the same to callers."""
     trusted = {kid: idp_key(key) for kid, key in keys.items()}
-    return _decode(token, trusted, issuer=issuer, audience=audience, leeway=leeway)[0]
+    return _decode(token, trusted, issuer=issuer, audience=audience, leeway=leeway, now=now)[0]
+
+
+def _check_times(claims: Mapping[str, Any], *, now: float, leeway: int) -> int:
+    """The token's expiry, once ``exp``, ``iat`` and ``nbf`` (RFC 7519 NumericDates: JSON
+    numbers, finite) admit it at ``now`` give or take ``leeway``, as PyJWT would judge them."""
+    times: dict[str, float] = {}
+    for name in ("exp", "iat", "nbf"):
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise IdentityError(f"{name} is not a number")
+        if not -1e15 < value < 1e15:  # also false for NaN
+            raise IdentityError(f"{name} is out of range")
+        times[name] = value
+    if times["exp"] <= now - leeway:
+        raise IdentityError("the token has expired")
+    if times["iat"] > now + leeway:
+        raise IdentityError("the token is issued in the future")
+    if "nbf" in times and times["nbf"] > now + leeway:
+        raise IdentityError("the token is not yet valid")
+    return int(times["exp"])
 
 
 def _decode(
-    token: str, keys: Mapping[str, IdpKey], *, issuer: str, audience: str, leeway: int
+    token: str,
+    keys: Mapping[str, IdpKey],
+    *,
+    issuer: str,
+    audience: str,
+    leeway: int,
+    now: float,
 ) -> tuple[Citizen, int]:
     if len(token) > MAX_TOKEN_LENGTH:
         raise IdentityError("token too long")
@@ -150,11 +185,17 @@ def _decode(
             audience=audience,
             issuer=issuer,
             leeway=leeway,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            # PyJWT would judge the times by the wall clock: _check_times uses the caller's now.
+            options={
+                "require": ["exp", "iat", "sub", "iss", "aud"],
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
-        expires_at = int(claims["exp"])
     except _HOSTILE_INPUT_ERRORS as exc:
         raise IdentityError(f"{type(exc).__name__}: {exc}") from exc
+    expires_at = _check_times(claims, now=now, leeway=leeway)
     user_id = claims["sub"]
     name = claims.get("name", "")
     if not isinstance(user_id, str) or not isinstance(name, str):
@@ -196,7 +237,12 @@ class IdTokenVerifier:
         if known is not None:
             return known
         citizen, expires_at = _decode(
-            token, self.keys, issuer=self.issuer, audience=self.audience, leeway=self.leeway
+            token,
+            self.keys,
+            issuer=self.issuer,
+            audience=self.audience,
+            leeway=self.leeway,
+            now=now,
         )
         self._verified.put(token, citizen, expires_at=expires_at + self.leeway, now=now)
         return citizen

@@ -37,6 +37,7 @@ import logging
 import time
 from typing import Any
 
+from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.domain.ratelimit import TokenBuckets
 from passcode.errors import RateLimited, StoreUnavailable
 from passcode.store.cache import Cache
@@ -56,8 +57,12 @@ class Limiter:
         down_for: float = 1.0,
         max_keys: int = 100_000,
         lease_max: int = 50,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.cache = cache
+        # The limit's time (its TATs, shared by every replica through Redis) is the service's
+        # clock; leases and the Redis-down pause are spans, measured on the monotonic clock.
+        self._now = clock.now
         self.kind = kind
         self.rate = rate
         self.burst = burst
@@ -129,7 +134,7 @@ class Limiter:
             return
         while key in self._in_flight:  # decide on the answers already asked for, in order
             await self._settled(key).wait()
-        now_ms = time.time() * 1000.0
+        now_ms = self._now() * 1000.0
         wait = self._known_wait(key, now_ms, cost)
         if wait:
             raise self._refuse(wait)
@@ -176,7 +181,7 @@ class Limiter:
         if asked is not None and asked[1] < asked[0]:
             asked[1] += 1
             return True
-        now_ms = time.time() * 1000.0
+        now_ms = self._now() * 1000.0
         pending = self._in_flight.get(key, 0)
         base = max(self._tat.get(key, now_ms), now_ms) - self.tolerance_ms - now_ms
         cost = self.lease_units

@@ -165,3 +165,19 @@ async def test_verify_at_valid_until_does_not_admit_from_the_expiring_copy(
     assert (await verify(client, key, code))["decision"] == "admit"
     clock.at = red_from
     assert (await verify(client, key, code))["decision"] == "deny"
+
+
+async def test_id_tokens_are_judged_by_the_configured_clock(
+    aiohttp_client: ClientFactory, settings: Settings, make_token: TokenFactory
+) -> None:
+    """A citizen's ID token is valid by the service's clock, not the wall clock: the same
+    token is refused once the fake clock passes its expiry (plus the leeway), though the wall
+    clock has not moved."""
+    client, clock, _, _ = await setup(aiohttp_client, settings, make_token)
+    token = make_token()
+    declared = await client.post("/v1/declarations", json=HEALTHY, headers=auth(token))
+    assert declared.status == 201, await declared.text()
+    assert (await client.get("/v1/pass", headers=auth(token))).status == 200
+    clock.at += 10 * 86_400
+    refused = await client.get("/v1/pass", headers=auth(token))
+    assert refused.status == 401, await refused.text()

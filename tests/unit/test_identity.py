@@ -8,6 +8,7 @@ HS* keyed with the public key, ``none``) and garbage of every shape.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -45,8 +46,9 @@ def _keys() -> dict[str, IdpKey]:
 KEYS = _keys()
 
 
-def _verify(token: str) -> object:
-    return verify_id_token(token, KEYS, issuer=ISSUER, audience=AUDIENCE, leeway=30)
+def _verify(token: str, *, now: float | None = None) -> object:
+    at = time.time() if now is None else now
+    return verify_id_token(token, KEYS, issuer=ISSUER, audience=AUDIENCE, leeway=30, now=at)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS.values(), ids=list(PROVIDERS))
@@ -81,7 +83,7 @@ def test_hostile_claims_signed_by_the_provider_are_identity_errors(provider: Pro
     escaped = {}
     for name, token in hostile_claims(provider).items():
         try:
-            verifier.verify(token, now=0.0 if name == "expired" else 1e12)
+            verifier.verify(token, now=time.time())
         except IdentityError:
             continue
         except Exception as exc:  # the point: which ones escape, and as what
@@ -89,6 +91,31 @@ def test_hostile_claims_signed_by_the_provider_are_identity_errors(provider: Pro
         else:
             escaped[name] = "accepted"
     assert not escaped, escaped
+
+
+def test_a_tokens_times_are_judged_by_the_callers_clock_within_the_leeway() -> None:
+    """exp, iat and nbf are checked against the ``now`` given (the service's injected clock),
+    not the wall clock: a token good now is refused at a now past its exp (plus leeway) or
+    before its iat or nbf (less leeway), and accepted just inside either boundary."""
+    provider = PROVIDERS["ed"]
+    now = int(time.time())
+    token = good_token(provider, iat=now, nbf=now, exp=now + 600)
+    assert getattr(_verify(token, now=now + 629), "user_id", None) == "hostile-user"
+    assert getattr(_verify(token, now=now - 30), "user_id", None) == "hostile-user"
+    for refused_at in (now + 630, now + 86_400, now - 31, now - 86_400):
+        with pytest.raises(IdentityError):
+            _verify(token, now=refused_at)
+    past = good_token(provider, iat=now - 7200, exp=now - 3600)
+    assert getattr(_verify(past, now=now - 5000), "user_id", None) == "hostile-user"
+
+
+def test_the_caching_verifier_refuses_a_remembered_token_once_its_clock_passes_exp() -> None:
+    verifier = IdTokenVerifier(KEYS, issuer=ISSUER, audience=AUDIENCE, leeway=30)
+    now = int(time.time())
+    token = good_token(PROVIDERS["ed"], iat=now, exp=now + 60)
+    assert verifier.verify(token, now=now).user_id == "hostile-user"
+    with pytest.raises(IdentityError):
+        verifier.verify(token, now=now + 91)
 
 
 def test_an_ed25519_key_accepts_only_eddsa_an_ec_key_only_its_curve_rsa_rs_and_ps() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from passcode.errors import RateLimited
 from passcode.service.limits import Limiter
-from tests.helpers import FakeRateLimits
+from tests.helpers import FakeClock, FakeRateLimits
 
 SLOW = 0.01  # one unit per 100 s: nothing refills while a test runs
 
@@ -93,3 +93,16 @@ async def test_with_redis_down_the_process_buckets_hold_the_limit_from_what_was_
     with pytest.raises(RateLimited):
         await limits.check(key)
     assert store.calls == [1]
+
+
+async def test_the_limit_is_kept_in_the_injected_clocks_time() -> None:
+    """The TATs the limiter sends (and every replica shares through Redis) are the service's
+    clock's milliseconds: a clock set a year ahead charges a year ahead."""
+    store = FakeRateLimits()
+    fake: Any = store
+    clock = FakeClock(time.time() + 365 * 86_400)
+    limits = Limiter(fake, kind="t", rate=SLOW, burst=1000, what="terminal", clock=clock)
+    key = limits.key(b"\x00" * 16, "terminal-clock")
+    assert limits.speculate(key)
+    await store.answer()
+    assert store.tat[key] == pytest.approx(clock.at * 1000 + 50 * 1000 / SLOW, abs=1)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from passcode.api.auth import requires
+from passcode.api.metrics import share as share_metrics
 from passcode.api.openapi import openapi_document
 from passcode.api.problems import add_route, add_unmatched
 from passcode.api.routes import ROUTES
@@ -284,6 +285,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _drain, shedder.watch_lag])
     app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_risk_places)
+    app.cleanup_ctx.append(share_metrics)  # with several workers: see passcode.metrics
     for route in ROUTES:
         handler = route.handler
         if route.role is not None and route.action is not None:

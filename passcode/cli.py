@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from passcode import serving
+from passcode import metrics, serving
 from passcode.api.accesslog import AccessLogger
 from passcode.app import create_app
 from passcode.config import Settings, SettingsError
@@ -32,6 +33,7 @@ from passcode.domain.privacy import Sealer
 from passcode.domain.redact import RedactingFilter
 from passcode.embedded import EmbeddedError, servers
 from passcode.errors import PasscodeError
+from passcode.logformat import JsonFormatter
 from passcode.seed import seed
 from passcode.service import access
 from passcode.service.authority import override_status
@@ -56,8 +58,11 @@ from passcode.workers.supervisor import Supervisor
 log = logging.getLogger("passcode")
 
 
-def _configure_logging(level: str) -> None:
-    """Logs to stderr, every handler behind a RedactingFilter (credentials, tokens, passes)."""
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    """Logs to stderr, as text or one JSON object a line (``PASSCODE_LOG_FORMAT``), every
+    handler behind a RedactingFilter (credentials, tokens, passes)."""
+    if log_format not in {"text", "json"}:
+        raise SettingsError(f"PASSCODE_LOG_FORMAT: {log_format!r} is neither text nor json")
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -66,6 +71,8 @@ def _configure_logging(level: str) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+        if log_format == "json":
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
@@ -155,11 +162,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         if args.workers == 1:
             _run_server(resolved, reuse_port=False)
             return 0
-        return _run_workers(resolved, args.workers)
+        if resolved.metrics_dir is not None:
+            resolved.metrics_dir.mkdir(parents=True, exist_ok=True)
+            metrics.clear(resolved.metrics_dir)
+            return _run_workers(resolved, args.workers)
+        with tempfile.TemporaryDirectory(prefix="passcode-metrics-") as directory:
+            return _run_workers(
+                dataclasses.replace(resolved, metrics_dir=Path(directory)), args.workers
+            )
 
 
 def _run_workers(settings: Settings, count: int) -> int:
-    """N processes sharing the port (SO_REUSEPORT): the kernel spreads connections."""
+    """N processes sharing the port (SO_REUSEPORT): the kernel spreads connections; they share
+    their metrics through ``settings.metrics_dir``, emptied for this run (passcode.metrics)."""
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=_worker_main, args=(settings,), name=f"passcode-{n}")
@@ -181,7 +196,7 @@ def _run_workers(settings: Settings, count: int) -> int:
 
 
 def _worker_main(settings: Settings) -> None:
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     _run_server(settings, reuse_port=True)
 
 
@@ -637,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        _configure_logging(settings.log_level)
+        _configure_logging(settings.log_level, settings.log_format)
         return COMMANDS[args.command](settings, args)
     except _Refused:
         return 2

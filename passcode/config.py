@@ -99,7 +99,11 @@ class Settings:
     body_timeout: float = 30.0  # s to receive a whole request body, else 408
     header_timeout: float = 10.0  # s from a request's first byte to its last header, else 408
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object a line (passcode.logformat)
     access_log: bool = True
+    # Where the workers of `passcode serve --workers N` share their metrics (passcode.metrics);
+    # unset, the CLI makes one for the run and removes it after.
+    metrics_dir: Path | None = None
     # Not read from the environment: a hook for tests (and embedders) to replace "now".
     clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
 

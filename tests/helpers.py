@@ -34,6 +34,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jsonschema import Draft202012Validator
+from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
@@ -765,6 +766,8 @@ class Contract:
                 assert raw.startswith(PNG_SIGNATURE)
             elif media == "image/svg+xml":
                 assert b"<svg" in raw[:300]
+            elif media == "text/plain":  # GET /metrics: Prometheus's text format
+                assert list(text_string_to_metric_families(raw.decode("utf-8")))
             else:  # pragma: no cover - a new media type needs a check here
                 pytest.fail(f"no body check for {media}")
         self.seen.add((method, template, response.status))

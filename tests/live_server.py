@@ -79,6 +79,7 @@ class LiveServer:
     settings: Settings
     log_path: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()  # more arguments of `passcode serve` (e.g. --workers 2)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -88,7 +89,7 @@ class LiveServer:
     def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603  # our own CLI, fixed argv
-                [str(PASSCODE), "serve"],
+                [str(PASSCODE), "serve", *self.args],
                 env=settings_env(self.settings, **self.extra_env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

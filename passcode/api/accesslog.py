@@ -13,6 +13,7 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
 from passcode.api.problems import UNMATCHED
+from passcode.api.requestid import HEADER, request_id
 from passcode.domain.redact import REDACTION_SAFE
 
 
@@ -40,30 +41,43 @@ def route_of(request: web.BaseRequest) -> str:
 
 # Methods logged as sent; any other token (a client may send ``pt_<key> / HTTP/1.1``) is not.
 _METHODS = frozenset(hdrs.METH_ALL | {"UNKNOWN"})  # UNKNOWN: aiohttp's name for a parse error
-# Marks this logger's records as holding nothing to redact (passcode.domain.redact).
-_CLEAN = {REDACTION_SAFE: True}
 
 
 class AccessLogger(AbstractAccessLogger):
-    """``<peer> "<method> <route template> HTTP/x.y" <status> <bytes> <seconds>s``.
+    """``<peer> "<method> <route template> HTTP/x.y" <status> <bytes> <seconds>s``, and the same
+    as the record's extras, with the request id, for the JSON format (:mod:`passcode.logformat`).
 
-    Every field is the server's (address, route template, numbers) or from a fixed set (the
-    method; ``(other)`` otherwise), so the records skip the redacting filter, a third of the
-    cost of an access line.
+    Every field is the server's (address, route template, numbers, the id it made or found
+    sane) or from a fixed set (the method; ``(other)`` otherwise), so the records are marked
+    :data:`~passcode.domain.redact.REDACTION_SAFE` and skip the redacting filter, a third of
+    the cost of an access line.
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         version = request.version
-        method = request.method
+        method = request.method if request.method in _METHODS else "(other)"
+        route = route_of(request)
+        peer = request.remote or "-"
+        status = response.status
+        size = response.body_length
         self.logger.info(
             '%s "%s %s HTTP/%d.%d" %d %d %.6fs',
-            request.remote or "-",
-            method if method in _METHODS else "(other)",
-            route_of(request),
+            peer,
+            method,
+            route,
             version.major,
             version.minor,
-            response.status,
-            response.body_length,
+            status,
+            size,
             time,
-            extra=_CLEAN,
+            extra={
+                REDACTION_SAFE: True,
+                "request_id": response.headers.get(HEADER) or request_id(request),
+                "method": method,
+                "route": route,
+                "status": status,
+                "bytes": size,
+                "duration": round(time, 6),
+                "peer": peer,
+            },
         )

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+from time import perf_counter
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from passcode import metrics
+from passcode.api.requestid import HEADER, request_id
 from passcode.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -63,44 +67,71 @@ def from_http_exception(exc: web.HTTPException) -> PasscodeError:
     return generic
 
 
-def problems(handler: Handler, *, shedder: LoadShedder, kind: int | None) -> Handler:
+def problems(
+    handler: Handler,
+    *,
+    shedder: LoadShedder,
+    kind: int | None,
+    method: str = "*",
+    route: str = "(unrouted)",
+) -> Handler:
     """``handler`` answering every failure as a problem; shed first when ``kind`` is a class
-    of :mod:`passcode.service.shedding` (the requests it counts are those of such routes)."""
+    of :mod:`passcode.service.shedding` (the requests it counts are those of such routes).
+    Every answer carries its request id and is counted by status under ``method route``; the
+    answers of a shedding class are timed too (the metrics' children are bound here, once)."""
+    by_status: dict[int, Any] = {}
+    timer = None if kind is None else metrics.REQUEST_SECONDS.labels(route)
 
     async def answer(request: web.Request) -> web.StreamResponse:
+        started = perf_counter()
         try:
             if kind is None:
-                return await handler(request)
-            shedder.admit(kind)
-            shedder.in_flight += 1
-            try:
-                return await handler(request)
-            finally:
-                shedder.in_flight -= 1
+                response = await handler(request)
+            else:
+                shedder.admit(kind)
+                shedder.in_flight += 1
+                try:
+                    response = await handler(request)
+                finally:
+                    shedder.in_flight -= 1
         except PasscodeError as error:
-            return problem_response(error)
+            response = problem_response(error)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return problem_response(from_http_exception(exc))
+            response = problem_response(from_http_exception(exc))
         except web.RequestPayloadError:
             # aiohttp's parser failed inside the body (framing, decompression): the client's.
-            return problem_response(BadRequest("the body's framing or encoding is not valid"))
+            response = problem_response(BadRequest("the body's framing or encoding is not valid"))
         except ConnectionResetError:
-            if request.transport is not None:
-                log.exception("unhandled error on %s %s", request.method, request.path)
-                return problem_response(PasscodeError("internal error; it has been logged"))
-            # The client went away mid-body (aiohttp fails the body so): nothing went wrong here.
-            resource = request.match_info.route.resource
-            log.info("client left during %s %s", request.method, getattr(resource, "canonical", ""))
-            return problem_response(BadRequest("the connection closed before the body arrived"))
+            response = _reset(request)
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            return problem_response(PasscodeError("internal error; it has been logged"))
+            response = problem_response(PasscodeError("internal error; it has been logged"))
+        response.headers[HEADER] = request_id(request)
+        status = response.status
+        counter = by_status.get(status)
+        if counter is None:
+            counter = by_status[status] = metrics.REQUESTS.labels(method, route, str(status))
+        counter.inc()
+        if timer is not None:
+            timer.observe(perf_counter() - started)
+        return response
 
     answer.__name__ = answer.__qualname__ = getattr(handler, "__name__", "handler")
     answer.__doc__ = handler.__doc__
     return answer
+
+
+def _reset(request: web.Request) -> web.Response:
+    """The answer when the connection reset under a handler."""
+    if request.transport is not None:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(PasscodeError("internal error; it has been logged"))
+    # The client went away mid-body (aiohttp fails the body so): nothing went wrong here.
+    resource = request.match_info.route.resource
+    log.info("client left during %s %s", request.method, getattr(resource, "canonical", ""))
+    return problem_response(BadRequest("the connection closed before the body arrived"))
 
 
 def add_route(
@@ -108,7 +139,7 @@ def add_route(
 ) -> None:
     """Route ``method path`` to ``handler`` inside :func:`problems`, shed in class ``shed``
     (GET routes answer HEAD too, as aiohttp's ``add_get`` does)."""
-    wrapped = problems(handler, shedder=app[SHEDDER], kind=shed)
+    wrapped = problems(handler, shedder=app[SHEDDER], kind=shed, method=method, route=path)
     if method == "GET":
         app.router.add_get(path, wrapped)
     else:

@@ -22,6 +22,7 @@ from passcode.api import (
     auditlog,
     citizen,
     deadletters,
+    metrics,
     public,
     riskplaces,
     terminal,
@@ -563,6 +564,25 @@ ROUTES: tuple[Route, ...] = (
             ok={
                 "200": {"description": "Ready", "content": json_content("Health")},
                 "503": {"description": "Not ready", "content": json_content("Health")},
+            },
+            errors=(),
+            tag="ops",
+        ),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics.get_metrics,
+        operation=operation(
+            "Metrics in Prometheus's text format, every worker's: requests, verify decisions,"
+            " latencies, Redis batches, the scan-stream backlog, the drain, the PostgreSQL"
+            " pool, shed and rate-limited requests, signing keys. Unauthenticated and never"
+            " shed: scrape it on the internal network only",
+            ok={
+                "200": {
+                    "description": "The exposition (text format 0.0.4)",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
             },
             errors=(),
             tag="ops",

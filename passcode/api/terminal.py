@@ -16,6 +16,7 @@ from passcode.api.schemas import VERIFY_BATCH_REQUEST, VERIFY_REQUEST, compile_s
 from passcode.domain import fields
 from passcode.domain.clock import Clock, utc_now
 from passcode.keys import SETTINGS, TERMINAL_LIMITS, VERIFIER
+from passcode.metrics import count_decision
 from passcode.service.verify import ScanRequest, VerifyOutcome
 
 _validate_schema = compile_schema(VERIFY_REQUEST)
@@ -60,8 +61,10 @@ def _scan(
 
 
 def outcome_body(outcome: VerifyOutcome) -> dict[str, Any]:
-    """The answer's body; the enums are ``str`` members, which orjson writes as their values."""
+    """The answer's body, counted by decision and reason (:mod:`passcode.metrics`); the enums
+    are ``str`` members, which orjson writes as their values."""
     verdict = outcome.verdict
+    count_decision(verdict.decision, verdict.reason)
     holder = outcome.holder
     return {
         "decision": verdict.decision,

@@ -40,6 +40,7 @@ from typing import Any
 from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.domain.ratelimit import TokenBuckets
 from passcode.errors import RateLimited, StoreUnavailable
+from passcode.metrics import RATE_LIMITED
 from passcode.store.cache import Cache
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Limiter:
         self._in_flight: dict[str, int] = {}  # key → units asked for, answer not yet in
         self._waiting: dict[str, asyncio.Event] = {}  # key → set when nothing is in flight
         self._down_until = 0.0  # monotonic: use the fallback until then
+        self._limited = RATE_LIMITED.labels(what)
 
     def key(self, shard_key: bytes, ident: str) -> str:
         """The Redis key of ``ident`` (remembered: on the hot path it is a dict lookup)."""
@@ -107,6 +109,7 @@ class Limiter:
         return wait_ms / 1000.0 if wait_ms > 0 else 0.0
 
     def _refuse(self, wait: float) -> RateLimited:
+        self._limited.inc()
         return RateLimited(
             f"this {self.what} is sending faster than its rate limit",
             retry_after=TokenBuckets.retry_after(wait),

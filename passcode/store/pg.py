@@ -6,11 +6,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 import asyncpg
 
 from passcode.errors import StoreUnavailable
+from passcode.metrics import PG_ACQUIRE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,11 @@ async def create_pool(dsn: str, *, timeout: float, min_size: int, max_size: int)
 
 @contextlib.asynccontextmanager
 async def acquire(pool: Pool, what: str, timeout: float) -> AsyncIterator[Connection]:
-    """A connection within ``timeout``, with errors translated."""
+    """A connection within ``timeout``, with errors translated; the wait is measured."""
     with pg_errors(what):
+        started = perf_counter()
         async with pool.acquire(timeout=timeout) as conn:
+            PG_ACQUIRE_SECONDS.observe(perf_counter() - started)
             yield conn
 
 

@@ -90,3 +90,20 @@ async def backlog(cache: Cache) -> int:
     with redis_errors("scan log backlog"):
         replies = await cache.transport.execute(commands, timeout=cache.timeout * DEADLINE)
     return sum(cast("list[int]", replies))
+
+
+async def shard_backlogs(cache: Cache, *, timeout: float) -> list[tuple[int, int, int | None]]:
+    """Per shard: (shard, entries held, Redis time in ms of its oldest entry or None), in one
+    pipeline within ``timeout`` (``GET /metrics`` reads it when scraped)."""
+    streams = cache.stream_keys()
+    commands: list[tuple[tuple[str | int, ...], str]] = []
+    for stream in streams:
+        commands += [(("XLEN", stream), stream), (("XRANGE", stream, "-", "+", "COUNT", 1), stream)]
+    with redis_errors("scan log backlog"):
+        replies = await cache.transport.execute(commands, timeout=timeout)
+    found = []
+    for shard in range(len(streams)):
+        length, first = cast("int", replies[2 * shard]), replies[2 * shard + 1]
+        oldest = int(first[0][0].split(b"-", 1)[0]) if first else None
+        found.append((shard, length, oldest))
+    return found

@@ -47,6 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from passcode.errors import StoreUnavailable
+from passcode.metrics import REDIS_BATCH
 
 # The errors a reply or a failed exchange raise, for the store modules to tell apart.
 __all__ = [
@@ -149,6 +150,7 @@ class Transport:
         error reply belongs to its own command only; anything else (Redis gone, the deadline)
         fails the whole batch and the connection is dropped, never returned half-read.
         """
+        REDIS_BATCH.observe(len(batch))  # one round trip (passcode.metrics)
         pool = self.client.connection_pool
         connection = None
         try:

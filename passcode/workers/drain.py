@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from passcode.errors import StoreUnavailable
+from passcode.metrics import DRAIN_DEAD, DRAIN_STORED
 from passcode.service.status import sync_unsynced
 from passcode.store import deadletters, scanstream
 from passcode.store.cache import Cache
@@ -142,6 +143,7 @@ class ScanDrain:
         if dead:
             await deadletters.add(self.pool, dead, timeout=self.pg_timeout)
             self.dead_lettered += len(dead)
+            DRAIN_DEAD.inc(len(dead))
             log.warning(
                 "kept %d scan entr%s of %s as dead letters (%s): passcode dead-letters list",
                 len(dead),
@@ -150,7 +152,9 @@ class ScanDrain:
                 "; ".join(sorted({d.reason for d in dead}))[:300],
             )
         await scanstream.acknowledge(self.cache, batch.stream, batch.ids)
-        self.stored += len(batch.records) + len(batch.unreadable) - len(dead)
+        stored = len(batch.records) + len(batch.unreadable) - len(dead)
+        self.stored += stored
+        DRAIN_STORED.inc(stored)
         return len(batch.ids)
 
     async def _isolate(self, batch: Batch) -> list[DeadLetter]:

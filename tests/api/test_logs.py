@@ -2,12 +2,14 @@
 
 A real ``passcode serve`` runs with ``PASSCODE_LOG_LEVEL=DEBUG`` and the access log on (so every
 logger the CLI configures, at its most verbose, ends up in its stderr), a full flow is driven
-through it, errors included, and the captured output is searched for every secret the flow used.
+through it, errors included, and the captured output is searched for every secret the flow used;
+once with text lines, once with ``PASSCODE_LOG_FORMAT=json``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,9 +26,13 @@ from tests.live_server import LiveServer, live_settings
 RED = {**HEALTHY, "temperature_c": 39.2, "symptoms": ["fever", "cough"]}
 
 
-@pytest.fixture
+@pytest.fixture(params=["text", "json"])
 async def live(
-    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+    request: pytest.FixtureRequest,
+    database_url: str,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
 ) -> AsyncIterator[LiveServer]:
     settings = live_settings(
         database_url, redis_url, redis_prefix, tmp_path, tag="logs", drain_interval=0.05,
@@ -35,13 +41,41 @@ async def live(
     server = LiveServer(
         settings,
         tmp_path / "server.log",
-        extra_env={"PASSCODE_LOG_LEVEL": "DEBUG", "PASSCODE_ACCESS_LOG": "1"},
+        extra_env={
+            "PASSCODE_LOG_LEVEL": "DEBUG",
+            "PASSCODE_ACCESS_LOG": "1",
+            "PASSCODE_LOG_FORMAT": request.param,
+        },
     )
     await asyncio.to_thread(server.start)
     try:
         yield server
     finally:
         await asyncio.to_thread(server.stop)
+
+
+def _check_json_lines(log: str) -> list[str]:
+    """Every line one JSON object; the access lines with a request id, the route template, the
+    status and the duration, of the kinds the flow sent. Returns every field value decoded."""
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert all(
+        isinstance(r, dict) and {"time", "level", "logger", "message"} <= set(r) for r in records
+    )
+    access = [r for r in records if r["logger"] == "aiohttp.access"]
+    assert access
+    for record in access:
+        assert isinstance(record["request_id"], str)
+        assert record["request_id"]
+        assert isinstance(record["status"], int)
+        assert isinstance(record["duration"], float)
+    seen = {(r["method"], r["route"], r["status"]) for r in access}
+    assert {
+        ("POST", "/v1/verify", 200),
+        ("GET", "/v1/pass", 401),
+        ("GET", "(unrouted)", 404),
+    } <= seen
+    assert len({r["request_id"] for r in access}) == len(access)
+    return [str(v) for r in records for v in r.values()]
 
 
 def _bearer(credential: str) -> dict[str, str]:
@@ -100,7 +134,9 @@ async def test_logs_of_a_full_flow_hold_no_pass_name_credential_or_user_id(
         made = await call("POST", "/v1/admin/terminals", 201, json={"place": "Gate"}, headers=admin)
         keys.append(made["key"])
         terminal = _bearer(made["key"])
-        first = await call("POST", "/v1/verify", 200, json={"code": codes[0]}, headers=terminal)
+        # A request id shaped like a credential is not taken (nor logged, nor echoed).
+        as_id = {**terminal, "X-Request-Id": made["key"]}
+        first = await call("POST", "/v1/verify", 200, json={"code": codes[0]}, headers=as_id)
         assert first["decision"] == "admit"
         await call(
             "POST",
@@ -147,6 +183,9 @@ async def test_logs_of_a_full_flow_hold_no_pass_name_credential_or_user_id(
 
     # Controls: verbose output was captured, with the access log on.
     assert "log_level='DEBUG'" in log, log[:2000]
+    if live.extra_env["PASSCODE_LOG_FORMAT"] == "json":
+        # Searched as written and as decoded (JSON escapes could hide a value).
+        log += "\n" + "\n".join(_check_json_lines(log))
     for line in (
         '"POST /v1/verify HTTP/1.1" 200',
         '"POST /v1/verify/batch HTTP/1.1" 200',

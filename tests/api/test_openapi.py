@@ -115,7 +115,7 @@ async def test_real_responses_match_the_document(
     client: TestClient[Any, Any], contract: Contract, make_token: TokenFactory
 ) -> None:
     """A full flow (declare, pass as JSON/PNG/SVG, keys and 304, verify admit/deny/invalid, batch,
-    override, terminal create/revoke, health, readiness) and errors 400/401/403/404/409/413/415 on
+    override, terminal create/revoke, health, readiness, metrics) and errors 400/401/403/404/409/413/415 on
     each kind of endpoint: every status is declared for its operation, with its content type, its
     required headers, and a JSON body valid under the declared 2020-12 schema. Every documented
     operation is exercised at least once."""
@@ -143,6 +143,7 @@ async def test_real_responses_match_the_document(
 
     await call("GET", "/healthz", 200)
     await call("GET", "/readyz", 200)
+    await call("GET", "/metrics", 200)
     keys = await client.get("/v1/keys")
     await c.check(keys)
     assert keys.status == 200

@@ -1,0 +1,178 @@
+"""Every metric the service exports, defined once, and the sharing of them between workers.
+
+On the lowest floor (it imports nothing of ours), so each floor counts its own events here:
+the transport its Redis batches, ``store.pg`` its pool waits, the drain its rows, the limiter
+its refusals, the api's problems wrapper each request. What is a state rather than an event
+(pool size, shed counts, signing keys, the scan-stream backlog) is read when ``/metrics`` is
+scraped (:mod:`passcode.api.metrics`).
+
+The values are prometheus-client's ordinary in-process ones (a fraction of a microsecond an
+increment, where its multiprocess mode's mmap'd values cost three times as much on verify).
+Under ``passcode serve --workers N`` each worker writes what it holds to a file of its own in a
+directory the CLI creates for the run (:class:`Shared`, about once a second and at exit); the
+worker a scrape reaches answers its own live values plus the others' files, summed
+(:func:`merge`). So the totals are every worker's, the other workers' at most
+:data:`SHARE_INTERVAL` old.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import Metric
+
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series: a sample each, unused here
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+
+REQUESTS = Counter(
+    "passcode_http_requests",
+    "Requests answered, by method, route template ((unrouted): no route) and status",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+REQUEST_SECONDS = Histogram(
+    "passcode_http_request_duration_seconds",
+    "Time from routing to the answer, of the routes with a shedding class (verify, batch"
+    " verify, pass, declaration)",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
+VERIFY_DECISIONS = Counter(
+    "passcode_verify_decisions",
+    "Verify answers (single and batch items), by decision and reason code",
+    ["decision", "reason"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "passcode_rate_limited",
+    "Requests refused by a rate limit (429), by limit",
+    ["limit"],
+    registry=REGISTRY,
+)
+REDIS_BATCH = Histogram(
+    "passcode_redis_batch_commands",
+    "Commands per Redis round trip of the coalescing batcher (its _count: the round trips)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=REGISTRY,
+)
+PG_ACQUIRE_SECONDS = Histogram(
+    "passcode_pg_acquire_wait_seconds",
+    "Time waited for a PostgreSQL pool connection",
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+    registry=REGISTRY,
+)
+DRAIN_ROWS = Counter(
+    "passcode_drain_rows",
+    "Scan-stream entries the drain moved: stored in PostgreSQL, or kept as dead letters",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DRAIN_STORED = DRAIN_ROWS.labels("stored")
+DRAIN_DEAD = DRAIN_ROWS.labels("dead_letter")
+
+# decision → reason → its counter, bound on first use (the verify path pays two dict lookups).
+_DECIDED: dict[str, dict[str, Any]] = {}
+
+
+def count_decision(decision: str, reason: str) -> None:
+    """One verify answer of this decision and reason."""
+    reasons = _DECIDED.get(decision)
+    if reasons is None:
+        reasons = _DECIDED[decision] = {}
+    child = reasons.get(reason)
+    if child is None:
+        child = reasons[reason] = VERIFY_DECISIONS.labels(decision, reason)
+    child.inc()
+
+
+SHARE_INTERVAL = 1.0  # s between a worker's writes of its values to the shared directory
+
+Sample = tuple[str, dict[str, str], float]
+Family = tuple[str, str, str, list[Sample]]  # name, type, help, samples
+
+
+def snapshot(families: Iterable[Metric], *, events_only: bool = False) -> list[Family]:
+    """Families as plain data; ``events_only`` keeps counters and histograms (what a worker
+    that has exited leaves behind: its gauges described a process that is gone)."""
+    return [
+        (m.name, m.type, m.documentation, [(s.name, dict(s.labels), s.value) for s in m.samples])
+        for m in families
+        if not events_only or m.type in {"counter", "histogram"}
+    ]
+
+
+def merge(snapshots: Sequence[Sequence[Family]]) -> list[Metric]:
+    """The families of several workers, each sample summed over them (counters, histograms,
+    and the per-process gauges: pool connections, requests in flight)."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for families in snapshots:
+        for name, kind, documentation, samples in families:
+            if name not in merged:
+                merged[name] = Metric(name, documentation, kind)
+                values[name] = {}
+            into = values[name]
+            for sample_name, labels, value in samples:
+                key = (sample_name, tuple(sorted(labels.items())))
+                into[key] = into.get(key, 0.0) + value
+    for name, metric in merged.items():
+        for (sample_name, pairs), value in values[name].items():
+            metric.add_sample(sample_name, dict(pairs), value)
+    return list(merged.values())
+
+
+class Shared:
+    """The run's directory of worker files (``<pid>.json``), one process's view of it."""
+
+    def __init__(self, directory: Path, pid: int | None = None) -> None:
+        self.directory = directory
+        self.pid = os.getpid() if pid is None else pid
+
+    def publish(self, families: list[Family]) -> None:
+        """Replace this worker's file (atomically: a reader sees the old file or the new)."""
+        path = self.directory / f"{self.pid}.json"
+        scratch = path.with_suffix(".tmp")
+        scratch.write_bytes(orjson.dumps(families))
+        scratch.replace(path)
+
+    def others(self) -> list[list[Family]]:
+        """The other workers' files; only the events of those whose process has gone."""
+        found: list[list[Family]] = []
+        for path in self.directory.glob("*.json"):
+            pid = int(path.stem) if path.stem.isdigit() else None
+            if pid is None or pid == self.pid:
+                continue
+            try:
+                families = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # removed meanwhile, or not ours
+            if not _alive(pid):
+                families = [f for f in families if f[1] in {"counter", "histogram"}]
+            found.append(families)
+        return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear(directory: Path) -> None:
+    """Remove what an earlier run left (its totals are not this run's)."""
+    for path in (*directory.glob("*.json"), *directory.glob("*.tmp")):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

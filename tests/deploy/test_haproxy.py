@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -134,10 +135,11 @@ def _until(url: str, expected: set[str]) -> set[str]:
     return seen
 
 
-def test_balancer_routes_only_to_ready_replicas(
+def test_balancer_routes_only_to_ready_replicas_and_hides_metrics(
     haproxy: str, replicas: tuple[_ReplicaServer, _ReplicaServer], tmp_path: Path
 ) -> None:
-    """A replica whose /readyz turns 503 leaves the rotation, and comes back once it is 200."""
+    """A replica whose /readyz turns 503 leaves the rotation and comes back once it is 200;
+    /metrics, which the replicas would answer, is not served to the balancer's clients."""
     one, two = replicas
     port = _free_port()
     env = {
@@ -156,6 +158,10 @@ def test_balancer_routes_only_to_ready_replicas(
         for ready, expected in ((True, {"one", "two"}), (False, {"one"}), (True, {"one", "two"})):
             two.ready = ready
             assert _until(url, expected) == expected, log.read_text()[-2000:]
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url + "metrics", timeout=5)  # noqa: S310  # loopback http
+        denied.value.close()
+        assert denied.value.code == 404
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -266,8 +266,8 @@ def test_autoscaler_budget_and_service_aim_at_the_api(overlay_manifests: list[Re
 
 
 def test_network_policies_allow_only_what_is_needed(overlay_manifests: list[Resource]) -> None:
-    """API: in only from the ingress namespace on its port; drain: nothing in. Both: out only to
-    PostgreSQL, the Redis nodes' client ports (from the cluster seeds setting) and DNS."""
+    """API: in only from the ingress and monitoring namespaces on its port; drain: nothing in.
+    Both: out only to PostgreSQL, the Redis nodes' client ports (from the cluster seeds) and DNS."""
     config_map = _one(overlay_manifests, "ConfigMap", "passcode-config")["data"]
     redis_ports = {
         int(n.rsplit(":", 1)[1]) for n in config_map["PASSCODE_REDIS_CLUSTER_NODES"].split(",")
@@ -282,8 +282,11 @@ def test_network_policies_allow_only_what_is_needed(overlay_manifests: list[Reso
             ("TCP", p) for p in redis_ports
         }
     api = _one(overlay_manifests, "NetworkPolicy", "passcode-api")["spec"]
-    (rule,) = api["ingress"]
-    (source,) = rule["from"]
-    assert set(source) == {"namespaceSelector"}
-    assert [p["port"] for p in rule["ports"]] == ["http"]
+    sources = set()
+    for rule in api["ingress"]:
+        assert [p["port"] for p in rule["ports"]] == ["http"]
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector"}
+            sources.add(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+    assert sources == {"ingress-nginx", "monitoring"}
     assert _one(overlay_manifests, "NetworkPolicy", "passcode-drain")["spec"]["ingress"] == []

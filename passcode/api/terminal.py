@@ -15,6 +15,7 @@ from passcode.api.responses import json_response, rfc3339
 from passcode.api.schemas import VERIFY_BATCH_REQUEST, VERIFY_REQUEST, compile_schema
 from passcode.domain import fields
 from passcode.domain.clock import Clock, utc_now
+from passcode.errors import StatusUnavailable
 from passcode.keys import SETTINGS, TERMINAL_LIMITS, VERIFIER
 from passcode.metrics import count_decision
 from passcode.service.verify import ScanRequest, VerifyOutcome
@@ -93,6 +94,11 @@ async def verify(request: web.Request) -> web.Response:
 
 
 async def verify_batch(request: web.Request) -> web.Response:
+    """Every item is checked before any is verified (a bad ``scanned_at`` refuses the batch,
+    naming the item), and the batch is charged its number of scans at once; then the scans are
+    verified together (one Redis round trip). One that must not be admitted makes the answer
+    the 503 ``unverified`` of a single verify; the others were recorded, and a retry with the
+    same scan ids records none twice."""
     terminal = await terminal_of(request)
     settings = request.app[SETTINGS]
     data = await read_json(request, limit=settings.max_batch_body, validate=_validate_batch)
@@ -103,5 +109,10 @@ async def verify_batch(request: web.Request) -> web.Response:
     ]
     limits = request.app[TERMINAL_LIMITS]
     await limits.check(limits.key(terminal.id.bytes, terminal.id_text), len(scans))
-    results = [outcome_body(await verifier.verify(terminal, scan)) for scan in scans]
+    outcomes = await verifier.verify_many(terminal, scans)
+    results = []
+    for outcome in outcomes:
+        if isinstance(outcome, StatusUnavailable):
+            raise outcome  # DESIGN §3: a batch's results are decisions; unverified is a 503
+        results.append(outcome_body(outcome))
     return json_response({"results": results})

@@ -3,15 +3,19 @@
 Hot path: the pass is checked in memory, then one Redis round trip reads the live status and
 appends the scan. Postgres is touched only when the cache cannot answer (miss, stale entry, or
 Redis down), and then behind a concurrency cap. Never admit without a live status.
+
+A batch (:meth:`Verifier.verify_many`) runs its scans at once, so the coalescing batcher sends
+them to Redis in one pipeline: one round trip for the batch, not one per scan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
@@ -163,6 +167,35 @@ class PostgresFallback:
         )
 
 
+class BatchShare:
+    """A batch's share of the fallback: at most ``slots`` of its scans at PostgreSQL at once.
+
+    So a batch of 500 misses (an offline terminal's upload while Redis is down) queues behind
+    its own share instead of filling the fallback's queue ahead of live terminals' scans, whose
+    deadline covers that wait; and a scan's PostgreSQL deadline starts once it has a slot, so
+    it is not spent waiting behind its own batch. Once the fallback has failed one scan, the
+    batch's scans still waiting for it fail at once: a hung PostgreSQL costs a batch one
+    deadline, not one per slot's worth of scans.
+    """
+
+    __slots__ = ("_slots", "failed")
+
+    def __init__(self, slots: int) -> None:
+        self._slots = asyncio.Semaphore(slots)
+        self.failed = False
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._slots:
+            if self.failed:
+                raise StatusUnavailable("the fallback failed an earlier scan of this batch")
+            try:
+                yield
+            except (StatusUnavailable, StoreUnavailable, TimeoutError):
+                self.failed = True
+                raise
+
+
 class Verifier:
     def __init__(
         self,
@@ -186,10 +219,15 @@ class Verifier:
         self.leeway = leeway
         self.pg_timeout = pg_timeout
         self._fallback = asyncio.Semaphore(fallback_concurrency)
+        self._batch_slots = max(1, fallback_concurrency // 2)  # the rest stays for live scans
         self.authenticated = AuthenticatedPasses(authenticated_cache, leeway=leeway)
         self._scan_ids = ScanIds()
 
-    async def verify(self, terminal: Terminal, scan: ScanRequest) -> VerifyOutcome:
+    async def verify(
+        self, terminal: Terminal, scan: ScanRequest, *, share: BatchShare | None = None
+    ) -> VerifyOutcome:
+        """One scan's outcome; raises StatusUnavailable when it must not be admitted.
+        ``share``: the batch's share of the fallback (see :meth:`verify_many`)."""
         now = self._now()
         now_s = int(now)
         sid = str(scan.scan_id) if scan.scan_id is not None else self._scan_ids.next(now)
@@ -200,7 +238,7 @@ class Verifier:
             verdict = invalid(exc.reason)
             row = _row(scan, sid, now, terminal, None, verdict)
             record = _record(scan, sid, now, terminal, None, 0, verdict)
-            await self._record(uuid.UUID(sid).bytes, sid, record, row)
+            await self._record(uuid.UUID(sid).bytes, sid, record, row, share)
             return VerifyOutcome(verdict, None, sid, now)
 
         subject, version = claims.subject, claims.version
@@ -215,15 +253,51 @@ class Verifier:
                 place=terminal.place,
             )
         except StoreUnavailable:
-            return await self._without_cache(claims, scan, sid, terminal, now)
+            return await self._without_cache(claims, scan, sid, terminal, now, share)
         if live is None:
-            live = await self._load_live(claims, now, cache_up=True)
+            live = await self._load_live(claims, now, cache_up=True, share=share)
             verdict = _judge(claims, live)
             row = _row(scan, sid, now, terminal, subject, verdict)
             record = _record(scan, sid, now, terminal, subject, version, verdict)
-            await self._record(subject, sid, record, row)
+            await self._record(subject, sid, record, row, share)
             return VerifyOutcome(verdict, live.holder if live is not None else None, sid, now)
         return VerifyOutcome(judge_live(version, live.color, live.version), live.holder, sid, now)
+
+    async def verify_many(
+        self, terminal: Terminal, scans: Sequence[ScanRequest]
+    ) -> list[VerifyOutcome | StatusUnavailable]:
+        """A batch's outcomes in its order, each scan verified as :meth:`verify` does; a scan
+        that must not be admitted has its StatusUnavailable in its place, and the others are
+        decided and recorded all the same.
+
+        The scans start in one event-loop turn, so their cache calls share one pipeline. A
+        scan id the batch repeats waits for its previous occurrence, so the repeats are
+        decided, deduplicated and recorded in the batch's order, as one at a time.
+        """
+        share = BatchShare(self._batch_slots)
+        last: dict[uuid.UUID, asyncio.Future[VerifyOutcome | StatusUnavailable]] = {}
+        running: list[asyncio.Future[VerifyOutcome | StatusUnavailable]] = []
+        for scan in scans:
+            before = None if scan.scan_id is None else last.get(scan.scan_id)
+            task = asyncio.ensure_future(self._in_batch(terminal, scan, share, before))
+            if scan.scan_id is not None:
+                last[scan.scan_id] = task
+            running.append(task)
+        return await asyncio.gather(*running)
+
+    async def _in_batch(
+        self,
+        terminal: Terminal,
+        scan: ScanRequest,
+        share: BatchShare,
+        before: asyncio.Future[VerifyOutcome | StatusUnavailable] | None,
+    ) -> VerifyOutcome | StatusUnavailable:
+        if before is not None:
+            await asyncio.wait((before,))
+        try:
+            return await self.verify(terminal, scan, share=share)
+        except StatusUnavailable as exc:
+            return exc
 
     def _authenticate(self, code: str, now: int) -> PassClaims:
         """Signature and structure, checked once per distinct code while its key is published."""
@@ -236,10 +310,14 @@ class Verifier:
         return claims
 
     async def _load_live(
-        self, claims: PassClaims, now: float, *, cache_up: bool
+        self, claims: PassClaims, now: float, *, cache_up: bool, share: BatchShare | None = None
     ) -> LiveStatus | None:
         """The status from the fallback, within the PostgreSQL deadline and behind a cap on
-        concurrent reads, so Postgres is never flooded."""
+        concurrent reads, so Postgres is never flooded (the deadline covers the wait for the
+        cap, not the wait for a batch's share)."""
+        if share is not None:
+            async with share.slot():
+                return await self._load_live(claims, now, cache_up=cache_up)
         try:
             async with asyncio.timeout(self.pg_timeout), self._fallback:
                 return await self.fallback.live(
@@ -255,28 +333,35 @@ class Verifier:
         sid: str,
         terminal: Terminal,
         now: float,
+        share: BatchShare | None,
     ) -> VerifyOutcome:
         """Redis is down: decide from Postgres and store the scan there directly."""
-        live = await self._load_live(claims, now, cache_up=False)
+        live = await self._load_live(claims, now, cache_up=False, share=share)
         verdict = _judge(claims, live)
         row = _row(scan, sid, now, terminal, claims.subject, verdict)
         try:
-            await self._store(row)
+            await self._store(row, share)
         except (StoreUnavailable, TimeoutError) as exc:
             raise StatusUnavailable("the scan cannot be recorded; do not admit") from exc
         return VerifyOutcome(verdict, live.holder if live else None, sid, now)
 
-    async def _record(self, shard_key: bytes, sid: str, record: str, row: ScanRow) -> None:
+    async def _record(
+        self, shard_key: bytes, sid: str, record: str, row: ScanRow, share: BatchShare | None
+    ) -> None:
         """Append a decided scan to the stream, or straight to Postgres when Redis fails."""
         try:
             await self.cache.record(shard_key, sid, record)
         except StoreUnavailable:
             try:
-                await self._store(row)
+                await self._store(row, share)
             except (StoreUnavailable, TimeoutError) as exc:
                 raise StatusUnavailable("the scan cannot be recorded") from exc
 
-    async def _store(self, row: ScanRow) -> None:
+    async def _store(self, row: ScanRow, share: BatchShare | None) -> None:
+        if share is not None:
+            async with share.slot():
+                await self._store(row, None)
+            return
         async with asyncio.timeout(self.pg_timeout):
             await self.fallback.store_scans([row])
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,16 @@ RED = LiveStatus(Color.RED, 4, NOW + 3600, "张*三")
 
 
 class FakeCache:
-    """The live cache port: a status per subject, appended scans; ``down`` makes every call
-    fail as a Redis that cannot answer does."""
+    """The live cache port: a status per subject, appended scans (a scan id seen is not
+    appended again, as the scripts' dedupe marks do); ``down`` makes every call fail as a Redis
+    that cannot answer does; ``gate``, when set, holds every answer until it opens."""
 
     def __init__(self) -> None:
         self.statuses: dict[bytes, LiveStatus] = {}
         self.records: list[tuple[str, str]] = []  # (scan id, record)
         self.down = False
+        self.gate: asyncio.Event | None = None
+        self.asked = 0  # calls made, answered or not
 
     async def verify_and_record(
         self,
@@ -56,17 +60,29 @@ class FakeCache:
         token_id: bytes,
         place: str,
     ) -> LiveStatus | None:
+        await self._answer()
         if self.down:
             raise StoreUnavailable("verify")
         live = self.statuses.get(subject)
         if live is None or not now < live.valid_until or pass_version > live.version:
             return None  # the script records nothing when it cannot decide
-        self.records.append((scan_id, record))
+        self._append(scan_id, record)
         return live
 
     async def record(self, shard_key: bytes, scan_id: str, record: str) -> bool:
+        await self._answer()
         if self.down:
             raise StoreUnavailable("record scan")
+        return self._append(scan_id, record)
+
+    async def _answer(self) -> None:
+        self.asked += 1
+        if self.gate is not None:
+            await self.gate.wait()
+
+    def _append(self, scan_id: str, record: str) -> bool:
+        if any(seen == scan_id for seen, _ in self.records):
+            return False
         self.records.append((scan_id, record))
         return True
 
@@ -81,6 +97,7 @@ class FakeFallback:
         self.down = False
         self.store_down = False
         self.gate: asyncio.Event | None = None  # set: reads wait for it
+        self.delay = 0.0  # s each read takes
         self.inside = 0
         self.most_inside = 0
 
@@ -95,6 +112,8 @@ class FakeFallback:
         try:
             if self.gate is not None:
                 await self.gate.wait()
+            if self.delay:
+                await asyncio.sleep(self.delay)
             return self.statuses.get(subject)
         finally:
             self.inside -= 1
@@ -321,3 +340,180 @@ async def test_a_miss_decided_while_redis_fails_to_take_the_scan_stores_it_in_po
     outcome = await verifier(flaky, fallback, tmp_path).verify(TERMINAL, scan(a_pass()))
     assert outcome.verdict.decision is Decision.ADMIT
     assert [str(r.scan_id) for r in fallback.rows] == [outcome.scan_id]
+
+
+# --- batches (Verifier.verify_many) -------------------------------------------------------------
+
+OTHER = b"\x22" * 16
+MISSING = b"\x33" * 16
+
+
+async def turns(n: int = 50) -> None:
+    """Event-loop turns: every task gets as far as it can without an answer."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def terminal_time(record: str) -> str:
+    return record.split("|")[2]
+
+
+async def test_a_batch_sends_every_scan_before_any_answer_and_keeps_its_order(
+    cache: FakeCache, fallback: FakeFallback, tmp_path: Path
+) -> None:
+    """All the batch's cache calls are made while none is answered (so the batcher can send them
+    in one pipeline), and the outcomes come back in the batch's order: a cached green, a cached
+    red, an invalid code, and a miss decided by the fallback."""
+    cache.statuses[SUBJECT] = GREEN
+    cache.statuses[OTHER] = LiveStatus(Color.RED, 3, NOW + 3600, "李*")
+    fallback.statuses[MISSING] = GREEN
+    cache.gate = asyncio.Event()
+    scans = [
+        scan(a_pass()),
+        scan(a_pass(subject=OTHER)),
+        scan("PC1:not-a-pass"),
+        scan(a_pass(subject=MISSING)),
+    ]
+    batch = asyncio.create_task(verifier(cache, fallback, tmp_path).verify_many(TERMINAL, scans))
+    await turns()
+    assert cache.asked == len(scans)
+    assert not batch.done()
+    cache.gate.set()
+    outcomes = await batch
+    decided = [o for o in outcomes if not isinstance(o, StatusUnavailable)]
+    assert [o.scan_id for o in decided] == [str(s.scan_id) for s in scans]
+    assert [(o.verdict.decision, o.verdict.reason) for o in decided] == [
+        (Decision.ADMIT, Reason.OK),
+        (Decision.DENY, Reason.STATUS_RED),
+        (Decision.INVALID, Reason.MALFORMED),
+        (Decision.ADMIT, Reason.OK),
+    ]
+    assert fallback.reads == [True]
+    assert sorted(sid for sid, _ in cache.records) == sorted(o.scan_id for o in decided)
+
+
+async def test_one_scan_that_cannot_be_decided_is_its_own_answer_and_the_others_are_decided(
+    cache: FakeCache, fallback: FakeFallback, tmp_path: Path
+) -> None:
+    """A miss while PostgreSQL is down is StatusUnavailable in its place; the cached scans on
+    either side of it are admitted and recorded all the same."""
+    cache.statuses[SUBJECT] = GREEN
+    fallback.down = True
+    scans = [scan(a_pass()), scan(a_pass(subject=MISSING)), scan(a_pass())]
+    outcomes = await verifier(cache, fallback, tmp_path).verify_many(TERMINAL, scans)
+    first, missed, last = outcomes
+    assert isinstance(missed, StatusUnavailable)
+    assert not isinstance(first, StatusUnavailable)
+    assert not isinstance(last, StatusUnavailable)
+    assert (first.verdict.decision, last.verdict.decision) == (Decision.ADMIT, Decision.ADMIT)
+    assert [sid for sid, _ in cache.records] == [first.scan_id, last.scan_id]
+
+
+async def test_redis_down_for_a_batch_decides_each_scan_from_postgres_and_stores_it_there(
+    cache: FakeCache, fallback: FakeFallback, tmp_path: Path
+) -> None:
+    """Every scan of the batch takes the Redis-down path of a single verify: read without
+    publishing, and its row, with its own verdict, stored in PostgreSQL."""
+    cache.down = True
+    fallback.statuses[SUBJECT] = GREEN
+    fallback.statuses[OTHER] = LiveStatus(Color.YELLOW, 3, NOW + 3600, "李*")
+    scans = [scan(a_pass()), scan(a_pass(subject=OTHER)), scan("PC1:not-a-pass")]
+    outcomes = await verifier(cache, fallback, tmp_path).verify_many(TERMINAL, scans)
+    assert [o.verdict.decision for o in outcomes if not isinstance(o, StatusUnavailable)] == [
+        Decision.ADMIT,
+        Decision.DENY,
+        Decision.INVALID,
+    ]
+    assert fallback.reads == [False, False]
+    stored = {r.scan_id: r.decision for r in fallback.rows}
+    assert stored == {
+        s.scan_id: d for s, d in zip(scans, ["admit", "deny", "invalid"], strict=True)
+    }
+    assert cache.records == []
+
+
+async def test_a_batch_of_misses_takes_half_the_fallback_cap_and_live_scans_get_the_rest(
+    cache: FakeCache, fallback: FakeFallback, tmp_path: Path
+) -> None:
+    """Twelve misses in a batch, a cap of four: two of them are inside PostgreSQL at a time,
+    and a single verify arriving meanwhile goes in beside them instead of queueing behind ten."""
+    fallback.statuses[SUBJECT] = GREEN
+    fallback.gate = asyncio.Event()
+    v = verifier(cache, fallback, tmp_path, concurrency=4)
+    scans = [scan(a_pass()) for _ in range(12)]
+    misses = asyncio.create_task(v.verify_many(TERMINAL, scans))
+    await turns()
+    assert fallback.inside == 2
+    live = asyncio.create_task(v.verify(TERMINAL, scan(a_pass())))
+    await turns()
+    assert fallback.inside == 3
+    fallback.gate.set()
+    outcomes = await misses
+    assert (await live).verdict.decision is Decision.ADMIT
+    assert fallback.most_inside == 3
+    assert {o.verdict.decision for o in outcomes if not isinstance(o, StatusUnavailable)} == {
+        Decision.ADMIT
+    }
+    assert len(outcomes) == 12
+
+
+async def test_a_scans_postgres_deadline_is_not_spent_waiting_behind_its_own_batch(
+    cache: FakeCache, fallback: FakeFallback, tmp_path: Path
+) -> None:
+    """Reads of 20 ms, a deadline of 100 ms, one slot for the batch: ten misses take about
+    200 ms in all, yet none is cut off, since each one's deadline starts at its slot."""
+    fallback.statuses[SUBJECT] = GREEN
+    fallback.delay = 0.02
+    v = verifier(cache, fallback, tmp_path, concurrency=2, pg_timeout=0.1)
+    outcomes = await v.verify_many(TERMINAL, [scan(a_pass()) for _ in range(10)])
+    assert not [o for o in outcomes if isinstance(o, StatusUnavailable)]
+    assert fallback.most_inside == 1
+
+
+async def test_a_hung_fallback_costs_a_batch_one_deadline_not_one_per_scan(
+    cache: FakeCache, fallback: FakeFallback, tmp_path: Path
+) -> None:
+    """PostgreSQL never answers: the first miss is cut off at the deadline and the batch's
+    misses still waiting fail at once without reading; the cached scan is still admitted."""
+    cache.statuses[OTHER] = GREEN
+    fallback.gate = asyncio.Event()  # never set
+    v = verifier(cache, fallback, tmp_path, concurrency=2, pg_timeout=0.05)
+    scans = [scan(a_pass()) for _ in range(6)] + [scan(a_pass(subject=OTHER))]
+    outcomes = await v.verify_many(TERMINAL, scans)
+    assert all(isinstance(o, StatusUnavailable) for o in outcomes[:6])
+    cached = outcomes[6]
+    assert not isinstance(cached, StatusUnavailable)
+    assert cached.verdict.decision is Decision.ADMIT
+    assert len(fallback.reads) == 1
+    assert fallback.inside == 0
+
+
+@pytest.mark.parametrize("redis", ["up", "down"])
+async def test_a_scan_id_repeated_in_a_batch_is_decided_after_its_first_occurrence(
+    cache: FakeCache, fallback: FakeFallback, tmp_path: Path, redis: str
+) -> None:
+    """The same scan id twice (a terminal retrying offline may upload it): the repeat's cache
+    call waits until the first is decided, so the first is the one recorded (the stream's
+    dedupe keeps it) or stored first (PostgreSQL's dedupe keeps it), as one at a time; both
+    get the decision."""
+    cache.statuses[SUBJECT] = GREEN
+    fallback.statuses[SUBJECT] = GREEN
+    cache.down = redis == "down"
+    cache.gate = asyncio.Event()
+    code, sid = a_pass(), uuid.uuid4()
+    early = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)
+    later = datetime(2030, 3, 1, 9, 0, tzinfo=UTC)
+    scans = [ScanRequest(code, sid, early), scan(a_pass()), ScanRequest(code, sid, later)]
+    batch = asyncio.create_task(verifier(cache, fallback, tmp_path).verify_many(TERMINAL, scans))
+    await turns()
+    assert cache.asked == 2
+    cache.gate.set()
+    outcomes = await batch
+    decided = [o for o in outcomes if not isinstance(o, StatusUnavailable)]
+    assert [o.verdict.decision for o in decided] == [Decision.ADMIT] * 3
+    assert (decided[0].scan_id, decided[2].scan_id) == (str(sid), str(sid))
+    if redis == "up":
+        kept = [terminal_time(r) for s, r in cache.records if s == str(sid)]
+        assert kept == [early.isoformat()]
+    else:
+        assert [r.terminal_time for r in fallback.rows if r.scan_id == sid] == [early, later]

@@ -6,12 +6,15 @@ its refusals, the api's problems wrapper each request. What is a state rather th
 (pool size, shed counts, signing keys, the scan-stream backlog) is read when ``/metrics`` is
 scraped (:mod:`passcode.api.metrics`).
 
-The values are prometheus-client's ordinary in-process ones (a fraction of a microsecond an
-increment, where its multiprocess mode's mmap'd values cost three times as much on verify).
-Under ``passcode serve --workers N`` each worker writes what it holds to a file of its own in a
-directory the CLI creates for the run (:class:`Shared`, about once a second and at exit); the
-worker a scrape reaches answers its own live values plus the others' files, summed
-(:func:`merge`). So the totals are every worker's, the other workers' at most
+The counting is this module's own, plain attributes bumped on the event loop's thread (no
+lock: only that thread counts), because it is on the verify path: prometheus-client's metric
+objects take a lock for each increment and scan the buckets for each observation, 2 µs a verify
+together against this module's 0.5 µs; its multiprocess mode's mmap'd values cost three times
+more again. prometheus-client writes the exposition (each family here is a collector of its
+registry). Under ``passcode serve --workers N`` each worker writes what it holds to a file of
+its own in a directory the CLI creates for the run (:class:`Shared`, about once a second and
+at exit); the worker a scrape reaches answers its own live values plus the others' files,
+summed (:func:`merge`). So the totals are every worker's, the other workers' at most
 :data:`SHARE_INTERVAL` old.
 """
 
@@ -19,24 +22,132 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
-import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics_core import Metric
-
-prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series: a sample each, unused here
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 REGISTRY = CollectorRegistry(auto_describe=False)
+
+
+class Tally:
+    """One counter series: ``inc`` adds to ``value``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class Buckets:
+    """One histogram series: a count per bucket (not cumulative until exported) and the sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound (+Inf)
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total += amount
+
+
+class _Family:
+    """A metric's series by label values; a collector of :data:`REGISTRY`."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        registry: CollectorRegistry | None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labels)
+        if registry is not None:
+            registry.register(self)  # type: ignore[arg-type]  # a collector by its methods
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to check against other collectors' names: all are here
+
+
+class Counter(_Family):
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        super().__init__(name, documentation, labels, registry)
+        self._series: dict[tuple[str, ...], Tally] = {}
+
+    def labels(self, *values: str) -> Tally:
+        """The series of these label values (bind it once, increment it on the hot path)."""
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = Tally()
+        return series
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, series in self._series.items():
+            family.add_metric(list(values), series.value)
+        yield family
+
+
+class Histogram(_Family):
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        *,
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        super().__init__(name, documentation, labels, registry)
+        self.bounds = buckets
+        self._series: dict[tuple[str, ...], Buckets] = {}
+        if not labels:
+            self.observe = self.labels().observe
+
+    def labels(self, *values: str) -> Buckets:
+        """The series of these label values (bind it once, observe it on the hot path)."""
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = Buckets(self.bounds)
+        return series
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, series in self._series.items():
+            cumulative, running = [], 0
+            for bound, count in zip((*self.bounds, float("inf")), series.counts, strict=True):
+                running += count
+                cumulative.append((_le(bound), float(running)))
+            family.add_metric(list(values), cumulative, series.total)
+        yield family
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus-client writes it (``0.5``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
 
 REQUESTS = Counter(
     "passcode_http_requests",
     "Requests answered, by method, route template ((unrouted): no route) and status",
     ["method", "route", "status"],
-    registry=REGISTRY,
 )
 REQUEST_SECONDS = Histogram(
     "passcode_http_request_duration_seconds",
@@ -44,43 +155,35 @@ REQUEST_SECONDS = Histogram(
     " verify, pass, declaration)",
     ["route"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-    registry=REGISTRY,
 )
 VERIFY_DECISIONS = Counter(
     "passcode_verify_decisions",
     "Verify answers (single and batch items), by decision and reason code",
     ["decision", "reason"],
-    registry=REGISTRY,
 )
 RATE_LIMITED = Counter(
-    "passcode_rate_limited",
-    "Requests refused by a rate limit (429), by limit",
-    ["limit"],
-    registry=REGISTRY,
+    "passcode_rate_limited", "Requests refused by a rate limit (429), by limit", ["limit"]
 )
 REDIS_BATCH = Histogram(
     "passcode_redis_batch_commands",
     "Commands per Redis round trip of the coalescing batcher (its _count: the round trips)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-    registry=REGISTRY,
 )
 PG_ACQUIRE_SECONDS = Histogram(
     "passcode_pg_acquire_wait_seconds",
     "Time waited for a PostgreSQL pool connection",
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
-    registry=REGISTRY,
 )
 DRAIN_ROWS = Counter(
     "passcode_drain_rows",
     "Scan-stream entries the drain moved: stored in PostgreSQL, or kept as dead letters",
     ["outcome"],
-    registry=REGISTRY,
 )
 DRAIN_STORED = DRAIN_ROWS.labels("stored")
 DRAIN_DEAD = DRAIN_ROWS.labels("dead_letter")
 
-# decision → reason → its counter, bound on first use (the verify path pays two dict lookups).
-_DECIDED: dict[str, dict[str, Any]] = {}
+# decision → reason → its series, bound on first use (the verify path pays two dict lookups).
+_DECIDED: dict[str, dict[str, Tally]] = {}
 
 
 def count_decision(decision: str, reason: str) -> None:
@@ -88,10 +191,10 @@ def count_decision(decision: str, reason: str) -> None:
     reasons = _DECIDED.get(decision)
     if reasons is None:
         reasons = _DECIDED[decision] = {}
-    child = reasons.get(reason)
-    if child is None:
-        child = reasons[reason] = VERIFY_DECISIONS.labels(decision, reason)
-    child.inc()
+    series = reasons.get(reason)
+    if series is None:
+        series = reasons[reason] = VERIFY_DECISIONS.labels(decision, reason)
+    series.inc()
 
 
 SHARE_INTERVAL = 1.0  # s between a worker's writes of its values to the shared directory

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from time import perf_counter
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -79,7 +78,7 @@ def problems(
     of :mod:`passcode.service.shedding` (the requests it counts are those of such routes).
     Every answer carries its request id and is counted by status under ``method route``; the
     answers of a shedding class are timed too (the metrics' children are bound here, once)."""
-    by_status: dict[int, Any] = {}
+    by_status: dict[int, metrics.Tally] = {}
     timer = None if kind is None else metrics.REQUEST_SECONDS.labels(route)
 
     async def answer(request: web.Request) -> web.StreamResponse:

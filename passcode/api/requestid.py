@@ -14,10 +14,11 @@ import re
 import secrets
 
 from aiohttp import web
+from multidict import istr
 
 from passcode.domain.redact import redact
 
-HEADER = "X-Request-Id"
+HEADER = istr("X-Request-Id")  # folded once, not on each lookup
 _SANE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _PREFIX = secrets.token_hex(6) + "-"
 _COUNTER = itertools.count(1)

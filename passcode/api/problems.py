@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from passcode import metrics
-from passcode.api.requestid import HEADER, request_id
+from passcode.api.requestid import HEADER, given_id, request_id
 from passcode.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -31,7 +31,7 @@ from passcode.errors import (
     PasscodeError,
     PayloadTooLarge,
 )
-from passcode.keys import SHEDDER
+from passcode.keys import SETTINGS, SHEDDER
 from passcode.service.shedding import LoadShedder
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,15 @@ def problems(
     kind: int | None,
     method: str = "*",
     route: str = "(unrouted)",
+    make_ids: bool = True,
 ) -> Handler:
     """``handler`` answering every failure as a problem; shed first when ``kind`` is a class
     of :mod:`passcode.service.shedding` (the requests it counts are those of such routes).
-    Every answer carries its request id and is counted by status under ``method route``; the
-    answers of a shedding class are timed too (the metrics' children are bound here, once)."""
+    Every answer carries its request id (a made one only when ``make_ids``: the access log is
+    on) and is counted by status under ``method route``; the answers of a shedding class are
+    timed too (the metrics' series are bound here, once)."""
     by_status: dict[int, metrics.Tally] = {}
+    identify = request_id if make_ids else given_id
     timer = None if kind is None else metrics.REQUEST_SECONDS.labels(route)
 
     async def answer(request: web.Request) -> web.StreamResponse:
@@ -107,7 +110,9 @@ def problems(
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = problem_response(PasscodeError("internal error; it has been logged"))
-        response.headers[HEADER] = request_id(request)
+        rid = identify(request)
+        if rid is not None:
+            response.headers[HEADER] = rid
         status = response.status
         counter = by_status.get(status)
         if counter is None:
@@ -133,12 +138,25 @@ def _reset(request: web.Request) -> web.Response:
     return problem_response(BadRequest("the connection closed before the body arrived"))
 
 
+def _access_logged(app: web.Application) -> bool:
+    """Whether the app's access log is on (an app without settings, as in tests: yes)."""
+    settings = app.get(SETTINGS)
+    return settings is None or settings.access_log
+
+
 def add_route(
     app: web.Application, method: str, path: str, handler: Handler, *, shed: int | None = None
 ) -> None:
     """Route ``method path`` to ``handler`` inside :func:`problems`, shed in class ``shed``
     (GET routes answer HEAD too, as aiohttp's ``add_get`` does)."""
-    wrapped = problems(handler, shedder=app[SHEDDER], kind=shed, method=method, route=path)
+    wrapped = problems(
+        handler,
+        shedder=app[SHEDDER],
+        kind=shed,
+        method=method,
+        route=path,
+        make_ids=_access_logged(app),
+    )
     if method == "GET":
         app.router.add_get(path, wrapped)
     else:
@@ -147,7 +165,7 @@ def add_route(
 
 def add_unmatched(app: web.Application) -> None:
     """The catch-all route, added after every other: a request no route takes gets a problem."""
-    handler = problems(unmatched, shedder=app[SHEDDER], kind=None)
+    handler = problems(unmatched, shedder=app[SHEDDER], kind=None, make_ids=_access_logged(app))
     app.router.add_route("*", "/{path:.*}", handler, name=UNMATCHED)
 
 

@@ -195,3 +195,15 @@ async def test_two_workers_answer_both_workers_totals(two_workers: LiveServer) -
     assert totals == dict.fromkeys(prefixes, float(sent))
     assert await asyncio.to_thread(two_workers.stop) == 0
     assert list((two_workers.log_path.parent / "tmp").iterdir()) == []
+
+
+async def test_without_the_access_log_only_a_callers_id_comes_back(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """With the access log off a made id would name no log line: none is made, a sane id the
+    caller sent still comes back."""
+    quiet = await aiohttp_client(create_app(replace(settings, access_log=False)))
+    response = await quiet.get("/healthz")
+    assert "X-Request-Id" not in response.headers
+    response = await quiet.get("/healthz", headers={"X-Request-Id": "gate-7.42"})
+    assert response.headers["X-Request-Id"] == "gate-7.42"

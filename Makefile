@@ -22,10 +22,20 @@ install: $(STAMP)
 run: $(STAMP)
 	PASSCODE_DEV_MODE=$${PASSCODE_DEV_MODE:-1} $(BIN)/passcode serve
 
-## Run the whole suite on real PostgreSQL and Redis (embedded unless URLs are set).
+## Run the whole suite on real PostgreSQL and Redis (embedded unless URLs are set), then the
+## API and store tests again on a Redis Cluster the tests start (3 primaries + 3 replicas).
 test: $(STAMP)
 	PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/test} $(BIN)/passcode embedded -- \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-cluster
+
+## The API and store tests on a real Redis Cluster of their own (redis-server from Debian's
+## package, installed if missing) and embedded PostgreSQL unless PASSCODE_DATABASE_URL is set.
+CLUSTER_TESTS ?= tests/api tests/integration
+.PHONY: test-cluster
+test-cluster: $(STAMP)
+	TEST_REDIS_CLUSTER=1 PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/test} \
+		$(BIN)/passcode embedded -- $(BIN)/python -m pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
 ## The suite against this machine's own PostgreSQL and Redis on their standard ports.
 test-local: $(STAMP)

@@ -44,6 +44,13 @@ class Settings:
 
     database_url: str | None = field(default=None, repr=False)
     redis_url: str | None = field(default=None, repr=False)
+    # Seed nodes (host:port) of a Redis Cluster; set, the service speaks cluster, and
+    # redis_url (if given) only lends its credentials: it defaults to the first seed.
+    redis_cluster_nodes: tuple[str, ...] = ()
+    # Replicas every Redis pipeline waits for (WAIT) before anyone hears back: -1 is 1 on a
+    # cluster (an acknowledged scan survives its primary's death) and 0 on a single Redis.
+    redis_wait_replicas: int = -1
+    redis_wait_timeout_ms: int = 100  # within the pipeline's deadline (redis_timeout)
     redis_prefix: str = "pc"
     host: str = "127.0.0.1"
     port: int = 8080
@@ -106,6 +113,24 @@ class Settings:
     metrics_dir: Path | None = None
     # Not read from the environment: a hook for tests (and embedders) to replace "now".
     clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.redis_cluster_nodes:
+            for node in self.redis_cluster_nodes:
+                host, sep, port = node.rpartition(":")
+                if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+                    raise SettingsError(f"PASSCODE_REDIS_CLUSTER_NODES: {node!r} is not host:port")
+            if self.redis_url is None:
+                object.__setattr__(self, "redis_url", f"redis://{self.redis_cluster_nodes[0]}/0")
+        if self.redis_wait_timeout_ms <= 0:  # WAIT 0 would wait forever
+            raise SettingsError("PASSCODE_REDIS_WAIT_TIMEOUT_MS must be above 0")
+
+    @property
+    def wait_replicas(self) -> int:
+        """The replicas a Redis pipeline waits for (see ``redis_wait_replicas``)."""
+        if self.redis_wait_replicas >= 0:
+            return self.redis_wait_replicas
+        return 1 if self.redis_cluster_nodes else 0
 
     @property
     def key_dir(self) -> Path:

@@ -55,11 +55,24 @@ def identity_keys(settings: Settings) -> dict[str, object]:
 def open_cache(settings: Settings) -> cache_store.Cache:
     """The Redis client and key layout the settings describe (service, CLI, workers alike)."""
     assert settings.redis_url is not None
-    redis = transport.connect(
-        settings.redis_url,
-        timeout=settings.redis_timeout,
-        max_connections=settings.redis_max_connections,
-    )
+    redis: transport.RedisTransport
+    if settings.redis_cluster_nodes:
+        redis = transport.connect_cluster(
+            transport.parse_nodes(",".join(settings.redis_cluster_nodes)),
+            url=settings.redis_url,
+            timeout=settings.redis_timeout,
+            max_connections=settings.redis_max_connections,
+            wait_replicas=settings.wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
+    else:
+        redis = transport.connect(
+            settings.redis_url,
+            timeout=settings.redis_timeout,
+            max_connections=settings.redis_max_connections,
+            wait_replicas=settings.wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
     return cache_store.Cache(
         redis,
         prefix=settings.redis_prefix,

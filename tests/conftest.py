@@ -3,6 +3,9 @@
 ``PASSCODE_DATABASE_URL`` and ``PASSCODE_REDIS_URL`` name the servers (``make test`` sets them,
 starting embedded ones when they are unset); without them the machine's standard loopback ports
 are used. Each run creates its own database and drops it at the end, and deletes its keys.
+With ``TEST_REDIS_CLUSTER`` set, the run starts a Redis Cluster of its own (3 primaries and 3
+replicas of the real ``redis-server``, AOF on, loopback: :mod:`passcode.localcluster`) and every
+test's settings point at it instead.
 """
 
 from __future__ import annotations
@@ -22,9 +25,18 @@ from aiohttp.test_utils import TestClient
 
 from passcode.app import create_app
 from passcode.config import Settings
+from passcode.localcluster import LocalCluster, local_cluster
 from passcode.store.keyring import load_or_create_ed25519
 from passcode.wiring import dev_idp_key_path
-from tests.helpers import ADMIN_KEY, RUN_ID, TokenFactory, dev_token, new_terminal
+from tests.helpers import (
+    ADMIN_KEY,
+    ON_CLUSTER,
+    RUN_ID,
+    TokenFactory,
+    dev_token,
+    new_terminal,
+    redis_client,
+)
 
 
 def _with_database(url: str, name: str) -> str:
@@ -40,8 +52,29 @@ def base_database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster | None]:
+    """The run's own Redis Cluster when TEST_REDIS_CLUSTER is set, else None."""
+    if not ON_CLUSTER:
+        yield None
+        return
+    with local_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        os.environ["TEST_REDIS_CLUSTER_NODES"] = cluster.seeds  # for tests/live_server.py
+        try:
+            yield cluster
+        finally:
+            del os.environ["TEST_REDIS_CLUSTER_NODES"]
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_cluster: LocalCluster | None) -> str:
+    if redis_cluster is not None:
+        return f"redis://{redis_cluster.nodes[0].address}/0"
     return os.environ.get("PASSCODE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_nodes(redis_cluster: LocalCluster | None) -> tuple[str, ...]:
+    return () if redis_cluster is None else tuple(redis_cluster.seeds.split(","))
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +97,13 @@ def database_url(base_database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """This run's key prefix; every key under it is deleted at the end."""
+def redis_prefix(redis_url: str, redis_cluster: LocalCluster | None) -> Iterator[str]:
+    """This run's key prefix; every key under it is deleted at the end (a cluster of the
+    run's own goes with its keys)."""
     prefix = f"pctest-{RUN_ID}"
     yield prefix
+    if redis_cluster is not None:
+        return
 
     async def cleanup() -> None:
         client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
@@ -82,11 +118,18 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
+def settings(
+    database_url: str,
+    redis_url: str,
+    redis_cluster_nodes: tuple[str, ...],
+    redis_prefix: str,
+    tmp_path: Path,
+) -> Settings:
     """Dev-mode settings on the run's database, with a key prefix of the test's own."""
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
+        redis_cluster_nodes=redis_cluster_nodes,
         redis_prefix=f"{redis_prefix}:{uuid.uuid4().hex[:8]}",
         data_dir=tmp_path,
         secret="test-secret-" + RUN_ID,
@@ -129,9 +172,9 @@ async def terminal_key(client: TestClient[Any, Any]) -> str:
 
 
 @pytest.fixture
-async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+async def raw_redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     """A client of the test's own on the real Redis, for what the service's client hides."""
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    client = redis_client(settings)
     try:
         yield client
     finally:

@@ -59,6 +59,15 @@ from passcode.testing import HEALTHY, auth
 from passcode.wiring import DEV_IDP_KID, dev_idp_key_path, open_cache
 from tests.api.proxy import TcpProxy
 
+# Set (to anything), the suite runs on a Redis Cluster of its own (tests/conftest.py).
+ON_CLUSTER = bool(os.environ.get("TEST_REDIS_CLUSTER"))
+
+
+def cluster_nodes() -> tuple[str, ...]:
+    """The run's cluster nodes (host:port), once tests/conftest.py started them; else ()."""
+    return tuple(n for n in os.environ.get("TEST_REDIS_CLUSTER_NODES", "").split(",") if n)
+
+
 ADMIN_KEY = "test-admin-key-0123456789"
 RUN_ID = secrets.token_hex(4)
 ADMIN = auth(ADMIN_KEY)
@@ -772,3 +781,14 @@ class Contract:
                 pytest.fail(f"no body check for {media}")
         self.seen.add((method, template, response.status))
         return raw
+
+
+def redis_client(settings: Settings) -> Any:
+    """A redis-py client of the test's own on the settings' Redis (a cluster client when the
+    settings name cluster nodes), for what the service's client hides."""
+    import redis.asyncio as aioredis  # noqa: PLC0415  # only the tests that look into Redis
+
+    if settings.redis_cluster_nodes:
+        host, _, port = settings.redis_cluster_nodes[0].rpartition(":")
+        return aioredis.RedisCluster(host=host, port=int(port), socket_timeout=5)
+    return aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=5)

@@ -21,7 +21,7 @@ from typing import Any
 
 from passcode.config import Settings
 from passcode.testing import free_port
-from tests.helpers import ADMIN_KEY, RUN_ID
+from tests.helpers import ADMIN_KEY, RUN_ID, cluster_nodes
 
 PASSCODE = Path(sys.executable).with_name("passcode")
 
@@ -36,6 +36,7 @@ def live_settings(
     chosen: dict[str, Any] = {
         "database_url": database_url,
         "redis_url": redis_url,
+        "redis_cluster_nodes": cluster_nodes(),
         "redis_prefix": f"{redis_prefix}:{tag}{suffix[:6]}",
         "data_dir": folder,
         "secret": f"{tag}-test-secret-{suffix}",
@@ -59,6 +60,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     env |= {
         "PASSCODE_DATABASE_URL": settings.database_url,
         "PASSCODE_REDIS_URL": settings.redis_url,
+        "PASSCODE_REDIS_CLUSTER_NODES": ",".join(settings.redis_cluster_nodes),
         "PASSCODE_REDIS_PREFIX": settings.redis_prefix,
         "PASSCODE_DATA_DIR": str(settings.data_dir),
         "PASSCODE_SECRET": settings.secret,

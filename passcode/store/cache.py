@@ -28,7 +28,13 @@ from typing import Any, cast
 
 from passcode.domain.status import LiveStatus
 from passcode.errors import StoreUnavailable
-from passcode.store.transport import NoScriptError, RedisError, Script, Transport, redis_errors
+from passcode.store.transport import (
+    NoScriptError,
+    RedisError,
+    RedisTransport,
+    Script,
+    redis_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +112,7 @@ class Cache:
 
     def __init__(
         self,
-        transport: Transport,
+        transport: RedisTransport,
         *,
         prefix: str,
         shards: int,

@@ -30,18 +30,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 import redis
 import redis.asyncio as aioredis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError, DataError, NoScriptError, RedisError, ResponseError
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    DataError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -51,13 +64,16 @@ from passcode.metrics import REDIS_BATCH
 
 # The errors a reply or a failed exchange raise, for the store modules to tell apart.
 __all__ = [
+    "ClusterTransport",
     "NoScriptError",
     "RedisError",
+    "RedisTransport",
     "ResponseError",
     "Script",
     "StartupProbe",
     "Transport",
     "connect",
+    "connect_cluster",
     "consume",
     "redis_errors",
 ]
@@ -71,6 +87,26 @@ Keyed = tuple[tuple[object, ...], str]
 _Batch = list[tuple[tuple[object, ...], "asyncio.Future[Any]"]]
 
 
+class RedisTransport(Protocol):
+    """What the store modules drive: one Redis (:class:`Transport`) or a Redis Cluster
+    (:class:`ClusterTransport`), the same calls."""
+
+    client: Any  # redis-py's, for tests and tools that look into Redis
+
+    def submit(self, command: tuple[object, ...], key: str) -> asyncio.Future[Any]: ...
+
+    async def execute(
+        self, commands: Sequence[Keyed], *, timeout: float, raise_errors: bool = True
+    ) -> list[Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class ReplicaWaitFailed(RedisError):
+    """``WAIT`` saw fewer replicas take the batch's writes than asked within its deadline: the
+    writes may die with their primary, so nobody is told they were made."""
+
+
 class Transport:
     """One Redis's connections, and the batcher that sends the commands callers submit in the
     same event-loop turn as one pipeline.
@@ -80,9 +116,19 @@ class Transport:
     at thousands of scans a second costs more than the commands themselves.
     """
 
-    def __init__(self, client: aioredis.Redis, *, timeout: float) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        timeout: float,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 0,
+    ) -> None:
         self.client = client  # redis-py's; only this module drives it
         self.timeout = timeout
+        # WAIT after every batch (0: never): its callers hear back only once that many
+        # replicas hold its writes, so a primary dying after the answer loses none of them.
+        self._wait = ("WAIT", wait_replicas, wait_timeout_ms) if wait_replicas > 0 else None
         self._pending: _Batch = []
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
@@ -156,8 +202,11 @@ class Transport:
         try:
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
                 connection = await self._connection()
-                await connection.send_packed_command(_pack(batch), check_health=False)
-                await _deliver(connection, batch)
+                if self._wait is None:
+                    await connection.send_packed_command(_pack(batch), check_health=False)
+                    await _deliver(connection, batch)
+                else:
+                    await self._send_and_wait(connection, batch, self._wait)
         except BaseException as exc:
             # Whatever ends the send (Redis down, the deadline, an argument that cannot be
             # encoded, this task cancelled at shutdown) must wake every caller: batched calls
@@ -177,6 +226,35 @@ class Transport:
                 self._idle.append(connection)
             else:
                 await pool.release(connection)
+
+    async def _send_and_wait(
+        self, connection: Any, batch: _Batch, wait: tuple[str, int, int]
+    ) -> None:
+        """The batch, then ``WAIT``, on one write; the replies reach their callers only when
+        enough replicas acknowledged (else every caller gets :class:`ReplicaWaitFailed`)."""
+        loop = asyncio.get_running_loop()
+        held: _Batch = [(command, loop.create_future()) for command, _ in batch]
+        waited: asyncio.Future[Any] = loop.create_future()
+        held.append((wait, waited))
+        await connection.send_packed_command(_pack(held), check_health=False)
+        await _deliver(connection, held)
+        acknowledged: Any = waited.exception() or waited.result()
+        if isinstance(acknowledged, BaseException) or int(acknowledged) < wait[1]:
+            failure = ReplicaWaitFailed(f"WAIT {wait[1]} {wait[2]}: {acknowledged!r}")
+            for _, reply in held:
+                consume(reply)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        for (_, future), (_, reply) in zip(batch, held, strict=False):
+            if future.done():
+                continue
+            error = reply.exception()
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(reply.result())
 
 
 class _BatchFailed(ConnectionError):
@@ -248,7 +326,7 @@ class Script:
     with a ``typing.Protocol`` ``isinstance`` on every call.
     """
 
-    def __init__(self, source: str, transport: Transport) -> None:
+    def __init__(self, source: str, transport: RedisTransport) -> None:
         self.source = source
         self.transport = transport
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
@@ -335,10 +413,314 @@ def create_client(url: str, *, timeout: float, max_connections: int) -> aioredis
     return client
 
 
-def connect(url: str, *, timeout: float, max_connections: int) -> Transport:
+def connect(
+    url: str,
+    *,
+    timeout: float,
+    max_connections: int,
+    wait_replicas: int = 0,
+    wait_timeout_ms: int = 0,
+) -> Transport:
     """The transport to the Redis at ``url`` (connections are made on first use)."""
     client = create_client(url, timeout=timeout, max_connections=max_connections)
-    return Transport(client, timeout=timeout)
+    return Transport(
+        client, timeout=timeout, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
+    )
+
+
+SLOTS = 16384
+MAX_REDIRECTS = 5
+REFRESH_EVERY = 0.2  # at most this often (s), however many replies say the map is stale
+TRY_AGAIN_AFTER = 0.02  # s: a multi-key command met a slot in migration
+
+
+class ClusterTransport:
+    """A Redis Cluster: one :class:`Transport` per primary, each command routed to the node
+    owning its key's hash slot.
+
+    The commands submitted in one event-loop turn go out as one pipeline per node (each node's
+    transport batches its own), so verify stays one round trip. ``MOVED`` updates the slot and
+    resends to the named node (and refreshes the whole map from ``CLUSTER SLOTS``, at most every
+    :data:`REFRESH_EVERY`); ``ASK`` resends once to the importing node behind ``ASKING`` in the
+    same write; ``TRYAGAIN`` waits a moment; a node that fails (dead, frozen, the deadline)
+    fails its callers, who fall back as for a down Redis, and refreshes the map, so a promoted
+    replica takes over as soon as the cluster has elected it. A keyless command (``""``: PING,
+    SCRIPT LOAD) goes to every primary. Until the first map is read, commands go to a seed,
+    whose ``MOVED`` routes them.
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[tuple[str, int]],
+        *,
+        url: str,
+        timeout: float,
+        max_connections: int,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 0,
+    ) -> None:
+        if not seeds:
+            raise ValueError("a Redis Cluster needs at least one seed node")
+        self.timeout = timeout
+        self._url = urlsplit(url)
+        self._max_connections = max_connections
+        self._wait = (wait_replicas, wait_timeout_ms)
+        self._seeds = [f"{host}:{port}" for host, port in seeds]
+        self._nodes: dict[str, Transport] = {}
+        self._slots: list[str | None] = [None] * SLOTS
+        self._primaries: list[str] = []
+        self._tag_slots: dict[str, int] = {}
+        self._refreshed_at = -REFRESH_EVERY
+        self._refresh: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        host, port = seeds[0]
+        self.client: Any = aioredis.RedisCluster(  # for tests and tools that look into Redis
+            host=host,
+            port=port,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            password=self._url.password,
+            username=self._url.username,
+            protocol=2,
+        )
+
+    # --- routing -----------------------------------------------------------------------
+
+    def slot(self, key: str) -> int:
+        """The key's hash slot (CRC16 of its hash tag), remembered per tag: the cache's keys
+        share a few hundred tags, so a verify computes none."""
+        start = key.find("{")
+        if start >= 0:
+            end = key.find("}", start + 1)
+            if end > start + 1:
+                tag = key[start + 1 : end]
+                found = self._tag_slots.get(tag)
+                if found is None:
+                    found = self._tag_slots[tag] = key_slot(tag.encode())
+                return found
+        return int(key_slot(key.encode()))
+
+    def _node(self, address: str) -> Transport:
+        node = self._nodes.get(address)
+        if node is None:
+            host, _, port = address.rpartition(":")
+            netloc = f"{host}:{port}"
+            if self._url.username or self._url.password:
+                netloc = f"{self._url.username or ''}:{self._url.password or ''}@{netloc}"
+            url = urlunsplit(("redis", netloc, "/0", "", ""))
+            node = self._nodes[address] = connect(
+                url,
+                timeout=self.timeout,
+                max_connections=self._max_connections,
+                wait_replicas=self._wait[0],
+                wait_timeout_ms=self._wait[1],
+            )
+        return node
+
+    def _owner(self, key: str) -> str:
+        return self._slots[self.slot(key)] or self._seeds[0]
+
+    # --- the calls -----------------------------------------------------------------------
+
+    def submit(self, command: tuple[object, ...], key: str) -> asyncio.Future[Any]:
+        """Queue ``command`` in this turn's pipeline to the node owning ``key``; its reply once
+        redirections are followed."""
+        loop = asyncio.get_running_loop()
+        outer: asyncio.Future[Any] = loop.create_future()
+        if not key:
+            self._broadcast(command, outer)
+            return outer
+        self._route(command, key, self._owner(key), outer, 0, asking=False)
+        return outer
+
+    def _route(
+        self,
+        command: tuple[object, ...],
+        key: str,
+        address: str,
+        outer: asyncio.Future[Any],
+        hops: int,
+        *,
+        asking: bool,
+    ) -> None:
+        node = self._node(address)
+        if asking:  # the same write, right before the command: nothing comes between
+            node.submit(("ASKING",), key).add_done_callback(consume)
+        inner = node.submit(command, key)
+        inner.add_done_callback(functools.partial(self._settle, command, key, address, outer, hops))
+
+    def _settle(
+        self,
+        command: tuple[object, ...],
+        key: str,
+        address: str,
+        outer: asyncio.Future[Any],
+        hops: int,
+        inner: asyncio.Future[Any],
+    ) -> None:
+        if inner.cancelled():
+            if not outer.done():
+                outer.cancel()
+            return
+        error = inner.exception()
+        if outer.done():
+            return
+        if error is None:
+            outer.set_result(inner.result())
+            return
+        if hops < MAX_REDIRECTS:
+            if isinstance(error, MovedError):
+                target = _address(error)
+                self._slots[error.slot_id] = target
+                self._stale()
+                self._route(command, key, target, outer, hops + 1, asking=False)
+                return
+            if isinstance(error, AskError):
+                self._route(command, key, _address(error), outer, hops + 1, asking=True)
+                return
+            if isinstance(error, TryAgainError):
+                loop = asyncio.get_running_loop()
+                again = functools.partial(
+                    self._route, command, key, self._owner(key), outer, hops + 1, asking=False
+                )
+                loop.call_later(TRY_AGAIN_AFTER, again)
+                return
+        if isinstance(error, (ConnectionError, OSError, TimeoutError, ClusterDownError)):
+            self._stale()  # a node gone: is there a new primary for its slots?
+        outer.set_exception(error)
+
+    def _broadcast(self, command: tuple[object, ...], outer: asyncio.Future[Any]) -> None:
+        """A keyless command to every primary: the first's reply, or the first failure."""
+        addresses = self._primaries or self._seeds[:1]
+        inners = [self._node(address).submit(command, "") for address in addresses]
+        gathered = asyncio.gather(*inners, return_exceptions=True)
+
+        def done(all_done: asyncio.Future[list[Any]]) -> None:
+            if outer.done():
+                return
+            replies = all_done.result()
+            failed = next((r for r in replies if isinstance(r, BaseException)), None)
+            if failed is not None:
+                self._stale()
+                outer.set_exception(failed)
+            else:
+                outer.set_result(replies[0])
+
+        gathered.add_done_callback(done)
+
+    async def execute(
+        self, commands: Sequence[Keyed], *, timeout: float, raise_errors: bool = True
+    ) -> list[Any]:
+        """:meth:`Transport.execute` across the cluster: each node's share as one pipeline of
+        its own, sent together; a redirected command is resent where it belongs."""
+        if not self._primaries:
+            await self._refresh_now(timeout)
+        async with asyncio.timeout(timeout):
+            futures = [self._execute_one(command, key) for command, key in commands]
+            replies = await asyncio.gather(*futures, return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, _BatchFailed | ConnectionError | OSError | TimeoutError):
+                raise reply
+            if raise_errors and isinstance(reply, BaseException):
+                raise reply
+        return replies
+
+    def _execute_one(self, command: tuple[object, ...], key: str) -> asyncio.Future[Any]:
+        """Submitted in the caller's turn, so a node's share of one ``execute`` goes out in one
+        pipeline (which may also carry that turn's hot-path commands)."""
+        return self.submit(command, key)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        nodes, self._nodes = list(self._nodes.values()), {}
+        for node in nodes:
+            await node.close()
+        await self.client.aclose()
+
+    # --- the slot map ----------------------------------------------------------------------
+
+    def _stale(self) -> None:
+        """Refresh the slot map soon (at most every :data:`REFRESH_EVERY`)."""
+        if self._refresh is not None and not self._refresh.done():
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._refreshed_at + REFRESH_EVERY - loop.time())
+        task = asyncio.ensure_future(self._refresh_after(delay))
+        self._refresh = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh_after(self, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self._refresh_now(self.timeout)
+
+    async def _refresh_now(self, timeout: float) -> None:
+        """The slot map from ``CLUSTER SLOTS`` of the first node that answers: known primaries
+        first, then the seeds."""
+        self._refreshed_at = asyncio.get_running_loop().time()
+        candidates = list(dict.fromkeys([*self._primaries, *self._seeds, *self._nodes]))
+        failure: BaseException | None = None
+        for address in candidates:
+            try:
+                (reply,) = await self._node(address).execute(
+                    [(("CLUSTER", "SLOTS"), "")], timeout=timeout
+                )
+            except (RedisError, OSError, TimeoutError) as exc:
+                failure = exc
+                continue
+            slots: list[str | None] = [None] * SLOTS
+            primaries: list[str] = []
+            for first, last, primary, *_ in reply:
+                host = primary[0].decode() if isinstance(primary[0], bytes) else primary[0]
+                owner = f"{host or address.rpartition(':')[0]}:{int(primary[1])}"
+                if owner not in primaries:
+                    primaries.append(owner)
+                slots[int(first) : int(last) + 1] = [owner] * (int(last) - int(first) + 1)
+            if any(owner is None for owner in slots):
+                failure = ClusterDownError(f"{address}: not every slot is served")
+                continue
+            self._slots, self._primaries = slots, primaries
+            return
+        raise failure if failure is not None else ClusterDownError("no cluster node answered")
+
+
+def _address(error: AskError) -> str:  # MovedError is an AskError
+    return f"{error.host}:{error.port}"
+
+
+def parse_nodes(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (PASSCODE_REDIS_CLUSTER_NODES) as pairs; ValueError if bad."""
+    nodes = []
+    for item in text.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"a cluster node must be host:port, not {item.strip()!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+def connect_cluster(
+    seeds: Sequence[tuple[str, int]],
+    *,
+    url: str,
+    timeout: float,
+    max_connections: int,
+    wait_replicas: int = 0,
+    wait_timeout_ms: int = 0,
+) -> ClusterTransport:
+    """The transport to the Redis Cluster that ``seeds`` belong to (credentials from ``url``;
+    the slot map is read on the first ``execute``, which every process's start-up makes)."""
+    return ClusterTransport(
+        seeds,
+        url=url,
+        timeout=timeout,
+        max_connections=max_connections,
+        wait_replicas=wait_replicas,
+        wait_timeout_ms=wait_timeout_ms,
+    )
 
 
 @contextlib.contextmanager
@@ -346,6 +728,14 @@ def redis_errors(what: str) -> Iterator[None]:
     """Turn every Redis failure (and a missed deadline) into :class:`StoreUnavailable`."""
     try:
         yield
+    except AskError as exc:  # and MovedError: a cluster node, spoken to as a single Redis
+        log.error(
+            "redis answered %s during %s: it is a Redis Cluster node; name the cluster's nodes"
+            " in PASSCODE_REDIS_CLUSTER_NODES",
+            type(exc).__name__,
+            what,
+        )
+        raise StoreUnavailable(f"cache unavailable ({what}): a Redis Cluster node") from exc
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("redis unavailable during %s: %s", what, type(exc).__name__)
         raise StoreUnavailable(f"cache unavailable ({what})") from exc

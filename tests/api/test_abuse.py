@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from passcode.api.openapi import openapi_document
 from passcode.app import create_app
@@ -22,6 +21,7 @@ from passcode.keys import CACHE, SHEDDER, TERMINAL_LIMITS
 from passcode.testing import HEALTHY, auth
 from tests.api.proxy import TcpProxy
 from tests.helpers import (
+    ON_CLUSTER,
     PROBLEM,
     Client,
     ClientFactory,
@@ -30,7 +30,12 @@ from tests.helpers import (
     declare,
     fetch_pass,
     new_terminal,
+    redis_client,
 )
+
+# Counts or patches the one-node Transport's pipelines; the cluster transport routes each node's
+# share through one of these (tests/integration/test_cluster_transport.py).
+ONE_NODE = pytest.mark.skipif(ON_CLUSTER, reason="the one-node Transport's own batching")
 
 CONTRACT = Contract(openapi_document())
 
@@ -56,7 +61,7 @@ async def assert_shed(response: Any) -> None:
 
 
 async def redis_keys(settings: Settings, pattern: str) -> list[str]:
-    client = aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
+    client = redis_client(settings)
     try:
         return [k.decode() async for k in client.scan_iter(match=pattern, count=1000)]
     finally:
@@ -141,6 +146,7 @@ async def test_terminal_limit_is_shared_by_processes_through_redis(
     assert keys[0] == f"{settings.redis_prefix}:{{{shard}}}:rl:t:{terminal_id}"
 
 
+@ONE_NODE
 async def test_a_verify_and_its_rate_limit_share_one_redis_write(
     client: Client, make_token: TokenFactory, terminal_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -323,6 +329,7 @@ async def test_a_late_event_loop_sheds_issuance_but_not_verify(
     assert (await client.get("/v1/pass", headers=auth(token))).status == 200
 
 
+@ONE_NODE
 async def test_a_lease_of_units_serves_many_verifies_and_the_limit_stays_exact(
     aiohttp_client: ClientFactory,
     settings: Settings,
@@ -359,6 +366,7 @@ async def test_a_lease_of_units_serves_many_verifies_and_the_limit_stays_exact(
     )
 
 
+@ONE_NODE
 async def test_verifies_in_one_turn_spend_the_lease_being_asked_for_with_one_gcra_call(
     aiohttp_client: ClientFactory,
     settings: Settings,

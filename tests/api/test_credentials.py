@@ -36,7 +36,7 @@ from passcode.keys import KEYRING, POOL, TERMINALS
 from passcode.service import access as access_module
 from passcode.store import terminals as terminals_module
 from passcode.testing import HEALTHY, auth
-from tests.helpers import ADMIN, ADMIN_KEY, TokenFactory, dev_token
+from tests.helpers import ADMIN, ADMIN_KEY, TokenFactory, dev_token, redis_client
 
 RED = {**HEALTHY, "close_contact": True}
 
@@ -63,7 +63,7 @@ async def _tables_holding(pool: asyncpg.Pool, needles: list[str]) -> dict[str, l
 async def _redis_holding(settings: Settings, needles: list[bytes]) -> list[bytes]:
     """Needles found in a key under this app's prefix: its name or value (any Redis type)."""
     assert settings.redis_url is not None
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    redis = redis_client(settings)
     try:
         return await _scan_redis(redis, settings.redis_prefix, needles)
     finally:

@@ -57,6 +57,7 @@ from passcode.testing import CLOSE_CONTACT, FEVER, HEALTHY, auth
 from tests.api.proxy import TcpProxy
 from tests.helpers import (
     ADMIN,
+    ON_CLUSTER,
     Client,
     ClientFactory,
     FakeClock,
@@ -73,6 +74,11 @@ from tests.helpers import (
     stored_scans,
     verify_ok,
 )
+
+# Counts or patches the one-node Transport's pipelines; the cluster transport routes each node's
+# share through one of these (tests/integration/test_cluster_transport.py).
+ONE_NODE = pytest.mark.skipif(ON_CLUSTER, reason="the one-node Transport's own batching")
+
 
 _B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 # What a code that fails authentication may be told; expired/not_yet_valid/ok would mean the
@@ -208,13 +214,15 @@ async def test_cached_pass_is_rejected_expired_once_its_window_passes(
     clock is past it the same text, still in the memory, is answered invalid/expired: the window
     is checked on every scan.
     """
+    token = make_token()  # minted first: with no leeway its iat must not be after the clock
     now = int(time.time())
     clock = FakeClock(float(now))
     client = await aiohttp_client(
         create_app(dataclasses.replace(settings, clock_skew=0, clock=clock))
     )
     _, key = await new_terminal(client)
-    claims = claims_of(client, await citizen_pass(client, make_token))
+    await declare(client, token, HEALTHY)
+    claims = claims_of(client, await fetch_pass(client, token))
     code = service_signed(client, dataclasses.replace(claims, issued_at=now, expires_at=now + 1))
     body = await verify_ok(client, key, code)
     assert (body["decision"], body["reason"]) == ("admit", "ok")
@@ -461,6 +469,7 @@ async def test_200_concurrent_verifies_each_get_their_own_answer(
     await assert_stored_once(client, pairs)
 
 
+@ONE_NODE
 async def test_one_pipeline_of_200_callers_answers_each_its_own(
     client: Client, make_token: TokenFactory, terminal_key: str
 ) -> None:
@@ -554,6 +563,7 @@ async def test_a_batch_in_which_redis_fails_falls_back_or_answers_503(
         await client.close()
 
 
+@ONE_NODE
 async def test_one_failing_command_does_not_fail_its_neighbours(
     client: Client, make_token: TokenFactory, terminal_key: str
 ) -> None:
@@ -597,6 +607,7 @@ async def test_one_failing_command_does_not_fail_its_neighbours(
     assert results[3] == b"1"
 
 
+@ONE_NODE
 @pytest.mark.parametrize("parser", ["hiredis", "python"])
 async def test_batch_replies_reach_their_own_callers_with_either_parser(
     settings: Settings, parser: str
@@ -633,6 +644,7 @@ async def test_batch_replies_reach_their_own_callers_with_either_parser(
         await client.aclose()
 
 
+@ONE_NODE
 async def test_an_unsendable_command_fails_its_batch_without_hanging(client: Client) -> None:
     """A command redis-py cannot even encode (a lone surrogate in a text argument) ends the
     whole batch with an error for every caller in it, instead of leaving them waiting forever
@@ -648,6 +660,7 @@ async def test_an_unsendable_command_fails_its_batch_without_hanging(client: Cli
         assert await batcher.submit(("SET", name, "ok"), name) in (True, b"OK")
 
 
+@ONE_NODE
 @pytest.mark.parametrize("when", ["queued", "in_flight"])
 async def test_a_cancelled_caller_leaves_the_rest_of_its_pipeline_intact(
     aiohttp_client: ClientFactory,
@@ -718,6 +731,7 @@ async def test_a_cancelled_caller_leaves_the_rest_of_its_pipeline_intact(
 # --- 5. scripts missing from Redis are loaded again ---------------------------------------------
 
 
+@ONE_NODE
 async def test_script_unknown_to_redis_is_loaded_for_every_caller_of_a_pipeline(
     client: Client,
 ) -> None:
@@ -747,7 +761,9 @@ async def test_verify_survives_script_flush_on_its_own_redis(
     flush are all answered through the reloaded scripts (none falls back to Postgres: with the
     drain off, none of their scans is in Postgres until the stream is drained), and each scan
     then lands once."""
-    app_settings = dataclasses.replace(settings, redis_url=own_redis, drain_enabled=False)
+    app_settings = dataclasses.replace(
+        settings, redis_url=own_redis, redis_cluster_nodes=(), drain_enabled=False
+    )
     client = await aiohttp_client(create_app(app_settings))
     _, key = await new_terminal(client)
     cases = await mixed_cases(client, make_token)

@@ -198,7 +198,11 @@ async def test_the_cache_reads_loading_as_unavailable_and_start_up_waits_it_out(
     processes.append(start_redis(folder, key_load_delay=100))
     check = probe(folder)
     await asyncio.to_thread(wait_loading, check)
-    cache = open_cache(dataclasses.replace(settings, redis_url=f"unix://{folder}/redis.sock"))
+    cache = open_cache(
+        dataclasses.replace(
+            settings, redis_url=f"unix://{folder}/redis.sock", redis_cluster_nodes=()
+        )
+    )
     try:
         with pytest.raises(StoreUnavailable):
             await cache.ping()
@@ -229,7 +233,10 @@ async def test_verify_answers_from_postgres_while_a_restarted_redis_loads(
     check = probe(folder)
     await asyncio.to_thread(wait_loaded, check)
     served = dataclasses.replace(
-        settings, redis_url=f"unix://{folder}/redis.sock", drain_enabled=False
+        settings,
+        redis_url=f"unix://{folder}/redis.sock",
+        redis_cluster_nodes=(),
+        drain_enabled=False,
     )
     client = await aiohttp_client(create_app(served))
     try:

@@ -131,7 +131,9 @@ async def test_every_operation_fails_as_store_unavailable_when_redis_is_gone(
 ) -> None:
     """Nothing listening: each operation raises StoreUnavailable within its deadline, none
     redis-py's own errors."""
-    gone = open_cache(dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    gone = open_cache(
+        dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0", redis_cluster_nodes=())
+    )
     stream = gone.stream_key(0)
     try:
         for call in (

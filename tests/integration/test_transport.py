@@ -28,8 +28,15 @@ from passcode.errors import StoreUnavailable
 from passcode.store import transport as transport_module
 from passcode.store.cache import Cache, LayoutMismatchError
 from passcode.store.transport import ResponseError, StartupProbe, Transport, connect
+from tests.helpers import ON_CLUSTER
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+pytestmark = pytest.mark.skipif(
+    ON_CLUSTER,
+    reason="the one-node Transport's own tests; the cluster's are test_cluster_transport.py",
+)
 
 
 @pytest.fixture
@@ -209,7 +216,9 @@ async def test_ping_and_layout_fail_as_store_unavailable_when_redis_is_gone(
 ) -> None:
     """Nothing listening: ping and check_layout raise StoreUnavailable (the service's start-up
     waits on it), never a driver error."""
-    gone = open_cache(dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    gone = open_cache(
+        dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0", redis_cluster_nodes=())
+    )
     try:
         with pytest.raises(StoreUnavailable):
             await gone.ping()

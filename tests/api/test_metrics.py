@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from passcode.app import create_app
 from passcode.config import Settings
 from passcode.keys import DRAIN
 from passcode.testing import HEALTHY
+from tests.api.proxy import TcpProxy
 from tests.helpers import TokenFactory, auth, declare, fetch_pass, new_terminal
 from tests.live_server import LiveServer, live_settings
 
@@ -207,3 +208,22 @@ async def test_without_the_access_log_only_a_callers_id_comes_back(
     assert "X-Request-Id" not in response.headers
     response = await quiet.get("/healthz", headers={"X-Request-Id": "gate-7.42"})
     assert response.headers["X-Request-Id"] == "gate-7.42"
+
+
+async def test_a_scrape_while_redis_hangs_answers_without_the_backlog(
+    aiohttp_client: Any, settings: Settings, proxies: Callable[[str], Awaitable[TcpProxy]]
+) -> None:
+    """Redis stops answering: the scrape still answers 200 (the backlog read has its deadline),
+    with the process's series and without the backlog's, which it could not read."""
+    assert settings.redis_url is not None
+    proxy = await proxies(settings.redis_url)
+    client = await aiohttp_client(
+        create_app(replace(settings, redis_url=proxy.url(settings.redis_url), drain_enabled=False))
+    )
+    assert ("passcode_scan_stream_backlog", frozenset({("shard", "0")})) in await scrape(client)
+    proxy.freeze()
+    async with asyncio.timeout(10):
+        samples = await scrape(client)
+    assert not {name for name, _ in samples if name.startswith("passcode_scan_stream")}
+    assert ("passcode_pg_pool_max_connections", frozenset()) in samples
+    await proxy.cut()

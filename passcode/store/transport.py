@@ -611,24 +611,106 @@ class ClusterTransport:
     async def execute(
         self, commands: Sequence[Keyed], *, timeout: float, raise_errors: bool = True
     ) -> list[Any]:
-        """:meth:`Transport.execute` across the cluster: each node's share as one pipeline of
-        its own, sent together; a redirected command is resent where it belongs."""
+        """:meth:`Transport.execute` across the cluster: each node's share as a pipeline of its
+        own under ``timeout`` (the drain's long reads keep their deadline), the shares sent
+        together; redirected commands are resent where they belong, a keyless one goes to every
+        primary (the first primary's reply is its reply)."""
         if not self._primaries:
             await self._refresh_now(timeout)
+        replies: list[Any] = [None] * len(commands)
+        targets = {i: self._owner(key) for i, (_, key) in enumerate(commands) if key}
+        asking: set[int] = set()
         async with asyncio.timeout(timeout):
-            futures = [self._execute_one(command, key) for command, key in commands]
-            replies = await asyncio.gather(*futures, return_exceptions=True)
+            await self._keyless(commands, replies, timeout)
+            for _ in range(MAX_REDIRECTS + 1):
+                if not targets:
+                    break
+                answered = await self._send_shares(commands, targets, asking, timeout)
+                again: dict[int, str] = {}
+                asking = set()
+                pause = False
+                for share, answer in answered:
+                    for (_, index), reply in zip(share, answer, strict=True):
+                        if index is not None:
+                            redirect = self._redirect(reply, commands[index][1])
+                            if redirect is None:
+                                replies[index] = reply
+                                continue
+                            again[index], ask, wait = redirect
+                            if ask:
+                                asking.add(index)
+                            pause = pause or wait
+                targets = again
+                if pause:
+                    await asyncio.sleep(TRY_AGAIN_AFTER)
+            for i in targets:
+                replies[i] = ClusterDownError("too many redirections")
         for reply in replies:
-            if isinstance(reply, _BatchFailed | ConnectionError | OSError | TimeoutError):
-                raise reply
             if raise_errors and isinstance(reply, BaseException):
                 raise reply
         return replies
 
-    def _execute_one(self, command: tuple[object, ...], key: str) -> asyncio.Future[Any]:
-        """Submitted in the caller's turn, so a node's share of one ``execute`` goes out in one
-        pipeline (which may also carry that turn's hot-path commands)."""
-        return self.submit(command, key)
+    async def _send_shares(
+        self, commands: Sequence[Keyed], targets: dict[int, str], asking: set[int], timeout: float
+    ) -> list[tuple[list[tuple[Keyed, int | None]], list[Any]]]:
+        """Each node's share of ``targets`` (command index → node) as one pipeline, all sent
+        together: (share, replies) per node, a share's entries naming their command (None for
+        the ``ASKING`` in front of a command an ASK resends)."""
+        groups: dict[str, list[tuple[Keyed, int | None]]] = {}
+        for i, address in targets.items():
+            share = groups.setdefault(address, [])
+            if i in asking:  # ASKING right before the command, in the same pipeline
+                share.append(((("ASKING",), commands[i][1]), None))
+            share.append((commands[i], i))
+        answers = await self._gathered(
+            [
+                self._node(address).execute(
+                    [command for command, _ in share], timeout=timeout, raise_errors=False
+                )
+                for address, share in groups.items()
+            ]
+        )
+        return list(zip(groups.values(), answers, strict=True))
+
+    async def _keyless(self, commands: Sequence[Keyed], replies: list[Any], timeout: float) -> None:
+        """The keyless commands of ``commands`` on every primary, the first one's replies put
+        in their places in ``replies``."""
+        keyless = [i for i, (_, key) in enumerate(commands) if not key]
+        if not keyless:
+            return
+        shares = [
+            self._node(address).execute(
+                [commands[i] for i in keyless], timeout=timeout, raise_errors=False
+            )
+            for address in self._primaries or self._seeds[:1]
+        ]
+        first, *_ = await self._gathered(shares)
+        for i, reply in zip(keyless, first, strict=True):
+            replies[i] = reply
+
+    def _redirect(self, reply: Any, key: str) -> tuple[str, bool, bool] | None:
+        """Where a reply sends its command next (address, behind ASKING, after a pause), or
+        None when it is the answer."""
+        if isinstance(reply, MovedError):
+            target = _address(reply)
+            self._slots[reply.slot_id] = target
+            self._stale()
+            return target, False, False
+        if isinstance(reply, AskError):
+            return _address(reply), True, False
+        if isinstance(reply, TryAgainError):
+            return self._owner(key), False, True
+        return None
+
+    async def _gathered(self, shares: list[Any]) -> list[list[Any]]:
+        """Every node's share answered; a node that failed (gone, the deadline) raises after
+        marking the slot map stale."""
+        answers: list[Any] = await asyncio.gather(*shares, return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                self._stale()
+                raise answer
+        return answers
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -122,7 +122,8 @@ async def test_a_slot_moved_under_load_is_followed_and_no_command_fails(
     transport: ClusterTransport, cluster: LocalCluster, settings: Settings
 ) -> None:
     """A live migration (redis-cli --cluster reshard) of 200 slots while INCRs run on keys in
-    them: every INCR answers (MOVED and ASK followed), and the counts add up exactly."""
+    them, batched (submit) and as pipelines of their own (execute) in turn: every INCR answers
+    (MOVED and ASK followed), and the counts add up exactly."""
     await transport.execute([(("PING",), "")], timeout=5)
     primaries = cluster.primary_nodes()
     source, target = primaries[0], primaries[1]
@@ -140,10 +141,16 @@ async def test_a_slot_moved_under_load_is_followed_and_no_command_fails(
     failures: list[BaseException] = []
 
     async def load() -> None:
+        turn = 0
         while not done.is_set():
-            replies = await asyncio.gather(
-                *(transport.submit(("INCR", k), k) for k in keys), return_exceptions=True
-            )
+            turn += 1
+            if turn % 2:
+                replies = await asyncio.gather(
+                    *(transport.submit(("INCR", k), k) for k in keys), return_exceptions=True
+                )
+            else:
+                incrs = [(("INCR", k), k) for k in keys]
+                replies = await transport.execute(incrs, timeout=5, raise_errors=False)
             for key, reply in zip(keys, replies, strict=True):
                 if isinstance(reply, BaseException):
                     failures.append(reply)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from passcode.domain.model import Color, Decision, Reason
 from passcode.domain.passfmt import PassClaims, kid_of, sign_pass
 from passcode.domain.status import LiveStatus
-from passcode.errors import StatusUnavailable, StoreUnavailable
+from passcode.errors import Overloaded, StatusUnavailable, StoreUnavailable
 from passcode.service.signing import KeyringHolder
 from passcode.service.verify import ScanRequest, Verifier
 from passcode.store.keyring import Keyring, SigningKey
@@ -517,3 +517,56 @@ async def test_a_scan_id_repeated_in_a_batch_is_decided_after_its_first_occurren
         assert kept == [early.isoformat()]
     else:
         assert [r.terminal_time for r in fallback.rows if r.scan_id == sid] == [early, later]
+
+
+async def test_a_long_batch_goes_to_the_cache_in_waves_of_a_hundred(
+    cache: FakeCache, fallback: FakeFallback, tmp_path: Path
+) -> None:
+    """250 scans: the first hundred are all asked before any answer, the next hundred only
+    once those are answered, so one pipeline never holds a whole upload; all are admitted in
+    order."""
+    cache.statuses[SUBJECT] = GREEN
+    cache.gate = asyncio.Event()
+    scans = [scan(a_pass()) for _ in range(250)]
+    batch = asyncio.create_task(verifier(cache, fallback, tmp_path).verify_many(TERMINAL, scans))
+    await turns()
+    assert cache.asked == 100
+    cache.gate.set()
+    outcomes = await batch
+    assert cache.asked == 250
+    decided = [o for o in outcomes if not isinstance(o, StatusUnavailable)]
+    assert [o.scan_id for o in decided] == [str(s.scan_id) for s in scans]
+
+
+async def test_batches_beyond_the_concurrency_wait_and_are_shed_after_the_wait(
+    cache: FakeCache, fallback: FakeFallback, tmp_path: Path
+) -> None:
+    """One batch at a time: while the first is in the cache, a second asks nothing; with the
+    first still unanswered after ``batch_wait`` the second is refused (Overloaded, a 503), and
+    the first is admitted once the cache answers."""
+    cache.statuses[SUBJECT] = GREEN
+    cache.gate = asyncio.Event()
+    v = Verifier(
+        keys=KeyringHolder(tmp_path, Keyring((KEY,)), retire_after=86400),
+        cache=cache,
+        fallback=fallback,
+        issuer=ISSUER,
+        leeway=30,
+        pg_timeout=5.0,
+        fallback_concurrency=4,
+        authenticated_cache=64,
+        clock=FakeClock(NOW),
+        batch_concurrency=1,
+        batch_wait=0.05,
+    )
+    three = [scan(a_pass()) for _ in range(3)]
+    first = asyncio.create_task(v.verify_many(TERMINAL, three))
+    await turns()
+    with pytest.raises(Overloaded):
+        await v.verify_many(TERMINAL, [scan(a_pass())])
+    assert cache.asked == 3
+    cache.gate.set()
+    outcomes = await first
+    assert [o.verdict.decision for o in outcomes if not isinstance(o, StatusUnavailable)] == [
+        Decision.ADMIT
+    ] * 3

@@ -91,7 +91,10 @@ class RedisTransport(Protocol):
     """What the store modules drive: one Redis (:class:`Transport`) or a Redis Cluster
     (:class:`ClusterTransport`), the same calls."""
 
-    client: Any  # redis-py's, for tests and tools that look into Redis
+    @property
+    def client(self) -> Any:
+        """redis-py's client, for tests and tools that look into Redis."""
+        ...
 
     def submit(self, command: tuple[object, ...], key: str) -> asyncio.Future[Any]: ...
 
@@ -473,16 +476,24 @@ class ClusterTransport:
         self._refreshed_at = -REFRESH_EVERY
         self._refresh: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        host, port = seeds[0]
-        self.client: Any = aioredis.RedisCluster(  # for tests and tools that look into Redis
-            host=host,
-            port=port,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            password=self._url.password,
-            username=self._url.username,
-            protocol=2,
-        )
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """redis-py's cluster client, for tests and tools that look into Redis; made on first
+        use (the service never uses it)."""
+        if self._client is None:
+            host, _, port = self._seeds[0].rpartition(":")
+            self._client = aioredis.RedisCluster(
+                host=host,
+                port=int(port),
+                socket_connect_timeout=self.timeout,
+                socket_timeout=self.timeout,
+                password=self._url.password,
+                username=self._url.username,
+                protocol=2,
+            )
+        return self._client
 
     # --- routing -----------------------------------------------------------------------
 
@@ -718,7 +729,8 @@ class ClusterTransport:
         nodes, self._nodes = list(self._nodes.values()), {}
         for node in nodes:
             await node.close()
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     # --- the slot map ----------------------------------------------------------------------
 

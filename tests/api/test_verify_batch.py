@@ -92,6 +92,8 @@ async def test_a_batch_goes_to_redis_in_one_write_and_is_answered_in_its_order(
             sent.append([command for command, _ in batch])
         await original(self, batch, timeout)
 
+    # the scripts loaded on every node first (a node's NOSCRIPT retry is a write of its own)
+    await post_batch(client, terminal_key, [{"code": code} for code in codes])
     monkeypatch.setattr(Transport, "_send", observed)
     results = await post_batch(client, terminal_key, scans)
     monkeypatch.undo()

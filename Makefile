@@ -104,6 +104,20 @@ loadtest: $(LOADTEST_STAMP)
 		--csv loadtest/results/run --csv-full-history --html loadtest/results/run.html \
 		$(LOCUST_ARGS)
 
+## Local topology (deploy/README.md): PostgreSQL (embedded unless PASSCODE_DATABASE_URL), a Redis
+## Cluster of 3+3, migrations and keys once, TOPOLOGY_REPLICAS `passcode serve` processes on
+## 8081… and one `passcode drain`, HAProxy on 8080 (stats on 8404) checking /readyz; until Ctrl-C.
+## topology-load: the same, then Locust distributed (1 master, 2 workers) through the balancer,
+## api1 SIGKILLed mid-run; checks no acknowledged scan lost and the balancer routed around it.
+TOPOLOGY_REPLICAS ?= 2
+TOPOLOGY_ARGS     ?= --users 100 --run-time 60 --kill-after 20
+.PHONY: topology topology-load
+topology: $(LOADTEST_STAMP)
+	$(BIN)/python -m loadtest.topology --replicas $(TOPOLOGY_REPLICAS)
+
+topology-load: $(LOADTEST_STAMP)
+	$(BIN)/python -m loadtest.topology --replicas $(TOPOLOGY_REPLICAS) --locust $(TOPOLOGY_ARGS)
+
 ## Fault tests (DESIGN §5): each starts its own Redis, PostgreSQL and service, breaks one of them
 ## under load for CHAOS_SECONDS (10 here; the normal suite runs the same tests with short faults)
 ## and prints a row per fault.

@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import gevent
 from gevent.event import Event
@@ -429,6 +429,34 @@ def _fail_locally(environment: Environment, name: str, message: str) -> None:
 _terminal_numbers = itertools.count(random.randrange(1_000_000))
 
 
+class ScanLog:
+    """Every verify's outcome, one line each (``<unix time> <status> <scan id>``, status 0 when
+    no answer came), in ``LOADTEST_SCAN_LOG/scans-<pid>.log``: what a run acknowledged (a 200)
+    can then be looked up in PostgreSQL's scan log, and failures placed in time. Off unless set.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.handle: TextIO | None = None
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            path = Path(folder) / f"scans-{os.getpid()}.log"
+            self.handle = path.open("a", encoding="ascii", buffering=1)
+
+    def write(self, status: int, scan_id: str) -> None:
+        if self.handle is not None:
+            self.handle.write(f"{time.time():.3f} {status} {scan_id}\n")
+
+
+_scan_log: ScanLog | None = None
+
+
+def scan_log() -> ScanLog:
+    global _scan_log  # noqa: PLW0603  # one per process, shared by every terminal
+    if _scan_log is None:
+        _scan_log = ScanLog(os.environ.get("LOADTEST_SCAN_LOG", "").strip())
+    return _scan_log
+
+
 class TerminalUser(FastHttpUser):
     """A scanner terminal: one terminal key per user, scanning every 0.5-2 s by default."""
 
@@ -485,6 +513,7 @@ class TerminalUser(FastHttpUser):
             catch_response=True,
         ) as resp:
             check_verify(resp, kind)
+            scan_log().write(resp.status_code or 0, scan_id)
 
 
 class CitizenUser(FastHttpUser):

@@ -308,7 +308,7 @@ class Cache:
 
     async def ping(self) -> None:
         with redis_errors("ping"):
-            await self.transport.execute([(("PING",), "")], timeout=self.timeout)
+            await self.transport.execute([(("PING",), "")], timeout=self.timeout, durable=False)
 
     async def close(self) -> None:
         """Close the transport's connections."""

@@ -33,7 +33,7 @@ async def create_groups(cache: Cache) -> None:
     ]
     with redis_errors("create consumer group"):
         replies = await cache.transport.execute(
-            commands, timeout=cache.timeout * DEADLINE, raise_errors=False
+            commands, timeout=cache.timeout * DEADLINE, raise_errors=False, durable=False
         )
         for reply in replies:
             if isinstance(reply, ResponseError) and "BUSYGROUP" not in str(reply):
@@ -50,16 +50,18 @@ async def take(
     timeout = cache.timeout * DEADLINE
     read = ("XREADGROUP", "GROUP", DRAIN_GROUP, consumer, "COUNT", count, "STREAMS", stream)
     with redis_errors("read scans"):
-        (mine,) = await execute([((*read, "0"), key)], timeout=timeout)
+        (mine,) = await execute([((*read, "0"), key)], timeout=timeout, durable=False)
         entries: list[Entry] = mine[0][1] if mine else []
         if not entries:
             claim = ("XAUTOCLAIM", stream, DRAIN_GROUP, consumer, claim_idle_ms, "0-0")
-            (claimed,) = await execute([((*claim, "COUNT", count), key)], timeout=timeout)
+            (claimed,) = await execute(
+                [((*claim, "COUNT", count), key)], timeout=timeout, durable=False
+            )
             # Redis 6.2 answers a claimed entry deleted since with nil: it is ours now, and
             # the read of our own entries above acknowledges it next time.
             entries = [entry for entry in claimed[1] if entry is not None]
         if not entries:
-            (fresh,) = await execute([((*read, ">"), key)], timeout=timeout)
+            (fresh,) = await execute([((*read, ">"), key)], timeout=timeout, durable=False)
             entries = fresh[0][1] if fresh else []
     return entries
 
@@ -70,7 +72,7 @@ async def acknowledge(cache: Cache, stream: str, ids: Sequence[bytes]) -> None:
         return
     commands = [(("XACK", stream, DRAIN_GROUP, *ids), stream), (("XDEL", stream, *ids), stream)]
     with redis_errors("ack scans"):
-        await cache.transport.execute(commands, timeout=cache.timeout * DEADLINE)
+        await cache.transport.execute(commands, timeout=cache.timeout * DEADLINE, durable=False)
 
 
 async def oldest_entry_ms(cache: Cache) -> int | None:
@@ -79,7 +81,9 @@ async def oldest_entry_ms(cache: Cache) -> int | None:
         (("XRANGE", stream, "-", "+", "COUNT", 1), stream) for stream in cache.stream_keys()
     ]
     with redis_errors("scan log backlog"):
-        replies = await cache.transport.execute(commands, timeout=cache.timeout * DEADLINE)
+        replies = await cache.transport.execute(
+            commands, timeout=cache.timeout * DEADLINE, durable=False
+        )
     firsts = [int(entries[0][0].split(b"-", 1)[0]) for entries in replies if entries]
     return min(firsts, default=None)
 
@@ -88,7 +92,9 @@ async def backlog(cache: Cache) -> int:
     """How many entries the shards hold (stored entries are deleted, so: not yet stored)."""
     commands = [(("XLEN", stream), stream) for stream in cache.stream_keys()]
     with redis_errors("scan log backlog"):
-        replies = await cache.transport.execute(commands, timeout=cache.timeout * DEADLINE)
+        replies = await cache.transport.execute(
+            commands, timeout=cache.timeout * DEADLINE, durable=False
+        )
     return sum(cast("list[int]", replies))
 
 
@@ -100,7 +106,7 @@ async def shard_backlogs(cache: Cache, *, timeout: float) -> list[tuple[int, int
     for stream in streams:
         commands += [(("XLEN", stream), stream), (("XRANGE", stream, "-", "+", "COUNT", 1), stream)]
     with redis_errors("scan log backlog"):
-        replies = await cache.transport.execute(commands, timeout=timeout)
+        replies = await cache.transport.execute(commands, timeout=timeout, durable=False)
     found = []
     for shard in range(len(streams)):
         length, first = cast("int", replies[2 * shard]), replies[2 * shard + 1]

@@ -99,7 +99,12 @@ class RedisTransport(Protocol):
     def submit(self, command: tuple[object, ...], key: str) -> asyncio.Future[Any]: ...
 
     async def execute(
-        self, commands: Sequence[Keyed], *, timeout: float, raise_errors: bool = True
+        self,
+        commands: Sequence[Keyed],
+        *,
+        timeout: float,
+        raise_errors: bool = True,
+        durable: bool = True,
     ) -> list[Any]: ...
 
     async def close(self) -> None: ...
@@ -153,15 +158,24 @@ class Transport:
         return future
 
     async def execute(
-        self, commands: Sequence[Keyed], *, timeout: float, raise_errors: bool = True
+        self,
+        commands: Sequence[Keyed],
+        *,
+        timeout: float,
+        raise_errors: bool = True,
+        durable: bool = True,
     ) -> list[Any]:
         """A pipeline of one's own (not coalesced with the hot path's batch, under its own
         deadline): the replies in order. A failed exchange (Redis gone, the deadline) raises;
         so does the first error reply, unless ``raise_errors`` is False: then an error reply is
-        returned in its place, as its exception, for the caller to tell apart."""
+        returned in its place, as its exception, for the caller to tell apart.
+
+        ``durable=False`` skips the replica wait: for reads, probes and the drain's stream
+        upkeep, whose loss in a failover is redone (a re-delivered entry is stored once), and
+        which must keep working on a promoted primary that has no replica yet."""
         loop = asyncio.get_running_loop()
         batch: _Batch = [(command, loop.create_future()) for command, _ in commands]
-        await self._send(batch, timeout)
+        await self._send(batch, timeout, wait=durable)
         replies = [future.exception() or future.result() for _, future in batch]
         for reply in replies:
             if isinstance(reply, _BatchFailed) or (raise_errors and isinstance(reply, Exception)):
@@ -191,7 +205,9 @@ class Transport:
             await pool.release(connection)
         return await pool.get_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
 
-    async def _send(self, batch: _Batch, timeout: float | None = None) -> None:
+    async def _send(
+        self, batch: _Batch, timeout: float | None = None, *, wait: bool = True
+    ) -> None:
         """Write every command at once on one pooled connection, then read the replies in order
         (within ``timeout``, by default the transport's).
 
@@ -205,7 +221,7 @@ class Transport:
         try:
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
                 connection = await self._connection()
-                if self._wait is None:
+                if self._wait is None or not wait:
                     await connection.send_packed_command(_pack(batch), check_health=False)
                     await _deliver(connection, batch)
                 else:
@@ -620,7 +636,12 @@ class ClusterTransport:
         gathered.add_done_callback(done)
 
     async def execute(
-        self, commands: Sequence[Keyed], *, timeout: float, raise_errors: bool = True
+        self,
+        commands: Sequence[Keyed],
+        *,
+        timeout: float,
+        raise_errors: bool = True,
+        durable: bool = True,
     ) -> list[Any]:
         """:meth:`Transport.execute` across the cluster: each node's share as a pipeline of its
         own under ``timeout`` (the drain's long reads keep their deadline), the shares sent
@@ -632,11 +653,11 @@ class ClusterTransport:
         targets = {i: self._owner(key) for i, (_, key) in enumerate(commands) if key}
         asking: set[int] = set()
         async with asyncio.timeout(timeout):
-            await self._keyless(commands, replies, timeout)
+            await self._keyless(commands, replies, timeout, durable)
             for _ in range(MAX_REDIRECTS + 1):
                 if not targets:
                     break
-                answered = await self._send_shares(commands, targets, asking, timeout)
+                answered = await self._send_shares(commands, targets, asking, timeout, durable)
                 again: dict[int, str] = {}
                 asking = set()
                 pause = False
@@ -662,7 +683,12 @@ class ClusterTransport:
         return replies
 
     async def _send_shares(
-        self, commands: Sequence[Keyed], targets: dict[int, str], asking: set[int], timeout: float
+        self,
+        commands: Sequence[Keyed],
+        targets: dict[int, str],
+        asking: set[int],
+        timeout: float,
+        durable: bool,
     ) -> list[tuple[list[tuple[Keyed, int | None]], list[Any]]]:
         """Each node's share of ``targets`` (command index → node) as one pipeline, all sent
         together: (share, replies) per node, a share's entries naming their command (None for
@@ -676,14 +702,19 @@ class ClusterTransport:
         answers = await self._gathered(
             [
                 self._node(address).execute(
-                    [command for command, _ in share], timeout=timeout, raise_errors=False
+                    [command for command, _ in share],
+                    timeout=timeout,
+                    raise_errors=False,
+                    durable=durable,
                 )
                 for address, share in groups.items()
             ]
         )
         return list(zip(groups.values(), answers, strict=True))
 
-    async def _keyless(self, commands: Sequence[Keyed], replies: list[Any], timeout: float) -> None:
+    async def _keyless(
+        self, commands: Sequence[Keyed], replies: list[Any], timeout: float, durable: bool
+    ) -> None:
         """The keyless commands of ``commands`` on every primary, the first one's replies put
         in their places in ``replies``."""
         keyless = [i for i, (_, key) in enumerate(commands) if not key]
@@ -691,7 +722,10 @@ class ClusterTransport:
             return
         shares = [
             self._node(address).execute(
-                [commands[i] for i in keyless], timeout=timeout, raise_errors=False
+                [commands[i] for i in keyless],
+                timeout=timeout,
+                raise_errors=False,
+                durable=durable,
             )
             for address in self._primaries or self._seeds[:1]
         ]
@@ -760,7 +794,7 @@ class ClusterTransport:
         for address in candidates:
             try:
                 (reply,) = await self._node(address).execute(
-                    [(("CLUSTER", "SLOTS"), "")], timeout=timeout
+                    [(("CLUSTER", "SLOTS"), "")], timeout=timeout, durable=False
                 )
             except (RedisError, OSError, TimeoutError) as exc:
                 failure = exc

@@ -53,13 +53,6 @@ class Stores:
     postgres: PostgresServer
 
 
-@pytest.fixture(scope="session")
-def pg_template() -> Iterator[PgTemplate]:
-    template = PgTemplate.make()
-    yield template
-    template.remove()
-
-
 @pytest.fixture
 def stores(tmp_path: Path, pg_template: PgTemplate) -> Iterator[Stores]:
     redis = RedisServer(tmp_path / "redis")

@@ -75,6 +75,10 @@ TARGET_WORKERS_CPU_GROWTH = 0.15
 TARGET_BATCH_RATIO = 3.0  # issue 13: batch scans/s at least 3x single verify's requests/s
 
 BATCH_SIZE = 100  # scans per POST /v1/verify/batch
+# Connections (and terminals) of the batch row: twice the batches a process verifies at once
+# (passcode.service.verify.BATCH_CONCURRENCY), so one is always waiting; 64 would only queue,
+# past wrk's 2 s timeout on a slow round.
+BATCH_CONNECTIONS = 16
 SEED_RETRIES = 10  # tries of a seeding call the service shed (503)
 
 # The rows measured in rounds, by scenario name.
@@ -307,9 +311,17 @@ def run_wrk(
     duration: int,
     headers: Sequence[str] = (),
     more_data: Sequence[Path] = (),
+    connections: int | None = None,
 ) -> tuple[WrkRun, str]:
     """One wrk run pinned to the load generator's core; returns the numbers and wrk's output."""
-    argv = ["taskset", "-c", config.wrk_cpus, "wrk", "-t1", f"-c{config.connections}"]
+    argv = [
+        "taskset",
+        "-c",
+        config.wrk_cpus,
+        "wrk",
+        "-t1",
+        f"-c{connections or config.connections}",
+    ]
     argv += [f"-d{duration}s", "--latency", "-s", str(WRK_DIR / script)]
     for header in headers:
         argv += ["-H", header]
@@ -385,6 +397,7 @@ class Scenario:
     headers: tuple[str, ...] = ()
     scans_per_request: int = 1
     more_data: tuple[Path, ...] = ()  # further files for the wrk script, after ``data``
+    connections: int | None = None  # wrk's, when not BENCH_CONNECTIONS
 
 
 def measure(config: Config, scenario: Scenario, server: Server, server_note: str) -> Row:
@@ -392,7 +405,12 @@ def measure(config: Config, scenario: Scenario, server: Server, server_note: str
     url = f"http://127.0.0.1:{server.port}{scenario.path}"
     log(f"{scenario.name}: warm-up {config.warmup}s, then {config.duration}s")
     args = (config, url, scenario.script, scenario.data)
-    wrk = functools.partial(run_wrk, headers=scenario.headers, more_data=scenario.more_data)
+    wrk = functools.partial(
+        run_wrk,
+        headers=scenario.headers,
+        more_data=scenario.more_data,
+        connections=scenario.connections,
+    )
     wrk(*args, duration=config.warmup)
     before = tree_cpu_seconds(server.pid)
     run, text = wrk(*args, duration=config.duration)
@@ -548,6 +566,7 @@ async def batch_scenario(
         data,
         scans_per_request=BATCH_SIZE,
         more_data=(key_file,),
+        connections=terminals,
     )
     return scenario, [terminal_id for terminal_id, _ in added]
 
@@ -819,7 +838,7 @@ async def run(config: Config, workdir: Path) -> dict[str, Any]:
         verify = Scenario(VERIFY, "/v1/verify", "post_bodies.lua", bodies, terminal)
         verify2 = dataclasses.replace(verify, name=VERIFY_X2)
         batch, uploaders = await batch_scenario(
-            base_url, admin_key, workdir, seeded.codes, config.connections
+            base_url, admin_key, workdir, seeded.codes, BATCH_CONNECTIONS
         )
         hello = Scenario(HELLO, "/hello", "post_bodies.lua", bodies)
         await check_admits(base_url, seeded.terminal_key, seeded.codes[:5])
@@ -971,7 +990,7 @@ def render(results: dict[str, Any]) -> str:
     size = batch_row["scans_per_request"]
     lines += [
         "",
-        f"batch verify ({size} scans a request; its req/s above):"
+        f"batch verify ({size} scans a request, {BATCH_CONNECTIONS} connections; its req/s above):"
         f" {batch_row['wrk']['rps'] * size:,.0f} scans/s,"
         f" {batch_row['cpu_us_per_request'] / size:.1f} CPU µs/scan;"
         f" {results['paired']['batch_scans_ratio']:.1f}x single verify's req/s"

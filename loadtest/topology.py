@@ -516,14 +516,16 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal stopped
             stopped = True
 
+        # Handlers of our own: a shell's background job inherits SIGINT ignored, and Python then
+        # raises no KeyboardInterrupt.
         signal.signal(signal.SIGTERM, stop)
-        with contextlib.suppress(KeyboardInterrupt):
-            while not stopped:
-                for proc in (top.balancer, top.drain, *top.replicas):
-                    if proc is not None and not proc.alive():
-                        print(f"{proc.name} exited; see {proc.log}", flush=True)
-                        return 1
-                time.sleep(0.5)
+        signal.signal(signal.SIGINT, stop)
+        while not stopped:
+            for proc in (top.balancer, top.drain, *top.replicas):
+                if proc is not None and not proc.alive():
+                    print(f"{proc.name} exited; see {proc.log}", flush=True)
+                    return 1
+            time.sleep(0.5)
         print("stopping …", flush=True)
     return 0
 

@@ -79,6 +79,9 @@ BATCH_SIZE = 100  # scans per POST /v1/verify/batch
 # (passcode.service.verify.BATCH_CONCURRENCY), so one is always waiting; 64 would only queue,
 # past wrk's 2 s timeout on a slow round.
 BATCH_CONNECTIONS = 16
+# wrk's answer timeout for a batch (its default, 2 s, is for single requests): a hundred scans
+# answered late on a loaded machine are slow, not lost.
+BATCH_TIMEOUT = 10
 SEED_RETRIES = 10  # tries of a seeding call the service shed (503)
 
 # The rows measured in rounds, by scenario name.
@@ -312,6 +315,7 @@ def run_wrk(
     headers: Sequence[str] = (),
     more_data: Sequence[Path] = (),
     connections: int | None = None,
+    timeout: int | None = None,
 ) -> tuple[WrkRun, str]:
     """One wrk run pinned to the load generator's core; returns the numbers and wrk's output."""
     argv = [
@@ -323,6 +327,8 @@ def run_wrk(
         f"-c{connections or config.connections}",
     ]
     argv += [f"-d{duration}s", "--latency", "-s", str(WRK_DIR / script)]
+    if timeout is not None:
+        argv += ["--timeout", f"{timeout}s"]
     for header in headers:
         argv += ["-H", header]
     argv += [url, "--", str(data_file), *map(str, more_data)]
@@ -398,6 +404,7 @@ class Scenario:
     scans_per_request: int = 1
     more_data: tuple[Path, ...] = ()  # further files for the wrk script, after ``data``
     connections: int | None = None  # wrk's, when not BENCH_CONNECTIONS
+    timeout: int | None = None  # s: wrk's answer timeout, when not its default
 
 
 def measure(config: Config, scenario: Scenario, server: Server, server_note: str) -> Row:
@@ -410,6 +417,7 @@ def measure(config: Config, scenario: Scenario, server: Server, server_note: str
         headers=scenario.headers,
         more_data=scenario.more_data,
         connections=scenario.connections,
+        timeout=scenario.timeout,
     )
     wrk(*args, duration=config.warmup)
     before = tree_cpu_seconds(server.pid)
@@ -567,6 +575,7 @@ async def batch_scenario(
         scans_per_request=BATCH_SIZE,
         more_data=(key_file,),
         connections=terminals,
+        timeout=BATCH_TIMEOUT,
     )
     return scenario, [terminal_id for terminal_id, _ in added]
 

@@ -72,12 +72,12 @@ NAMES = ("张小三", "李四", "王五六", "欧阳娜娜", "Maria Garcia", "Li
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Reported next to the table (issue 3); never asserted.
-TARGET_VERIFY_RATIO = 0.50
-TARGET_VERIFY_P99_MS = 15.0
+TARGET_VERIFY_RATIO = 0.60  # issue 13 (issue 3: 0.50)
+TARGET_VERIFY_P99_MS = 10.0  # issue 13 (issue 3: 15)
 TARGET_PASS_RATIO = 0.40
 TARGET_PNG_RPS = 300.0
 TARGET_DRAIN_RPS = 60_000.0  # issue 13
-TARGET_WORKERS_CPU_GROWTH = 0.15
+TARGET_WORKERS_CPU_GROWTH = 0.10  # issue 13 (issue 3: 0.15)
 TARGET_BATCH_RATIO = 3.0  # issue 13: batch scans/s at least 3x single verify's requests/s
 TARGET_CLUSTER_RATIO = 0.50  # issue 13: verify on a 3-primary Redis Cluster vs the ceiling
 

@@ -661,7 +661,7 @@ class DrainMeter:
                     await conn.execute(f"DROP TABLE IF EXISTS {self.copy_table}", timeout=30)
             await forget_prefix(self.cache.client, self.settings.redis_prefix)
         finally:
-            await self.cache.client.aclose()
+            await self.cache.close()
             await self.pool.close()
 
     async def measure(self, *, counted: bool = True) -> None:

@@ -251,7 +251,7 @@ async def one_run(
                 )
             return rate
         finally:
-            await cache.client.aclose()
+            await cache.close()
             await pool.close()
 
 

@@ -213,7 +213,7 @@ async def run(base: Settings, *, subjects: int, noise: int) -> None:
             verdict = "under" if first.seconds < 10 else "OVER"
             print(f"goal: 100k in under 10 s; first run {first.seconds:.2f} s ({verdict})")
         finally:
-            await cache.client.aclose()
+            await cache.close()
             await pool.close()
 
 

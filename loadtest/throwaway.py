@@ -64,7 +64,7 @@ async def redis_answering(settings: Settings) -> None:
     try:
         await until_answering(cache, deadline=time.monotonic() + REDIS_STARTUP_WAIT)
     finally:
-        await cache.client.aclose()
+        await cache.close()
 
 
 @asynccontextmanager
@@ -88,5 +88,5 @@ async def throwaway_stores(settings: Settings, kind: str) -> AsyncIterator[Setti
         try:
             await forget_prefix(cache.client, inside.redis_prefix)
         finally:
-            await cache.client.aclose()
+            await cache.close()
             await drop_database(server, name)

@@ -493,6 +493,7 @@ class ClusterTransport:
         self._refresh: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: Any = None
+        self._closed = False
 
     @property
     def client(self) -> Any:
@@ -530,6 +531,8 @@ class ClusterTransport:
     def _node(self, address: str) -> Transport:
         node = self._nodes.get(address)
         if node is None:
+            if self._closed:  # a late redirect or refresh must not open what close() closed
+                raise _BatchFailed("the cluster transport is closed")
             host, _, port = address.rpartition(":")
             netloc = f"{host}:{port}"
             if self._url.username or self._url.password:
@@ -570,7 +573,12 @@ class ClusterTransport:
         *,
         asking: bool,
     ) -> None:
-        node = self._node(address)
+        try:
+            node = self._node(address)
+        except _BatchFailed as exc:
+            if not outer.done():
+                outer.set_exception(exc)
+            return
         if asking:  # the same write, right before the command: nothing comes between
             node.submit(("ASKING",), key).add_done_callback(consume)
         inner = node.submit(command, key)
@@ -758,6 +766,7 @@ class ClusterTransport:
         return answers
 
     async def close(self) -> None:
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         nodes, self._nodes = list(self._nodes.values()), {}
@@ -770,7 +779,7 @@ class ClusterTransport:
 
     def _stale(self) -> None:
         """Refresh the slot map soon (at most every :data:`REFRESH_EVERY`)."""
-        if self._refresh is not None and not self._refresh.done():
+        if self._closed or (self._refresh is not None and not self._refresh.done()):
             return
         loop = asyncio.get_running_loop()
         delay = max(0.0, self._refreshed_at + REFRESH_EVERY - loop.time())

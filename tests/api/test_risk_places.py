@@ -372,7 +372,7 @@ async def test_redis_down_during_the_job_leaves_the_sync_worker_to_repair(
         assert after is not None
         assert (after.color, after.version) == (Color.YELLOW, row["version"])
     finally:
-        await direct.client.aclose()
+        await direct.close()
         await client.close()
 
 

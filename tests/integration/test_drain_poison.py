@@ -286,5 +286,5 @@ async def test_the_running_service_drains_past_poison_and_its_shutdown_flush_too
         finally:
             await pool.close()
     finally:
-        await cache.client.aclose()
+        await cache.close()
     assert slow.app[DRAIN].dead_lettered == len(POISON) - 10

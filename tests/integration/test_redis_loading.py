@@ -212,7 +212,7 @@ async def test_the_cache_reads_loading_as_unavailable_and_start_up_waits_it_out(
         await until_answering(cache, deadline=time.monotonic() + 60)
         assert await cache.client.dbsize() == SLOW
     finally:
-        await cache.client.aclose()
+        await cache.close()
         check.close()
 
 

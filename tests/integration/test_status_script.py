@@ -35,7 +35,7 @@ def loop_and_cache(settings: Settings) -> Iterator[tuple[asyncio.AbstractEventLo
     try:
         yield loop, cache
     finally:
-        loop.run_until_complete(cache.client.aclose())
+        loop.run_until_complete(cache.close())
         loop.close()
 
 
@@ -93,4 +93,4 @@ async def test_the_verify_script_has_no_answer_for_a_subject_it_does_not_hold(
     try:
         assert await scan(cache, os.urandom(16), now=BASE, pass_version=0) is None
     finally:
-        await cache.client.aclose()
+        await cache.close()

@@ -21,6 +21,7 @@ from passcode.domain.privacy import Sealer
 from passcode.errors import StoreUnavailable
 from passcode.keys import (
     CACHE,
+    CATALOGS,
     CITIZEN_LIMITS,
     CITIZENS,
     DRAIN,
@@ -37,6 +38,7 @@ from passcode.keys import (
     TERMINALS,
     VERIFIER,
 )
+from passcode.service.catalogs import CatalogWatcher
 from passcode.service.citizen import CitizenService
 from passcode.service.limits import Limiter
 from passcode.service.riskplaces import RiskPlaceRunner
@@ -73,6 +75,8 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     try:
         await pg.migrate(pool)
         app[POOL] = pool
+        # Services register their catalogs with it; _catalogs loads them and follows changes.
+        app[CATALOGS] = CatalogWatcher(pool, timeout=settings.pg_timeout)
         yield
     finally:
         with contextlib.suppress(TimeoutError):
@@ -255,6 +259,16 @@ async def _risk_places(app: web.Application) -> AsyncIterator[None]:
     await runner.close(timeout=10)
 
 
+async def _catalogs(app: web.Application) -> AsyncIterator[None]:
+    """Load every registered catalog before serving, then follow changes made anywhere."""
+    watcher = app[CATALOGS]
+    await watcher.load_all()
+    task = app[SUPERVISOR].start("catalog-watch", watcher.run)
+    yield
+    task.cancel()
+    await _finish(task, timeout=5)
+
+
 async def _finish(task: asyncio.Task[None], *, timeout: float) -> None:
     """Wait for a background task to end by itself, cancelling it only past the deadline."""
     done, _ = await asyncio.wait({task}, timeout=timeout)
@@ -282,7 +296,8 @@ def create_app(settings: Settings) -> web.Application:
         retry_after=settings.shed_retry_after,
     )
     app[SHEDDER] = shedder
-    app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _drain, shedder.watch_lag])
+    app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _catalogs])
+    app.cleanup_ctx.extend([_drain, shedder.watch_lag])
     app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_risk_places)
     app.cleanup_ctx.append(share_metrics)  # with several workers: see passcode.metrics

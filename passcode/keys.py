@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from passcode.domain.identity import IdTokenVerifier
     from passcode.domain.privacy import Sealer
     from passcode.service.access import Actor
+    from passcode.service.catalogs import CatalogWatcher
     from passcode.service.citizen import CitizenService
     from passcode.service.limits import Limiter
     from passcode.service.riskplaces import RiskPlaceRunner
@@ -44,5 +45,6 @@ DRAIN: web.AppKey[ScanDrain] = web.AppKey("drain")
 RISK_PLACES: web.AppKey[RiskPlaceRunner] = web.AppKey("risk_places")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 SHEDDER: web.AppKey[LoadShedder] = web.AppKey("shedder")
+CATALOGS: web.AppKey[CatalogWatcher] = web.AppKey("catalogs")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 ACTOR: web.RequestKey[Actor] = web.RequestKey("actor")  # the admin a route table role admitted

@@ -61,6 +61,17 @@ class Reason(StrEnum):
     SUPERSEDED = "superseded"
     UNSUPPORTED = "unsupported"
     STATUS_UNAVAILABLE = "status_unavailable"
+    NOT_ACCEPTED = "not_accepted"  # valid, but this place's policy refuses its kind or content
+    REVOKED = "revoked"  # a card reported lost, a certificate on its issuer's revocation list
+
+
+class Kind(StrEnum):
+    """What kind of code a scan held (DESIGN §3, 一码通用): every verify answer names it."""
+
+    PASSCODE = "passcode"  # our own short-lived pass (PC1:)
+    CARD = "card"  # a printed card: our pass format with a card marker (PC1:)
+    EU_DCC = "eu-dcc"  # an EU Digital COVID Certificate (HC1:)
+    SHC = "shc"  # a SMART Health Card (shc:/)
 
 
 class StatusReason(StrEnum):
@@ -107,3 +118,4 @@ class Role(StrEnum):
     OPERATOR = "operator"  # terminals
     HEALTH_OFFICER = "health_officer"  # overrides, risk places, test results, tracing
     AUDITOR = "auditor"  # the audit log
+    COMMUNITY_WORKER = "community_worker"  # printed cards, declarations for their holders

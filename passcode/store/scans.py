@@ -12,7 +12,7 @@ import asyncpg
 from asyncpg.pgproto import pgproto
 
 from passcode.domain.fields import EARLIEST, LATEST
-from passcode.domain.model import Color, Decision, Reason
+from passcode.domain.model import Color, Decision, Kind, Reason
 from passcode.domain.verdict import Verdict, judge_live
 from passcode.store.pg import Connection, Pool, acquire
 
@@ -27,6 +27,9 @@ COLUMNS = (
     "reason",
     "color",
     "replay",
+    "kind",
+    "issuer",
+    "cert_hash",
 )
 
 
@@ -45,6 +48,9 @@ class ScanRow:
     reason: str
     color: str | None
     replay: bool = False  # the direct-to-Postgres path has no replay window: always False
+    kind: str | None = Kind.PASSCODE.value  # None: a text of no known kind
+    issuer: str | None = None  # a foreign certificate's country or issuer URL
+    cert_hash: bytes | None = None  # a keyed hash of a foreign certificate's id
 
 
 SEP = "|"
@@ -61,20 +67,33 @@ def encode_record(
     subject: bytes | None,
     pass_version: int,
     verdict: Verdict | None,
+    kind: Kind | None = Kind.PASSCODE,
+    issuer: str = "",
+    cert_hash: bytes = b"",
 ) -> str:
     """One scan as the stream carries it: ``|``-separated, no free text (the place is joined
     from ``terminals`` when stored). ``verdict`` is None when the verify script adds a snapshot
     of the live status instead, from which :func:`decode_entry` derives the decision.
+
+    Our own pass (the hot path) has nine fields; any other kind adds three (kind, issuer, cert
+    hash; an empty kind is a text of no known kind). An issuer is an ISO country code or an
+    issuer URL, whose ``|`` and ``%`` are percent-encoded so the fields stay split.
     """
     # Fields joined by SEP, spelled out: one format instead of a tuple and a join per scan.
     tt = terminal_time.isoformat() if terminal_time else ""
     hexed = subject.hex() if subject else ""
+    if kind is Kind.PASSCODE:
+        extra = ""
+    else:
+        safe = issuer.replace("%", "%25").replace(SEP, "%7C")
+        extra = f"|{kind.value if kind else ''}|{safe}|{cert_hash.hex()}"
     if verdict is None:
-        return f"{scan_id}|{at_ms}|{tt}|{terminal_id}|{hexed}|{pass_version}|||"
+        return f"{scan_id}|{at_ms}|{tt}|{terminal_id}|{hexed}|{pass_version}|||{extra}"
     color = verdict.color.value if verdict.color else ""
     decision, reason = verdict.decision.value, verdict.reason.value
     return (
-        f"{scan_id}|{at_ms}|{tt}|{terminal_id}|{hexed}|{pass_version}|{decision}|{reason}|{color}"
+        f"{scan_id}|{at_ms}|{tt}|{terminal_id}|{hexed}|{pass_version}"
+        f"|{decision}|{reason}|{color}{extra}"
     )
 
 
@@ -83,13 +102,27 @@ def encode_record(
 # Ids are UUID text, which asyncpg encodes in C: a tuple of strings, bytes, datetimes and None
 # is one the garbage collector stops tracking (a UUID object is tracked, and so its tuple).
 ScanRecord = tuple[
-    datetime, str, datetime | None, str, str | None, bytes | None, str, str, str | None, bool
+    datetime,
+    str,
+    datetime | None,
+    str,
+    str | None,
+    bytes | None,
+    str,
+    str,
+    str | None,
+    bool,
+    str | None,
+    str | None,
+    bytes | None,
 ]
 
 
 _DECISIONS = frozenset(d.value for d in Decision)
 _REASONS = frozenset(r.value for r in Reason)
 _COLORS_OR_NONE = frozenset(c.value for c in Color) | {""}
+_OTHER_KINDS = frozenset(k.value for k in Kind if k is not Kind.PASSCODE) | {""}
+_PASSCODE = Kind.PASSCODE.value
 
 
 @functools.lru_cache(maxsize=4096)
@@ -154,6 +187,17 @@ def decode_entry(fields: Sequence[bytes]) -> ScanRecord:
             raw, live, live_version = named[b"r"], named.get(b"sc"), named.get(b"sv", b"")
             replay = named.get(b"rp") == b"1"
         parts = raw.decode().split(SEP)
+        kind: str | None = _PASSCODE
+        issuer: str | None = None
+        cert_hash: bytes | None = None
+        if len(parts) == 12:
+            kind, issuer_text, hash_hex = parts[9:]
+            if kind not in _OTHER_KINDS:
+                raise ValueError(f"unknown kind {kind!r}")
+            kind = kind or None
+            issuer = issuer_text.replace("%7C", SEP).replace("%25", "%") or None
+            cert_hash = bytes.fromhex(hash_hex) if hash_hex else None
+            parts = parts[:9]
         scan_id, at_ms, tt, terminal_id, subject, pv, decision, reason, color = parts
         stored_color: str | None
         if live is not None:  # the verify script's status snapshot: derive the decision
@@ -178,6 +222,9 @@ def decode_entry(fields: Sequence[bytes]) -> ScanRecord:
             reason,
             stored_color,
             replay,
+            kind,
+            issuer,
+            cert_hash,
         )
     except (KeyError, ValueError, OverflowError, OSError) as exc:  # UnicodeDecodeError included
         raise ValueError(f"unreadable scan entry: {exc}") from exc
@@ -217,6 +264,9 @@ async def insert_scans(
             r.reason,
             r.color,
             r.replay,
+            r.kind,
+            r.issuer,
+            r.cert_hash,
         )
         for r in rows
     ]
@@ -226,12 +276,13 @@ async def insert_scans(
 # Kept per connection (asyncpg's pool does not discard temporary tables) and emptied by every
 # commit: no catalog rows written and deleted per batch, and the COPY's column introspection
 # stays in asyncpg's statement cache. Named for its shape; a new shape gets a new name.
-_STAGE = "scan_stage_v3"
+_STAGE = "scan_stage_v4"
 _PREPARE = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
     " scanned_at timestamptz NOT NULL, scan_id uuid NOT NULL, terminal_time timestamptz,"
     " terminal_id uuid NOT NULL, place text, subject_id bytea, decision text NOT NULL,"
-    " reason text NOT NULL, color text, replay boolean NOT NULL) ON COMMIT DELETE ROWS;"
+    " reason text NOT NULL, color text, replay boolean NOT NULL,"
+    " kind text, issuer text, cert_hash bytea) ON COMMIT DELETE ROWS;"
     # The anti-join below must probe the scan_id index row by row. The staging table has no
     # statistics, and while a day's partition is small the planner prefers hashing all of it,
     # once per batch: 9 µs a row instead of 5 while a partition grew to 200k rows, and more

@@ -196,6 +196,9 @@ async def test_insert_isolating_returns_exactly_the_rows_postgres_or_asyncpg_ref
             "reason": "malformed",
             "color": None,
             "replay": False,
+            "kind": "passcode",
+            "issuer": None,
+            "cert_hash": None,
         }
         base.update(changes)
         return tuple(base.values())  # type: ignore[return-value]

@@ -102,7 +102,7 @@ class Symptom(StrEnum):
 
 
 class ClaimKey(IntEnum):
-    """CWT claim keys used in a pass (RFC 8392 registered, plus one private-use claim)."""
+    """CWT claim keys used in a pass (RFC 8392 registered, plus private-use claims)."""
 
     ISS = 1
     SUB = 2
@@ -110,6 +110,7 @@ class ClaimKey(IntEnum):
     IAT = 6
     CTI = 7
     STATUS = -70001  # private use (< -65536): [colour code, status version]
+    CARD = -70010  # private use: a printed card's serial (bytes); absent in a phone's pass
 
 
 class Role(StrEnum):

@@ -30,6 +30,7 @@ ALG_EDDSA = -8
 KID_LEN = 8
 SUBJECT_LEN = 16
 MIN_CTI_LEN = 8
+MIN_CARD_LEN, MAX_CARD_LEN = 8, 32  # a card serial: random bytes (16 in practice)
 
 _HDR_ALG, _HDR_CRIT, _HDR_KID = 1, 2, 4
 
@@ -116,7 +117,11 @@ def subject_from_text(text: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class PassClaims:
-    """What a pass asserts; the colour is the one at issue time, not the live status."""
+    """What a pass asserts; the colour is the one at issue time, not the live status.
+
+    ``card`` is a printed card's serial (claim -70010): set, the pass is a card (纸质码), which
+    lives for months and is revocable by that serial; None for a phone's pass.
+    """
 
     issuer: str
     subject: bytes
@@ -125,6 +130,7 @@ class PassClaims:
     token_id: bytes
     color: Color
     version: int
+    card: bytes | None = None
 
 
 class PassError(Exception):
@@ -149,18 +155,20 @@ def sign_pass(claims: PassClaims, key: Ed25519PrivateKey, kid: bytes) -> str:
         raise ValueError("token_id must be at least 8 bytes")
     if claims.version < 0:
         raise ValueError("version must be >= 0")
+    if claims.card is not None and not MIN_CARD_LEN <= len(claims.card) <= MAX_CARD_LEN:
+        raise ValueError(f"card serial must be {MIN_CARD_LEN} to {MAX_CARD_LEN} bytes")
     protected = cbor2.dumps({_HDR_ALG: ALG_EDDSA, _HDR_KID: bytes(kid)}, canonical=True)
-    payload = cbor2.dumps(
-        {
-            ClaimKey.ISS: claims.issuer,
-            ClaimKey.SUB: subject_text(claims.subject),
-            ClaimKey.IAT: claims.issued_at,
-            ClaimKey.EXP: claims.expires_at,
-            ClaimKey.CTI: bytes(claims.token_id),
-            ClaimKey.STATUS: [claims.color.wire, claims.version],
-        },
-        canonical=True,
-    )
+    body: dict[int, Any] = {
+        ClaimKey.ISS: claims.issuer,
+        ClaimKey.SUB: subject_text(claims.subject),
+        ClaimKey.IAT: claims.issued_at,
+        ClaimKey.EXP: claims.expires_at,
+        ClaimKey.CTI: bytes(claims.token_id),
+        ClaimKey.STATUS: [claims.color.wire, claims.version],
+    }
+    if claims.card is not None:  # absent otherwise: a phone's pass keeps its exact bytes
+        body[ClaimKey.CARD] = bytes(claims.card)
+    payload = cbor2.dumps(body, canonical=True)
     signature = key.sign(cbor2.dumps(["Signature1", protected, b"", payload], canonical=True))
     message = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]), canonical=True)
     return PREFIX + b45encode(message)
@@ -237,6 +245,11 @@ def _parse_claims(payload: bytes) -> PassClaims:
         raise _malformed(f"unknown colour code {status[0]}") from None
     if status[1] < 0:
         raise _malformed("negative status version")
+    card = claims.get(ClaimKey.CARD)
+    if card is not None and (
+        type(card) is not bytes or not MIN_CARD_LEN <= len(card) <= MAX_CARD_LEN
+    ):
+        raise _malformed(f"card claim is not {MIN_CARD_LEN} to {MAX_CARD_LEN} bytes")
     return PassClaims(
         issuer=_claim(claims, ClaimKey.ISS, str),
         subject=subject,
@@ -245,6 +258,7 @@ def _parse_claims(payload: bytes) -> PassClaims:
         token_id=token_id,
         color=color,
         version=status[1],
+        card=card,
     )
 
 

@@ -76,6 +76,7 @@ class ForeignCertificate:
     issued_at: int | None  # Unix seconds
     expires_at: int | None  # Unix seconds
     payload: Mapping[str, Any] = field(repr=False)
+    signer: bytes | None = None  # a DCC's signer kid: its certificate's validity bounds a cache
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,17 @@ class Sealer:
     def __init__(self, secret: str) -> None:
         self._hash_key = _derive(secret, b"passcode/user-hash/v1")
         self._aead = AESGCM(_derive(secret, b"passcode/user-seal/v1"))
+        self._cert_key = _derive(secret, b"passcode/certificate-hash/v1")
 
     def user_hash(self, issuer: str, user_id: str) -> bytes:
         return hmac.new(self._hash_key, f"{issuer}\0{user_id}".encode(), hashlib.sha256).digest()
+
+    def certificate_hash(self, kind: str, issuer: str, certificate_id: str) -> bytes:
+        """What the scan log keeps of a foreign certificate's id (DESIGN §3): 16 bytes of an
+        HMAC under its own key, enough to tell repeated scans of one certificate apart from
+        others, and nothing a reader of the log can turn back into the id."""
+        text = f"{kind}\0{issuer}\0{certificate_id}".encode()
+        return hmac.new(self._cert_key, text, hashlib.sha256).digest()[:16]
 
     def seal(self, user_id: str) -> bytes:
         nonce = os.urandom(12)

@@ -64,6 +64,7 @@ class Settings:
     idp_issuer: str = "passcode-dev-idp"
     idp_audience: str = "passcode"
     pass_ttl: int = 60
+    card_days: int = 180  # a printed card's default lifetime; at most 365 (a year)
     refresh_margin: int = 15
     clock_skew: int = 30
     key_publish_lead: int = 300
@@ -124,6 +125,8 @@ class Settings:
                 object.__setattr__(self, "redis_url", f"redis://{self.redis_cluster_nodes[0]}/0")
         if self.redis_wait_timeout_ms <= 0:  # WAIT 0 would wait forever
             raise SettingsError("PASSCODE_REDIS_WAIT_TIMEOUT_MS must be above 0")
+        if not 1 <= self.card_days <= 365:  # a printed card lives at most a year (issue 14)
+            raise SettingsError("PASSCODE_CARD_DAYS must be 1 to 365")
 
     @property
     def wait_replicas(self) -> int:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from passcode.service.riskplaces import RiskPlaceRunner
     from passcode.service.shedding import LoadShedder
     from passcode.service.signing import KeyringHolder
+    from passcode.service.trust import TrustHolder
     from passcode.service.verify import Verifier
     from passcode.store.cache import Cache
     from passcode.store.pg import Pool
@@ -46,5 +47,6 @@ RISK_PLACES: web.AppKey[RiskPlaceRunner] = web.AppKey("risk_places")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 SHEDDER: web.AppKey[LoadShedder] = web.AppKey("shedder")
 CATALOGS: web.AppKey[CatalogWatcher] = web.AppKey("catalogs")
+TRUST: web.AppKey[TrustHolder] = web.AppKey("trust")  # the trust store of foreign signers
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 ACTOR: web.RequestKey[Actor] = web.RequestKey("actor")  # the admin a route table role admitted

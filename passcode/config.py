@@ -104,6 +104,7 @@ class Settings:
     max_batch_body: int = 512 * 1024
     max_csv_body: int = 8 * 1024 * 1024  # bytes of one test-results upload
     max_csv_rows: int = 100_000  # records in one test-results upload
+    max_trust_body: int = 4 * 1024 * 1024  # bytes of one trust-store import (EU list: ~1 MB)
     body_timeout: float = 30.0  # s to receive a whole request body, else 408
     header_timeout: float = 10.0  # s from a request's first byte to its last header, else 408
     log_level: str = "INFO"

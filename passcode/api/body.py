@@ -28,8 +28,12 @@ _dumps = orjson.dumps
 T = TypeVar("T")
 
 
-async def read_json(request: web.Request, *, limit: int, validate: Validator) -> Any:
-    """The body as validated JSON, never more than ``limit`` bytes read."""
+async def read_json(
+    request: web.Request, *, limit: int, validate: Validator, stream: bool = False
+) -> Any:
+    """The body as validated JSON, never more than ``limit`` bytes read; ``stream`` reads it
+    from the stream (a ``limit`` above the application's ``client_max_size``, which
+    ``request.read()`` enforces)."""
     length = check_body_headers(
         request,
         media_type="application/json",
@@ -43,7 +47,11 @@ async def read_json(request: web.Request, *, limit: int, validate: Validator) ->
         raw = request.content.read_nowait()
     else:
         async with body_deadline(request):
-            raw = await request.read() if length is not None else await read_limited(request, limit)
+            raw = (
+                await request.read()
+                if length is not None and not stream
+                else await read_limited(request, limit)
+            )
     data = _parse(raw)
     try:
         validate(data)

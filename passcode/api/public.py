@@ -1,4 +1,5 @@
-"""Unauthenticated endpoints: published keys, liveness, readiness, the OpenAPI document."""
+"""Unauthenticated endpoints: published keys, liveness, readiness, the OpenAPI document; the
+ETag and caching every published document gets (:func:`cacheable`)."""
 
 from __future__ import annotations
 
@@ -38,8 +39,16 @@ async def get_keys(request: web.Request) -> web.Response:
         ]
     }
     raw = json.dumps(body, separators=(",", ":")).encode()
-    etag = '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
-    max_age = min(60, request.app[SETTINGS].key_publish_lead // 4)
+    return cacheable(request, raw, max_age=min(60, request.app[SETTINGS].key_publish_lead // 4))
+
+
+def cacheable(
+    request: web.Request, raw: bytes, *, max_age: int, etag: str | None = None
+) -> web.Response:
+    """A published JSON document (``raw``) with an ETag (its hash, unless given) and public
+    caching for ``max_age`` seconds; 304 with no body when If-None-Match holds the ETag."""
+    if etag is None:
+        etag = '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)

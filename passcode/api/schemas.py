@@ -14,7 +14,7 @@ import fastjsonschema
 
 from passcode.domain import fields
 from passcode.domain.fields import DATETIME_PATTERN
-from passcode.domain.model import Color, Decision, Reason, StatusReason, Symptom
+from passcode.domain.model import Color, Decision, Kind, Reason, StatusReason, Symptom
 
 Schema = dict[str, Any]
 
@@ -100,7 +100,7 @@ HOLDER: Schema = {
 VERIFY_RESPONSE: Schema = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["decision", "color", "reason", "holder", "scan_id", "server_time"],
+    "required": ["decision", "color", "reason", "holder", "scan_id", "server_time", "kind"],
     "properties": {
         "decision": {
             "type": "string",
@@ -111,6 +111,8 @@ VERIFY_RESPONSE: Schema = {
         "holder": {"oneOf": [HOLDER, {"type": "null"}]},
         "scan_id": UUID,
         "server_time": DATETIME,
+        # DESIGN §3 (一码通用): what the code was; null for a text of no known kind
+        "kind": {"oneOf": [_enum(Kind), {"type": "null"}]},
     },
 }
 

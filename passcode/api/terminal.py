@@ -74,6 +74,7 @@ def outcome_body(outcome: VerifyOutcome) -> dict[str, Any]:
         "holder": None if holder is None else {"name": holder},
         "scan_id": outcome.scan_id,
         "server_time": rfc3339(outcome.server_time),
+        "kind": outcome.kind,
     }
 
 

@@ -19,6 +19,19 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from passcode.domain.model import Kind, Reason
 
 
+DCC_PREFIX = "HC1:"  # an EU DCC's QR text
+SHC_PREFIX = "shc:/"  # a SMART Health Card's QR text
+
+
+def kind_of(code: str) -> Kind | None:
+    """The foreign kind a scanned text claims by its prefix, or None (ours, or unknown)."""
+    if code.startswith(DCC_PREFIX):
+        return Kind.EU_DCC
+    if code.startswith(SHC_PREFIX):
+        return Kind.SHC
+    return None
+
+
 class Stage(StrEnum):
     """The step of reading a certificate that refused it; the conformance suites' fields
     (dgc-testdata's EXPECTED* results) map onto these, and the scan answer gets ``reason``."""

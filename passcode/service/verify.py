@@ -17,12 +17,19 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from passcode.domain.clock import SYSTEM_CLOCK, Clock
-from passcode.domain.model import Decision, Reason
+from passcode.domain.foreign import kind_of
+from passcode.domain.model import Decision, Kind, Reason
 from passcode.domain.passcache import Authenticated, AuthenticatedPasses
-from passcode.domain.passfmt import PassClaims, PassError, authenticate_pass, check_window
+from passcode.domain.passfmt import (
+    PREFIX,
+    PassClaims,
+    PassError,
+    authenticate_pass,
+    check_window,
+)
 from passcode.domain.rules import Policy
 from passcode.domain.status import LiveStatus, decides
 from passcode.domain.verdict import Verdict, invalid, judge_live
@@ -34,6 +41,9 @@ from passcode.store.pg import Pool, acquire
 from passcode.store.scans import ScanRow, encode_record, insert_scans
 from passcode.store.statuses import live_status
 from passcode.store.terminals import Terminal
+
+if TYPE_CHECKING:  # its readers are imported where the app wires it
+    from passcode.service.foreign import ForeignJudge
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +72,19 @@ class VerifyOutcome(NamedTuple):
     holder: str | None
     scan_id: str  # canonical lower-case hyphenated UUID
     server_time: float  # Unix seconds
+    kind: Kind | None = Kind.PASSCODE  # None: a text of no known kind
+
+
+# A card is judged by its holder's live colour only (docs/pass-format.md): given as the pass's
+# status version to judge_live, in the answer and in the stream record the drain judges
+# again, it is never older than the live status, so ``superseded`` never applies to it.
+CARD_VERSION = 2**62
+
+
+class RevokedCards(Protocol):
+    """Printed cards reported lost (:class:`passcode.service.cards.CardRegistry`)."""
+
+    def is_revoked(self, serial: bytes) -> bool: ...
 
 
 class ScanIds:
@@ -222,8 +245,12 @@ class Verifier:
         clock: Clock = SYSTEM_CLOCK,
         batch_concurrency: int = BATCH_CONCURRENCY,
         batch_wait: float = BATCH_WAIT,
+        foreign: ForeignJudge | None = None,
+        cards: RevokedCards | None = None,
     ) -> None:
         self.clock = clock
+        self.foreign = foreign  # None: foreign certificates are `unsupported`
+        self.cards = cards
         self._now = clock.now  # bound once: the hot path makes one call, no allocation
         self.keys = keys
         self.cache = cache
@@ -246,37 +273,73 @@ class Verifier:
         now = self._now()
         now_s = int(now)
         sid = str(scan.scan_id) if scan.scan_id is not None else self._scan_ids.next(now)
+        code = scan.code
+        if not code.startswith(PREFIX):
+            foreign = kind_of(code)
+            if foreign is not None and self.foreign is not None:
+                return await self._verify_foreign(terminal, scan, sid, now, foreign, share)
+        kind = Kind.PASSCODE
         try:
-            claims = self._authenticate(scan.code, now_s)
+            claims = self._authenticate(code, now_s)
             check_window(claims, now=now_s, leeway=self.leeway)
+            if claims.card is not None:
+                kind = Kind.CARD
+                if self.cards is not None and self.cards.is_revoked(claims.card):
+                    raise PassError(Reason.REVOKED, "card reported lost")
         except PassError as exc:
             verdict = invalid(exc.reason)
-            row = _row(scan, sid, now, terminal, None, verdict)
-            record = _record(scan, sid, now, terminal, None, 0, verdict)
+            known = kind if code.startswith(PREFIX) else None
+            row = _row(scan, sid, now, terminal, None, verdict, known)
+            record = _record(scan, sid, now, terminal, None, 0, verdict, known)
             await self._record(uuid.UUID(sid).bytes, sid, record, row, share)
-            return VerifyOutcome(verdict, None, sid, now)
+            return VerifyOutcome(verdict, None, sid, now, known)
 
-        subject, version = claims.subject, claims.version
+        subject = claims.subject
+        version = claims.version if kind is Kind.PASSCODE else CARD_VERSION
         try:
             live = await self.cache.verify_and_record(
                 subject,
                 now=now_s,
-                pass_version=version,
+                pass_version=claims.version,
                 scan_id=sid,
-                record=_record(scan, sid, now, terminal, subject, version, None),
+                record=_record(scan, sid, now, terminal, subject, version, None, kind),
                 token_id=claims.token_id,
                 place=terminal.place,
             )
         except StoreUnavailable:
-            return await self._without_cache(claims, scan, sid, terminal, now, share)
+            return await self._without_cache(claims, scan, sid, terminal, now, share, kind)
         if live is None:
             live = await self._load_live(claims, now, cache_up=True, share=share)
-            verdict = _judge(claims, live)
-            row = _row(scan, sid, now, terminal, subject, verdict)
-            record = _record(scan, sid, now, terminal, subject, version, verdict)
+            verdict = _judge(version, live)
+            row = _row(scan, sid, now, terminal, subject, verdict, kind)
+            record = _record(scan, sid, now, terminal, subject, version, verdict, kind)
             await self._record(subject, sid, record, row, share)
-            return VerifyOutcome(verdict, live.holder if live is not None else None, sid, now)
-        return VerifyOutcome(judge_live(version, live.color, live.version), live.holder, sid, now)
+            holder = live.holder if live is not None else None
+            return VerifyOutcome(verdict, holder, sid, now, kind)
+        verdict = judge_live(version, live.color, live.version)
+        return VerifyOutcome(verdict, live.holder, sid, now, kind)
+
+    async def _verify_foreign(
+        self,
+        terminal: Terminal,
+        scan: ScanRequest,
+        sid: str,
+        now: float,
+        kind: Kind,
+        share: BatchShare | None,
+    ) -> VerifyOutcome:
+        """A foreign certificate, judged in process by the place's policy; recorded with its
+        kind, issuer and the keyed hash of its id, never its holder or payload."""
+        assert self.foreign is not None
+        found = self.foreign.judge(scan.code, kind, place=terminal.place, now=int(now))
+        verdict = found.verdict
+        row = _row(scan, sid, now, terminal, None, verdict, kind, found.issuer, found.cert_hash)
+        record = _record(
+            scan, sid, now, terminal, None, 0, verdict, kind, found.issuer, found.cert_hash
+        )
+        shard = found.cert_hash or uuid.UUID(sid).bytes
+        await self._record(shard, sid, record, row, share)
+        return VerifyOutcome(verdict, found.holder, sid, now, kind)
 
     async def verify_many(
         self, terminal: Terminal, scans: Sequence[ScanRequest]
@@ -362,16 +425,17 @@ class Verifier:
         terminal: Terminal,
         now: float,
         share: BatchShare | None,
+        kind: Kind,
     ) -> VerifyOutcome:
         """Redis is down: decide from Postgres and store the scan there directly."""
         live = await self._load_live(claims, now, cache_up=False, share=share)
-        verdict = _judge(claims, live)
-        row = _row(scan, sid, now, terminal, claims.subject, verdict)
+        verdict = _judge(claims.version if kind is Kind.PASSCODE else CARD_VERSION, live)
+        row = _row(scan, sid, now, terminal, claims.subject, verdict, kind)
         try:
             await self._store(row, share)
         except (StoreUnavailable, TimeoutError) as exc:
             raise StatusUnavailable("the scan cannot be recorded; do not admit") from exc
-        return VerifyOutcome(verdict, live.holder if live else None, sid, now)
+        return VerifyOutcome(verdict, live.holder if live else None, sid, now, kind)
 
     async def _record(
         self, shard_key: bytes, sid: str, record: str, row: ScanRow, share: BatchShare | None
@@ -394,10 +458,10 @@ class Verifier:
             await self.fallback.store_scans([row])
 
 
-def _judge(claims: PassClaims, live: LiveStatus | None) -> Verdict:
+def _judge(pass_version: int, live: LiveStatus | None) -> Verdict:
     if live is None:
         return Verdict(Decision.DENY, Reason.SUPERSEDED, None)
-    return judge_live(claims.version, live.color, live.version)
+    return judge_live(pass_version, live.color, live.version)
 
 
 def _record(
@@ -408,6 +472,9 @@ def _record(
     subject: bytes | None,
     version: int,
     verdict: Verdict | None,
+    kind: Kind | None = Kind.PASSCODE,
+    issuer: str = "",
+    cert_hash: bytes = b"",
 ) -> str:
     """The scan as the stream carries it (``verdict`` None: the verify script adds a snapshot)."""
     return encode_record(
@@ -418,6 +485,9 @@ def _record(
         subject=subject,
         pass_version=version,
         verdict=verdict,
+        kind=kind,
+        issuer=issuer,
+        cert_hash=cert_hash,
     )
 
 
@@ -428,6 +498,9 @@ def _row(
     terminal: Terminal,
     subject: bytes | None,
     verdict: Verdict,
+    kind: Kind | None = Kind.PASSCODE,
+    issuer: str = "",
+    cert_hash: bytes = b"",
 ) -> ScanRow:
     """The scan as a Postgres row, for when it goes there directly (Redis down)."""
     return ScanRow(
@@ -440,4 +513,7 @@ def _row(
         decision=verdict.decision.value,
         reason=verdict.reason.value,
         color=verdict.color.value if verdict.color else None,
+        kind=kind.value if kind is not None else None,
+        issuer=issuer or None,
+        cert_hash=cert_hash or None,
     )

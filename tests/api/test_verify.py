@@ -76,6 +76,19 @@ async def test_green_pass_is_admitted_with_the_masked_holder(
     assert body["scan_id"] == scan_id
 
 
+async def test_every_answer_names_the_kind_of_code(
+    client: Client, make_token: TokenFactory, terminal_key: str
+) -> None:
+    """kind (DESIGN §3, 一码通用): "passcode" for our pass, also when it is not a valid one;
+    null for a text of no known kind."""
+    code = await citizen_pass(client, make_token)
+    assert (await verify_ok(client, terminal_key, code))["kind"] == "passcode"
+    assert (await verify_ok(client, terminal_key, PREFIX + "A"))["kind"] == "passcode"
+    unknown = await verify_ok(client, terminal_key, "https://example.com/not-a-pass")
+    assert_invalid(unknown, "unsupported")
+    assert unknown["kind"] is None
+
+
 async def test_fever_declaration_is_denied_yellow(
     client: Client, make_token: TokenFactory, terminal_key: str
 ) -> None:

@@ -538,6 +538,133 @@ RISK_PLACE: Schema = {
     },
 }
 
+# The trust store (issue 14). Limits match passcode.service.trust (MAX_SIGNERS, MAX_CRLS).
+_BASE64 = "^[A-Za-z0-9+/=\\s]+$"
+ISSUER_URL: Schema = {
+    "type": "string",
+    "pattern": "^https://[\\x21-\\x7e]*[\\x21-\\x2e\\x30-\\x7e]$",
+    "maxLength": 512,
+    "description": "A SMART Health Card issuer's URL (iss): https, no trailing slash",
+}
+_CERTIFICATE_LIST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["certificates"],
+    "properties": {
+        "certificates": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 20_000,
+            "items": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 24_000,
+                "pattern": _BASE64,
+                "description": "A document signer certificate, base64 DER",
+            },
+        }
+    },
+}
+TRUST_DCC_REQUEST: Schema = {
+    "description": "EU DCC document signer certificates: the EU gateway's trust-list JSON as it"
+    " serves it, or {certificates: [<base64 DER>, …]}",
+    "anyOf": [
+        _CERTIFICATE_LIST,
+        {
+            "type": ["array", "object"],
+            "not": {"type": "object", "required": ["certificates"]},
+            "description": "A trust list as the EU DCC gateway serves it",
+        },
+    ],
+}
+TRUST_DCC_IMPORTED: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["version", "source", "certificates", "added", "updated", "removed", "kids"],
+    "properties": {
+        "version": {"type": "integer", "minimum": 1, "description": "The trust store's"},
+        "source": {"type": "string", "enum": ["trust-list", "certificates", "der-list"]},
+        "certificates": {"type": "integer", "minimum": 1, "description": "Distinct kids"},
+        "added": {"type": "integer", "minimum": 0},
+        "updated": {"type": "integer", "minimum": 0},
+        "removed": {"type": "integer", "minimum": 0, "description": "By replace=true"},
+        "kids": {"type": "array", "items": {"type": "string"}},
+    },
+}
+TRUST_SHC_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["iss", "jwks"],
+    "properties": {
+        "iss": ISSUER_URL,
+        "name": _line(fields.MAX_PLACE, "The issuer's display name"),
+        "jwks": {
+            "type": "object",
+            "required": ["keys"],
+            "properties": {"keys": {"type": "array", "minItems": 1, "maxItems": 100}},
+            "description": "The issuer's JWK Set (its /.well-known/jwks.json): EC P-256"
+            " signing keys (use sig, alg ES256); public keys only",
+        },
+        "crls": {
+            "type": "array",
+            "maxItems": 100,
+            "items": {"type": "object"},
+            "description": "Revocation lists (its /.well-known/crl/<kid>.json), one per kid",
+        },
+    },
+}
+TRUST_SHC_IMPORTED: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["version", "iss", "new", "keys", "crls"],
+    "properties": {
+        "version": {"type": "integer", "minimum": 1},
+        "iss": {"type": "string"},
+        "new": {"type": "boolean", "description": "Not trusted before this import"},
+        "keys": {"type": "integer", "minimum": 1},
+        "crls": {"type": "integer", "minimum": 0},
+    },
+}
+TRUST_DOCUMENT: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["version", "dcc", "shc"],
+    "properties": {
+        "version": {"type": "integer", "minimum": 0, "description": "The trust store's"},
+        "dcc": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["kid", "country", "certificate"],
+                "properties": {
+                    "kid": {"type": "string", "description": "base64, 8 bytes"},
+                    "country": {"type": ["string", "null"]},
+                    "certificate": {"type": "string", "description": "base64 DER"},
+                },
+            },
+        },
+        "shc": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["iss", "name", "keys", "crl"],
+                "properties": {
+                    "iss": {"type": "string"},
+                    "name": {"type": ["string", "null"]},
+                    "keys": {"type": "object", "description": "The issuer's JWK Set"},
+                    "crl": {
+                        "type": "object",
+                        "description": "Its revocation lists by kid, as the spec writes them",
+                        "additionalProperties": {"type": "object"},
+                    },
+                },
+            },
+        },
+    },
+}
+
 PROBLEM: Schema = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],

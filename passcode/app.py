@@ -28,6 +28,7 @@ from passcode.keys import (
     ID_TOKENS,
     KEYRING,
     OPENAPI,
+    PLACES,
     POOL,
     RISK_PLACES,
     SEALER,
@@ -41,6 +42,7 @@ from passcode.keys import (
 from passcode.service.catalogs import CatalogWatcher
 from passcode.service.citizen import CitizenService
 from passcode.service.limits import Limiter
+from passcode.service.places import PlaceDirectory
 from passcode.service.riskplaces import RiskPlaceRunner
 from passcode.service.shedding import LoadShedder
 from passcode.service.signing import KeyringHolder
@@ -134,6 +136,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[TERMINALS] = TerminalDirectory(
         app[POOL], ttl=settings.terminal_cache_ttl, timeout=settings.pg_timeout
     )
+    # Places and their policies: loaded by _catalogs before serving, reloaded on every change.
+    app[PLACES] = PlaceDirectory(app[POOL], app[CATALOGS], timeout=settings.pg_timeout)
     app[TERMINAL_LIMITS] = Limiter(
         app[CACHE],
         kind="t",

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from passcode.service.catalogs import CatalogWatcher
     from passcode.service.citizen import CitizenService
     from passcode.service.limits import Limiter
+    from passcode.service.places import PlaceDirectory
     from passcode.service.riskplaces import RiskPlaceRunner
     from passcode.service.shedding import LoadShedder
     from passcode.service.signing import KeyringHolder
@@ -47,6 +48,7 @@ RISK_PLACES: web.AppKey[RiskPlaceRunner] = web.AppKey("risk_places")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 SHEDDER: web.AppKey[LoadShedder] = web.AppKey("shedder")
 CATALOGS: web.AppKey[CatalogWatcher] = web.AppKey("catalogs")
+PLACES: web.AppKey[PlaceDirectory] = web.AppKey("places")
 TRUST: web.AppKey[TrustHolder] = web.AppKey("trust")  # the trust store of foreign signers
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 ACTOR: web.RequestKey[Actor] = web.RequestKey("actor")  # the admin a route table role admitted

@@ -21,6 +21,7 @@ from passcode.domain.privacy import Sealer
 from passcode.errors import StoreUnavailable
 from passcode.keys import (
     CACHE,
+    CARDS,
     CATALOGS,
     CITIZEN_LIMITS,
     CITIZENS,
@@ -39,6 +40,7 @@ from passcode.keys import (
     TERMINALS,
     VERIFIER,
 )
+from passcode.service.cards import CardRegistry, CardService
 from passcode.service.catalogs import CatalogWatcher
 from passcode.service.citizen import CitizenService
 from passcode.service.limits import Limiter
@@ -48,6 +50,7 @@ from passcode.service.shedding import LoadShedder
 from passcode.service.signing import KeyringHolder
 from passcode.service.verify import PostgresFallback, Verifier
 from passcode.store import pg
+from passcode.store.catalogs import Catalog
 from passcode.store.keyring import ensure_key
 from passcode.store.terminals import TerminalDirectory
 from passcode.wiring import (
@@ -180,6 +183,22 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         issuer=settings.issuer,
         pass_ttl=settings.pass_ttl,
         refresh_margin=settings.refresh_margin,
+        pg_timeout=settings.pg_timeout,
+        clock=settings.clock,
+    )
+    card_registry = CardRegistry(app[POOL], timeout=settings.pg_timeout, clock=settings.clock)
+    app[CATALOGS].register(Catalog.CARDS, card_registry.reload)
+    app[CARDS] = CardService(
+        pool=app[POOL],
+        cache=app[CACHE],
+        sealer=sealer,
+        keys=app[KEYRING],
+        policy=policy,
+        issuer=settings.issuer,
+        idp_issuer=settings.idp_issuer,
+        default_days=settings.card_days,
+        catalogs=app[CATALOGS],
+        registry=card_registry,
         pg_timeout=settings.pg_timeout,
         clock=settings.clock,
     )

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from passcode.domain.identity import IdTokenVerifier
     from passcode.domain.privacy import Sealer
     from passcode.service.access import Actor
+    from passcode.service.cards import CardService
     from passcode.service.catalogs import CatalogWatcher
     from passcode.service.citizen import CitizenService
     from passcode.service.limits import Limiter
@@ -48,6 +49,7 @@ RISK_PLACES: web.AppKey[RiskPlaceRunner] = web.AppKey("risk_places")
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
 SHEDDER: web.AppKey[LoadShedder] = web.AppKey("shedder")
 CATALOGS: web.AppKey[CatalogWatcher] = web.AppKey("catalogs")
+CARDS: web.AppKey[CardService] = web.AppKey("cards")
 PLACES: web.AppKey[PlaceDirectory] = web.AppKey("places")
 TRUST: web.AppKey[TrustHolder] = web.AppKey("trust")  # the trust store of foreign signers
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

@@ -116,12 +116,20 @@ class Settings:
     # Not read from the environment: a hook for tests (and embedders) to replace "now".
     clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
 
+    def cluster_seeds(self) -> list[tuple[str, int]]:
+        """PASSCODE_REDIS_CLUSTER_NODES as (host, port) pairs (an IPv6 host without its
+        brackets); SettingsError for an entry that is not ``host:port``."""
+        seeds = []
+        for node in self.redis_cluster_nodes:
+            host, sep, port = node.strip().rpartition(":")
+            if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+                raise SettingsError(f"PASSCODE_REDIS_CLUSTER_NODES: {node!r} is not host:port")
+            seeds.append((host.strip("[]"), int(port)))
+        return seeds
+
     def __post_init__(self) -> None:
         if self.redis_cluster_nodes:
-            for node in self.redis_cluster_nodes:
-                host, sep, port = node.rpartition(":")
-                if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
-                    raise SettingsError(f"PASSCODE_REDIS_CLUSTER_NODES: {node!r} is not host:port")
+            self.cluster_seeds()  # refuses a node that is not host:port
             if self.redis_url is None:
                 object.__setattr__(self, "redis_url", f"redis://{self.redis_cluster_nodes[0]}/0")
         if self.redis_wait_timeout_ms <= 0:  # WAIT 0 would wait forever

@@ -57,8 +57,9 @@ def open_cache(settings: Settings) -> cache_store.Cache:
     assert settings.redis_url is not None
     redis: transport.RedisTransport
     if settings.redis_cluster_nodes:
-        redis = transport.connect_cluster(
-            transport.parse_nodes(",".join(settings.redis_cluster_nodes)),
+        # The slot map is read on the first execute, which every process's start-up makes.
+        redis = transport.ClusterTransport(
+            settings.cluster_seeds(),
             url=settings.redis_url,
             timeout=settings.redis_timeout,
             max_connections=settings.redis_max_connections,

@@ -73,7 +73,6 @@ __all__ = [
     "StartupProbe",
     "Transport",
     "connect",
-    "connect_cluster",
     "consume",
     "redis_errors",
 ]
@@ -826,38 +825,6 @@ class ClusterTransport:
 
 def _address(error: AskError) -> str:  # MovedError is an AskError
     return f"{error.host}:{error.port}"
-
-
-def parse_nodes(text: str) -> list[tuple[str, int]]:
-    """``host:port,host:port`` (PASSCODE_REDIS_CLUSTER_NODES) as pairs; ValueError if bad."""
-    nodes = []
-    for item in text.split(","):
-        host, sep, port = item.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"a cluster node must be host:port, not {item.strip()!r}")
-        nodes.append((host.strip("[]"), int(port)))
-    return nodes
-
-
-def connect_cluster(
-    seeds: Sequence[tuple[str, int]],
-    *,
-    url: str,
-    timeout: float,
-    max_connections: int,
-    wait_replicas: int = 0,
-    wait_timeout_ms: int = 0,
-) -> ClusterTransport:
-    """The transport to the Redis Cluster that ``seeds`` belong to (credentials from ``url``;
-    the slot map is read on the first ``execute``, which every process's start-up makes)."""
-    return ClusterTransport(
-        seeds,
-        url=url,
-        timeout=timeout,
-        max_connections=max_connections,
-        wait_replicas=wait_replicas,
-        wait_timeout_ms=wait_timeout_ms,
-    )
 
 
 @contextlib.contextmanager

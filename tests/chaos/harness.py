@@ -63,6 +63,10 @@ def chaos_seconds() -> float:
     return float(os.environ.get("CHAOS_SECONDS", "1"))
 
 
+N = chaos_seconds()  # each fault's length, in seconds
+LEAD = min(0.5 + N / 10, 2.0)  # load before the fault
+
+
 def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -27,22 +27,21 @@ import pytest
 from passcode.localcluster import LocalCluster, Node, local_cluster
 from tests.chaos.harness import (
     LATENCY_BOUND,
+    LEAD,
     Load,
+    N,
     PgTemplate,
     PostgresServer,
     Result,
     Row,
     Seeded,
     Service,
-    chaos_seconds,
     make_row,
     seed,
 )
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
-N = chaos_seconds()
-LEAD = min(0.5 + N / 10, 2.0)  # load before the fault
 TAIL = min(1.0 + N / 5, 3.0)  # load after the cluster is whole again
 PROMOTION_WAIT = 30.0
 # Commands a node counts that are not the service's (our own probes, the cluster's upkeep).

@@ -24,7 +24,9 @@ import pytest
 
 from tests.chaos.harness import (
     LATENCY_BOUND,
+    LEAD,
     Load,
+    N,
     PgTemplate,
     PostgresServer,
     RedisServer,
@@ -33,15 +35,12 @@ from tests.chaos.harness import (
     Seeded,
     Service,
     SlowProxy,
-    chaos_seconds,
     make_row,
     seed,
 )
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
-N = chaos_seconds()
-LEAD = min(0.5 + N / 10, 2.0)  # load before the fault
 TAIL = min(0.5 + N / 5, 3.0)  # load after recovery
 # Long enough for whole requests (each waits out a Redis deadline or two) to fit inside.
 BOTH_DOWN = max(N, 3.0)

@@ -21,7 +21,7 @@ from passcode.domain.status import LiveStatus
 from passcode.errors import StoreUnavailable
 from passcode.localcluster import LocalCluster, local_cluster
 from passcode.store import scanstream
-from passcode.store.transport import ClusterTransport, ReplicaWaitFailed, Transport, connect_cluster
+from passcode.store.transport import ClusterTransport, ReplicaWaitFailed, Transport
 from passcode.wiring import open_cache
 
 
@@ -43,7 +43,7 @@ def seeds(cluster: LocalCluster) -> list[tuple[str, int]]:
 
 @pytest.fixture
 async def transport(cluster: LocalCluster) -> AsyncIterator[ClusterTransport]:
-    opened = connect_cluster(
+    opened = ClusterTransport(
         seeds(cluster), url="redis://127.0.0.1/0", timeout=2.0, max_connections=8
     )
     try:
@@ -176,7 +176,7 @@ async def test_wait_for_a_replica_answers_once_it_holds_the_write(
 ) -> None:
     """With WAIT 1 every pipeline's callers hear back only after a replica acknowledged; asking
     for more replicas than exist fails them with ReplicaWaitFailed (never a silent success)."""
-    one = connect_cluster(
+    one = ClusterTransport(
         seeds(cluster),
         url="redis://x/0",
         timeout=2.0,
@@ -184,7 +184,7 @@ async def test_wait_for_a_replica_answers_once_it_holds_the_write(
         wait_replicas=1,
         wait_timeout_ms=500,
     )
-    three = connect_cluster(
+    three = ClusterTransport(
         seeds(cluster),
         url="redis://x/0",
         timeout=2.0,

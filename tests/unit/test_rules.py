@@ -519,3 +519,19 @@ def test_mask_url_hides_a_password_given_as_a_query_parameter() -> None:
     assert "sslmode=require" in masked
     assert mask_url("postgresql://pc@db/passcode") == "postgresql://pc@db/passcode"
     assert mask_url(None) is None
+
+
+def test_cluster_nodes_are_parsed_once_into_host_and_port_pairs() -> None:
+    """PASSCODE_REDIS_CLUSTER_NODES has one parser (Settings.cluster_seeds): spaces around an
+    entry are ignored and an IPv6 host loses its brackets; the first node seeds redis_url."""
+    settings = Settings.from_env(
+        {"PASSCODE_REDIS_CLUSTER_NODES": "10.0.0.1:7000, [::1]:7001,redis-2.svc:7002"}
+    )
+    assert settings.cluster_seeds() == [("10.0.0.1", 7000), ("::1", 7001), ("redis-2.svc", 7002)]
+    assert settings.redis_url == "redis://10.0.0.1:7000/0"
+
+
+@pytest.mark.parametrize("node", ["7000", "host:", ":7000", "host:70000", "host:port"])
+def test_a_cluster_node_that_is_not_host_and_port_is_refused(node: str) -> None:
+    with pytest.raises(SettingsError, match="is not host:port"):
+        Settings.from_env({"PASSCODE_REDIS_CLUSTER_NODES": f"127.0.0.1:7000,{node}"})

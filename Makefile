@@ -126,6 +126,14 @@ CHAOS_SECONDS ?= 10
 chaos: $(STAMP)
 	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
+## Conformance of the foreign-certificate readers and the CertLogic library against the public
+## suites (EU DCC test data, SMART Health Cards examples and validator fixtures, CertLogic):
+## CORPUS names a folder in the layout of ../shared/corpus.
+CORPUS ?= ../shared/corpus
+.PHONY: conformance
+conformance: $(STAMP)
+	$(BIN)/python -m conformance $(CORPUS)
+
 ## Fuzzing (atheris/libFuzzer): each harness in fuzz/ for FUZZ_TIME seconds. New corpus entries go
 ## to .fuzz/<harness>/, crashes to .fuzz/crash-*; turn each crash into a regression test.
 FUZZ_TIME ?= 300

@@ -19,7 +19,7 @@ import calendar
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from json_logic.cert_logic import builtins as _certlogic
@@ -37,6 +37,8 @@ _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _YEAR = re.compile(r"(\d{4})")
 _YEAR_MONTH = re.compile(r"(\d{4})-(\d{2})")
 _UNITS = frozenset({"year", "month", "day", "hour"})
+_CALENDAR_UNITS = frozenset({"year", "month"})
+_SAFE_DAY = 28  # every month has this day
 _POLICY_KEYS = frozenset({"accepts", "rules"})
 _RULE_KEYS = frozenset({"id", "description", "certificate_types", "logic"})
 
@@ -59,8 +61,16 @@ def _end_of_partial(value: object) -> object:
 def _plus_time(
     data: Json = None, when: Json = None, amount: Json = None, unit: Json = None, *_: Json
 ) -> datetime:
-    """The library's ``plusTime``, reading partial dates as CertLogic 1.3 does."""
-    result: datetime = _certlogic.op_plus_time(data, _end_of_partial(when), amount, unit)
+    """The library's ``plusTime``, reading partial dates as CertLogic 1.3 does; a day past the
+    end of the target month rolls over into the next, as the reference implementation's
+    JavaScript ``Date`` does (the library raises on 29 February plus a year)."""
+    when = _end_of_partial(when)
+    if unit in _CALENDAR_UNITS:
+        start = _certlogic.parse_time(when)
+        if start.day > _SAFE_DAY:
+            shifted: datetime = _certlogic.op_plus_time(data, start.replace(day=1), amount, unit)
+            return shifted + timedelta(days=start.day - 1)
+    result: datetime = _certlogic.op_plus_time(data, when, amount, unit)
     return result
 
 

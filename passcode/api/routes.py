@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 from passcode.api import (
     admin,
     auditlog,
+    cards,
     citizen,
     deadletters,
     metrics,
@@ -108,6 +109,8 @@ _IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$"},
     "description": "A retry with the same key and body returns the stored declaration.",
 }
+
+_CARD_SERIAL = {"name": "serial", "in": "path", "required": True, "schema": s.CARD_SERIAL}
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -540,6 +543,94 @@ ROUTES: tuple[Route, ...] = (
         extra={
             "parameters": [{"name": "marking_id", "in": "path", "required": True, "schema": s.UUID}]
         },
+    ),
+    _admin(
+        "POST",
+        "/v1/admin/cards",
+        cards.post_card,
+        Role.COMMUNITY_WORKER,
+        "Issue a printed card (纸质码; role community_worker) for a person without a"
+        " smartphone, named by the identity provider's user id the city holds for them"
+        " (never an ID-card number); only the name's mask is stored and printed. The"
+        " card is a pass with the card claim (docs/pass-format.md) that lives `days`"
+        " (default PASSCODE_CARD_DAYS, at most 365); verify judges it by the holder's"
+        " live colour. Recorded in the audit log (card.issue)",
+        action="card.issue",
+        ok=no_store_json("201", "Issued: the code, its PNG (base64) and where to print it", "Card"),
+        errors=(400, 401, 403, 413, 415, 503),
+        body="CardRequest",
+    ),
+    _admin(
+        "GET",
+        "/v1/admin/cards/{serial}/sheet.svg",
+        cards.get_card_sheet,
+        Role.COMMUNITY_WORKER,
+        "A card's printable A6 sheet (SVG): the QR, the masked name, the issue and"
+        " expiry dates, the serial; no ID number, no full name",
+        action="card.print",
+        ok={
+            "200": {
+                "description": "SVG",
+                "headers": NO_STORE,
+                "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+            }
+        },
+        errors=(401, 403, 404, 503),
+        extra={"parameters": [_CARD_SERIAL]},
+    ),
+    _admin(
+        "GET",
+        "/v1/admin/cards/{serial}/card.png",
+        cards.get_card_png,
+        Role.COMMUNITY_WORKER,
+        "A card's QR as a black-on-white PNG",
+        action="card.print",
+        ok={
+            "200": {
+                "description": "PNG",
+                "headers": NO_STORE,
+                "content": {
+                    "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}
+                },
+            }
+        },
+        errors=(401, 403, 404, 503),
+        extra={"parameters": [_CARD_SERIAL]},
+    ),
+    _admin(
+        "POST",
+        "/v1/admin/cards/{serial}/revoke",
+        cards.revoke_card,
+        Role.COMMUNITY_WORKER,
+        "Revoke a lost card by its serial: every replica refuses it within about a"
+        " second (verify: invalid, revoked). Revoking it again changes nothing (200, the"
+        " first revocation). Recorded in the audit log (card.revoke)",
+        action="card.revoke",
+        ok={"200": {"description": "Revoked", "content": json_content("Card")}},
+        errors=(400, 401, 403, 404, 413, 415, 503),
+        body="CardRevokeRequest",
+        extra={"parameters": [_CARD_SERIAL]},
+    ),
+    _admin(
+        "POST",
+        "/v1/admin/cards/{serial}/declarations",
+        cards.declare_for_holder,
+        Role.COMMUNITY_WORKER,
+        "File a health declaration (申报) for a card's holder, as a citizen files their"
+        " own (durable, idempotent with Idempotency-Key, the status derived at once)."
+        " 409 for a revoked or expired card. Recorded in the audit log (card.declare)"
+        " with the worker as actor",
+        action="card.declare",
+        ok={
+            "201": {
+                "description": "Stored; the holder's new status",
+                "content": json_content("DeclarationResponse"),
+                "headers": NO_STORE,
+            }
+        },
+        errors=(400, 401, 403, 404, 409, 413, 415, 503),
+        body="DeclarationRequest",
+        extra={"parameters": [_CARD_SERIAL, _IDEMPOTENCY_KEY]},
     ),
     Route(
         "GET",

@@ -743,6 +743,63 @@ HEALTH: Schema = {
 }
 
 
+CARD_SERIAL: Schema = {
+    "type": "string",
+    "pattern": "^(?:[0-9a-f]{2}){8,32}$",
+    "description": "A printed card's serial: 8 to 32 bytes (16 in practice) in lower-case hex",
+}
+CARD_DAYS_MAX = 365  # a printed card lives at most a year (passcode.domain.cardsheet.MAX_DAYS)
+
+CARD_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["user_id", "name"],
+    "properties": {
+        "user_id": {
+            **USER_ID,
+            "description": "The identity provider's user id the city holds for the person"
+            " (found or created by its keyed hash; never an ID-card number)",
+        },
+        "name": _line(100, "The person's name: only its mask (张*三) is stored or printed"),
+        "days": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": CARD_DAYS_MAX,
+            "description": "Lifetime in days (default PASSCODE_CARD_DAYS, 180)",
+        },
+    },
+}
+
+CARD: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["serial", "holder", "issued_at", "expires_at", "revoked_at", "sheet_url"],
+    "properties": {
+        "serial": CARD_SERIAL,
+        "code": {
+            "type": "string",
+            "pattern": "^PC1:[0-9A-Z $%*+\\-./:]+$",
+            "description": "The printed code (a pass with the card claim, docs/pass-format.md)",
+        },
+        "holder": HOLDER,
+        "issued_at": DATETIME,
+        "expires_at": DATETIME,
+        "revoked_at": {"oneOf": [DATETIME, {"type": "null"}]},
+        "png_url": {"type": "string"},
+        "sheet_url": {"type": "string"},
+        "png_base64": {"type": "string", "description": "The card's QR as a PNG, base64"},
+    },
+}
+
+CARD_REVOKE_REASONS = ["lost", "stolen", "damaged", "replaced"]
+CARD_REVOKE_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["reason"],
+    "properties": {"reason": {"type": "string", "enum": CARD_REVOKE_REASONS}},
+}
+
+
 def compile_schema(schema: Schema) -> Callable[[Any], Any]:
     """A fast validator; raises ``fastjsonschema.JsonSchemaValueException``."""
     validate: Callable[[Any], Any] = fastjsonschema.compile(schema)

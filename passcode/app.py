@@ -38,6 +38,7 @@ from passcode.keys import (
     SUPERVISOR,
     TERMINAL_LIMITS,
     TERMINALS,
+    TRUST,
     VERIFIER,
 )
 from passcode.service.cards import CardRegistry, CardService
@@ -48,6 +49,7 @@ from passcode.service.places import PlaceDirectory
 from passcode.service.riskplaces import RiskPlaceRunner
 from passcode.service.shedding import LoadShedder
 from passcode.service.signing import KeyringHolder
+from passcode.service.trust import TrustHolder
 from passcode.service.verify import PostgresFallback, Verifier
 from passcode.store import pg
 from passcode.store.catalogs import Catalog
@@ -141,6 +143,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     # Places and their policies: loaded by _catalogs before serving, reloaded on every change.
     app[PLACES] = PlaceDirectory(app[POOL], app[CATALOGS], timeout=settings.pg_timeout)
+    # The trust store of foreign signers: the same, via the catalog watcher.
+    app[TRUST] = TrustHolder(app[POOL], timeout=settings.pg_timeout, watcher=app[CATALOGS])
     app[TERMINAL_LIMITS] = Limiter(
         app[CACHE],
         kind="t",

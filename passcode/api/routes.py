@@ -29,6 +29,7 @@ from passcode.api import (
     terminal,
     testresults,
     tracing,
+    trust,
 )
 from passcode.api import deadletters as dl
 from passcode.api import schemas as s
@@ -45,6 +46,7 @@ from passcode.api.operations import (
 from passcode.domain.model import Role
 from passcode.domain.testresults import ACTION as TEST_RESULTS_UPLOAD
 from passcode.service.shedding import ISSUE, VERIFY
+from passcode.service.trust import IMPORT_DCC, IMPORT_SHC, REMOVE_DCC, REMOVE_SHC
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,14 @@ _UNVERIFIED = {
 _ETAG = {
     "ETag": {
         "description": "Version of the key set",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {"required": True, "schema": {"type": "string"}},
+}
+_TRUST_ETAG = {
+    "ETag": {
+        "description": "Version of the trust store document",
         "required": True,
         "schema": {"type": "string"},
     },
@@ -159,6 +169,26 @@ ROUTES: tuple[Route, ...] = (
             ok={
                 "200": {"description": "Keys", "content": json_content("KeySet"), "headers": _ETAG},
                 "304": {"description": "Not modified (If-None-Match)", "headers": _ETAG},
+            },
+            errors=(),
+            tag="public",
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/trust",
+        trust.get_trust,
+        operation=operation(
+            "The trust store, for verifying foreign certificates offline: EU DCC document"
+            " signer certificates by kid, SMART Health Card issuers with their keys and"
+            " revocation lists",
+            ok={
+                "200": {
+                    "description": "The trust store",
+                    "content": json_content("TrustDocument"),
+                    "headers": _TRUST_ETAG,
+                },
+                "304": {"description": "Not modified (If-None-Match)", "headers": _TRUST_ETAG},
             },
             errors=(),
             tag="public",
@@ -631,6 +661,95 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 401, 403, 404, 409, 413, 415, 503),
         body="DeclarationRequest",
         extra={"parameters": [_CARD_SERIAL, _IDEMPOTENCY_KEY]},
+    ),
+    _admin(
+        "POST",
+        "/v1/admin/trust/dcc",
+        trust.post_dcc,
+        Role.OPERATOR,
+        "Import EU DCC document signer certificates into the trust store (role"
+        " operator): the EU gateway's trust-list JSON, or {certificates: [<base64 DER>,"
+        " …]}. Each certificate is checked (an unknown critical extension, a key that"
+        " cannot sign a DCC, a kid that does not match: 400, nothing stored); a kid"
+        " already trusted takes the new certificate; replace=true trusts only these."
+        " Reaches this replica at once and every other within about a second. Recorded"
+        " in the audit log (trust.import_dcc) with the kids and counts",
+        action=IMPORT_DCC,
+        ok={
+            "200": {
+                "description": "Imported; the trust store's new version",
+                "content": json_content("TrustDccImported"),
+            },
+            "400": problem("Not a trust list or certificate list, or a certificate refused"),
+            "413": problem("Body above PASSCODE_MAX_TRUST_BODY bytes (`limit` says how many)"),
+        },
+        errors=(401, 403, 408, 415, 503),
+        body="TrustDccRequest",
+        extra={
+            "parameters": [
+                query(
+                    "replace",
+                    {"type": "string", "enum": ["true", "false"]},
+                    "true: remove every trusted signer not in this import (default false)",
+                )
+            ]
+        },
+    ),
+    _admin(
+        "DELETE",
+        "/v1/admin/trust/dcc/{kid}",
+        trust.delete_dcc,
+        Role.OPERATOR,
+        "Stop trusting one DCC document signer (role operator); recorded in the audit"
+        " log (trust.remove_dcc)",
+        action=REMOVE_DCC,
+        ok={"204": {"description": "Removed"}},
+        errors=(400, 401, 403, 404, 503),
+        extra={
+            "parameters": [
+                {
+                    "name": "kid",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "maxLength": 64},
+                    "description": "The signer's kid in base64 or base64url (8 bytes)",
+                }
+            ]
+        },
+    ),
+    _admin(
+        "POST",
+        "/v1/admin/trust/shc",
+        trust.post_shc,
+        Role.OPERATOR,
+        "Trust a SMART Health Card issuer (role operator): its URL, JWKS and CRLs,"
+        " replacing what was trusted for that URL. Keys must be EC P-256 signing keys"
+        " (use sig, alg ES256), public only; a CRL per kid of the JWKS (else 400, nothing"
+        " stored). Reaches every replica within about a second. Recorded in the audit log"
+        " (trust.import_shc) with the URL, kids and counts",
+        action=IMPORT_SHC,
+        ok={
+            "200": {
+                "description": "Imported; the trust store's new version",
+                "content": json_content("TrustShcImported"),
+            },
+            "400": problem("A bad JWKS entry (kty, curve, use) or CRL, or a bad URL"),
+            "413": problem("Body above PASSCODE_MAX_TRUST_BODY bytes (`limit` says how many)"),
+        },
+        errors=(401, 403, 408, 415, 503),
+        body="TrustShcRequest",
+    ),
+    _admin(
+        "DELETE",
+        "/v1/admin/trust/shc",
+        trust.delete_shc,
+        Role.OPERATOR,
+        "Stop trusting one SMART Health Card issuer (role operator); recorded in the"
+        " audit log (trust.remove_shc)",
+        action=REMOVE_SHC,
+        ok={"204": {"description": "Removed"}},
+        errors=(400, 401, 403, 404, 503),
+        extra={"parameters": [query("iss", s.ISSUER_URL, "The issuer's URL", required=True)]},
     ),
     Route(
         "GET",

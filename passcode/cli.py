@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import json
 import logging
 import multiprocessing
 import os
@@ -40,6 +41,7 @@ from passcode.service.authority import override_status
 from passcode.service.deadletters import list_dead_letters, replay_dead_letters
 from passcode.service.riskplaces import Progress, run_marking
 from passcode.service.terminals import register_terminal, revoke_terminal
+from passcode.service.trust import TrustHolder, b64, dcc_from_text, parse_kid
 from passcode.store import pg, riskplaces
 from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
@@ -517,6 +519,91 @@ def cmd_risk_place(settings: Settings, args: argparse.Namespace) -> int:
     return _with_stores(settings, work, need_redis=True)
 
 
+def _read_text(path: Path, limit: int) -> str:
+    """An import file as UTF-8 text, at most ``limit`` bytes (the API's body limit)."""
+    with path.open("rb") as file:
+        raw = file.read(limit + 1)
+    if len(raw) > limit:
+        raise ValueError(f"{path} is larger than {limit} bytes (PASSCODE_MAX_TRUST_BODY)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text") from exc
+
+
+def _read_json_file(path: Path, limit: int) -> Any:
+    try:
+        return json.loads(_read_text(path, limit))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from exc
+
+
+def cmd_trust(settings: Settings, args: argparse.Namespace) -> int:
+    """The trust store of foreign signers: import, list, remove. Changes are audited as the
+    CLI's user and reach every running replica within about a second."""
+    limit = settings.max_trust_body
+
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        try:
+            holder = TrustHolder(pool, timeout=s.pg_timeout)
+            if args.trust_command == "import-dcc":
+                source, signers = dcc_from_text(_read_text(args.file, limit))
+                written = await holder.import_dcc(
+                    signers, source, actor=_cli_actor(), replace=args.replace
+                )
+                print(
+                    f"{source.value}: {written.added} added, {written.updated} updated,"
+                    f" {written.removed} removed; trust store version {written.version}"
+                )
+                return 0
+            if args.trust_command == "import-shc":
+                imported = await holder.import_shc(
+                    args.iss,
+                    _read_json_file(args.jwks, limit),
+                    [_read_json_file(crl, limit) for crl in args.crl],
+                    actor=_cli_actor(),
+                    name=_checked(_issuer_name, args.name, "--name") if args.name else None,
+                )
+                state = "added" if imported.new else "replaced"
+                print(
+                    f"{args.iss} {state}: {imported.keys} keys, {imported.crls} CRLs;"
+                    f" trust store version {imported.version}"
+                )
+                return 0
+            if args.trust_command == "list":
+                stored = await holder.stored()
+                print(f"trust store version {stored.version}")
+                for signer in stored.signers:
+                    when = _iso_dt(signer.imported_at) if signer.imported_at else "-"
+                    print(
+                        f"dcc  {b64(signer.kid)}  {signer.country or '-'}  {signer.source}"
+                        f"  {when}  {signer.imported_by}"
+                    )
+                for issuer in stored.issuers:
+                    when = _iso_dt(issuer.imported_at) if issuer.imported_at else "-"
+                    keys = len(issuer.jwks.get("keys", []))
+                    print(
+                        f"shc  {issuer.iss}  {keys} keys  {len(issuer.crls)} CRLs"
+                        f"  {when}  {issuer.imported_by}"
+                    )
+                return 0
+            if args.kid is not None:
+                found = await holder.remove_dcc(parse_kid(args.kid), actor=_cli_actor())
+            else:
+                found = await holder.remove_shc(args.iss, actor=_cli_actor())
+            print("removed" if found else "not in the trust store")
+            return 0 if found else 1
+        finally:
+            await pool.close()
+
+    return _with_stores(settings, work)
+
+
+def _issuer_name(value: str) -> str:
+    return fields.line(value, max_length=fields.MAX_PLACE)
+
+
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     async def work(s: Settings) -> int:
         report = await seed(
@@ -560,6 +647,31 @@ def _scan_log_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     dead_list.add_argument("--cursor", type=int, default=0, help="list those after this id")
     dead_replay = dead_sub.add_parser("replay", help="store those that can be stored now")
     dead_replay.add_argument("--limit", type=int, default=1_000_000, help="at most this many")
+
+
+def _trust_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """passcode trust: the foreign signers operators import (DCC signers, SHC issuers)."""
+    trust = sub.add_parser("trust", help="the trust store of foreign signers (DCC, SHC)")
+    trust_sub = trust.add_subparsers(dest="trust_command", required=True)
+    dcc = trust_sub.add_parser(
+        "import-dcc",
+        help="import DCC signer certificates: an EU gateway trust list (JSON) or base64 DER"
+        " certificates (one a line, or a JSON array)",
+    )
+    dcc.add_argument("file", type=Path)
+    dcc.add_argument("--replace", action="store_true", help="trust only these signers")
+    shc = trust_sub.add_parser("import-shc", help="trust a SMART Health Card issuer")
+    shc.add_argument("--iss", required=True, help="the issuer's URL (https, no trailing /)")
+    shc.add_argument("--jwks", required=True, type=Path, help="its jwks.json")
+    shc.add_argument(
+        "--crl", action="append", default=[], type=Path, help="a CRL file (repeat for several)"
+    )
+    shc.add_argument("--name", help="the issuer's display name")
+    trust_sub.add_parser("list", help="list trusted signers and issuers")
+    remove = trust_sub.add_parser("remove", help="stop trusting a signer or an issuer")
+    which = remove.add_mutually_exclusive_group(required=True)
+    which.add_argument("--kid", help="a DCC signer's kid (base64 or base64url)")
+    which.add_argument("--iss", help="an SHC issuer's URL")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -626,6 +738,7 @@ def parser() -> argparse.ArgumentParser:
         "resume", help="run every unfinished marking (pending, running, failed), with progress"
     )
     _scan_log_parsers(sub)
+    _trust_parsers(sub)
     emb = sub.add_parser("embedded", help="run a command with embedded PostgreSQL and Redis")
     emb.add_argument("argv", nargs=argparse.REMAINDER, help="the command to run")
     return top
@@ -645,6 +758,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "risk-place": cmd_risk_place,
     "retention": cmd_retention,
     "dead-letters": cmd_dead_letters,
+    "trust": cmd_trust,
 }
 
 

@@ -181,6 +181,7 @@ _COSE_SIGN1_HEAD = b"\xd2\x84"  # tag 18, array of 4
 _EMPTY_MAP = 0xA0
 _SIG1_HEAD = b"\x84\x6aSignature1"  # Sig_structure: array of 4, "Signature1"; then the bstrs
 _EMPTY_BSTR = b"\x40"  # external_aad
+_NO_CARD: Any = object()  # the card claim's absence (a phone's pass)
 
 
 def _malformed(detail: str) -> PassError:
@@ -245,10 +246,10 @@ def _parse_claims(payload: bytes) -> PassClaims:
         raise _malformed(f"unknown colour code {status[0]}") from None
     if status[1] < 0:
         raise _malformed("negative status version")
-    card = claims.get(ClaimKey.CARD)
-    if card is not None and (
-        type(card) is not bytes or not MIN_CARD_LEN <= len(card) <= MAX_CARD_LEN
-    ):
+    card = claims.get(ClaimKey.CARD, _NO_CARD)  # one lookup; a CBOR null is not an absence
+    if card is _NO_CARD:
+        card = None
+    elif type(card) is not bytes or not MIN_CARD_LEN <= len(card) <= MAX_CARD_LEN:
         raise _malformed(f"card claim is not {MIN_CARD_LEN} to {MAX_CARD_LEN} bytes")
     return PassClaims(
         issuer=_claim(claims, ClaimKey.ISS, str),

@@ -24,6 +24,7 @@ from passcode.api import (
     citizen,
     deadletters,
     metrics,
+    places,
     public,
     riskplaces,
     terminal,
@@ -111,6 +112,13 @@ _TRUST_ETAG = {
         "schema": {"type": "string"},
     },
     "Cache-Control": {"required": True, "schema": {"type": "string"}},
+}
+_PLACE_PATH = {
+    "name": "place",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The place, as its terminals carry it",
 }
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
@@ -322,6 +330,67 @@ ROUTES: tuple[Route, ...] = (
                 }
             ]
         },
+    ),
+    _admin(
+        "PUT",
+        "/v1/admin/places/{place}",
+        places.put_place,
+        Role.OPERATOR,
+        "Create or describe a place (role operator): its type picks its policy when it has none"
+        " of its own. Recorded in the audit log (place.set); in force at the next scan",
+        action="place.set",
+        ok={
+            "201": {"description": "Created", "content": json_content("Place")},
+            "200": {"description": "Changed", "content": json_content("Place")},
+        },
+        errors=(400, 401, 403, 413, 415, 503),
+        body="PlaceRequest",
+        extra={"parameters": [_PLACE_PATH]},
+    ),
+    _admin(
+        "GET",
+        "/v1/admin/places/{place}",
+        places.get_place,
+        Role.OPERATOR,
+        "A place, and the policy its scans are judged by as this replica holds it (its own,"
+        " its type's or the default), with its version",
+        action="place.read",
+        ok={"200": {"description": "The place", "content": json_content("Place")}},
+        errors=(401, 403, 503),
+        extra={"parameters": [_PLACE_PATH]},
+    ),
+    _admin(
+        "PUT",
+        "/v1/admin/place-types/{type}/policy",
+        places.put_type_policy,
+        Role.HEALTH_OFFICER,
+        "Set a place type's policy (role health_officer): a new version, the old ones kept;"
+        " every place of the type without a policy of its own is judged by it from the next"
+        " scan (on every replica within about a second). Recorded in the audit log"
+        " (place_policy.set)",
+        action="place_policy.set",
+        ok={"200": {"description": "Stored", "content": json_content("PlacePolicySet")}},
+        errors=(400, 401, 403, 413, 415, 503),
+        body="PlacePolicyRequest",
+        extra={
+            "parameters": [
+                {"name": "type", "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
+        },
+    ),
+    _admin(
+        "PUT",
+        "/v1/admin/places/{place}/policy",
+        places.put_place_policy,
+        Role.HEALTH_OFFICER,
+        "Set one place's own policy (role health_officer): a new version, the old ones kept;"
+        " in force from the next scan (on every replica within about a second). The place"
+        " must exist (404). Recorded in the audit log (place_policy.set)",
+        action="place_policy.set",
+        ok={"200": {"description": "Stored", "content": json_content("PlacePolicySet")}},
+        errors=(400, 401, 403, 404, 413, 415, 503),
+        body="PlacePolicyRequest",
+        extra={"parameters": [_PLACE_PATH]},
     ),
     _admin(
         "GET",

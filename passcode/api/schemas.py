@@ -800,6 +800,84 @@ CARD_REVOKE_REQUEST: Schema = {
 }
 
 
+# --- places and their policies (passcode.api.places) ---
+_PLACE_TYPE = _line(64, "A place type (metro, hospital, mall, office, …)")
+PLACE_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "name"],
+    "properties": {"type": _PLACE_TYPE, "name": _line(fields.MAX_PLACE, "The place's name")},
+}
+PLACE_POLICY_REQUEST: Schema = {
+    "type": "object",
+    "required": ["accepts", "rules"],
+    "description": "Which kinds a place accepts, and CertLogic rules (the EU DCC business-rule"
+    " language) a foreign certificate must all pass; each rule applies to the certificate types"
+    " it names (v, t, r) and a type no rule names is not accepted. Rules read"
+    " {payload: <the DCC payload>, external: {validationClock, valueSets, countryCode,"
+    " issuerCountryCode, iat, exp}}. At most 64 rules, 2000 values and 32 levels per"
+    " expression; an unknown CertLogic operation is refused",
+    "properties": {
+        "accepts": {"type": "array", "items": _enum(Kind), "uniqueItems": True},
+        "rules": {
+            "type": "array",
+            "maxItems": 64,
+            "items": {
+                "type": "object",
+                "required": ["id", "description", "certificate_types", "logic"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+                    "description": {"type": "string", "minLength": 1, "maxLength": 500},
+                    "certificate_types": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "items": {"type": "string", "enum": ["v", "t", "r"]},
+                    },
+                    "logic": {"description": "A CertLogic expression"},
+                },
+            },
+        },
+    },
+}
+PLACE_POLICY: Schema = {
+    "type": "object",
+    "required": ["source", "version", "accepts", "rules"],
+    "properties": {
+        "source": {
+            "type": "string",
+            "enum": ["place", "type", "default"],
+            "description": "The place's own policy, its type's, or the default policy",
+        },
+        "version": {"type": "integer", "minimum": 0, "description": "0: the default policy"},
+        "accepts": {"type": "array", "items": _enum(Kind)},
+        "rules": {"type": "array", "items": {"type": "object"}},
+    },
+}
+PLACE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["place", "name", "type", "policy"],
+    "properties": {
+        "place": {"type": "string", "description": "As its terminals carry it"},
+        "name": {"type": ["string", "null"], "description": "null: not described yet"},
+        "type": {"type": ["string", "null"]},
+        "policy": PLACE_POLICY,
+    },
+}
+PLACE_POLICY_SET: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["scope", "target", "version", "policy"],
+    "properties": {
+        "scope": {"type": "string", "enum": ["type", "place"]},
+        "target": {"type": "string"},
+        "version": {"type": "integer", "minimum": 1},
+        "policy": PLACE_POLICY_REQUEST,
+    },
+}
+
+
 def compile_schema(schema: Schema) -> Callable[[Any], Any]:
     """A fast validator; raises ``fastjsonschema.JsonSchemaValueException``."""
     validate: Callable[[Any], Any] = fastjsonschema.compile(schema)

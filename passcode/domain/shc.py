@@ -25,8 +25,11 @@ Pure and strict; time is passed in. The steps, each refusing with a :class:`Fore
 8. Revocation (REVOCATION) as the spec defines it: the card's ``vc.rid`` is looked up in the
    issuer's CRL for the signing ``kid``; a bare entry revokes every card with that rid, an entry
    ``rid.<t>`` revokes the cards issued (``nbf``) before ``t``.
-9. The FHIR bundle (SCHEMA): a Bundle with exactly one Patient and Immunization and/or
-   Observation entries, mapped onto the EU DCC payload shape (below).
+9. The FHIR bundle (SCHEMA): a Bundle of well-formed entries with Immunization and/or
+   Observation resources and at most one Patient (two: whose card is it?), mapped onto the EU DCC
+   payload shape (below). A bundle without a Patient is a valid card (spec example 02, a lab
+   panel) but nothing in it can be tied to the person at the gate: it is read with an empty name
+   and no ``v`` / ``t`` entries, so every policy answers ``not_accepted`` rather than ``invalid``.
 
 Mapping onto the EU DCC payload (so one set of CertLogic rules judges both kinds):
 
@@ -538,8 +541,8 @@ def _test(resource: dict[str, Any]) -> tuple[str, str, str, str] | None:
     return taken, kind, result, centre
 
 
-def _fhir(bundle: dict[str, Any], iss: str, ci: str) -> tuple[str, dict[str, Any]]:
-    """The holder's name and the DCC-shaped payload of a FHIR bundle."""
+def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resources of a Bundle's entries, each checked to have a resourceType."""
     if bundle.get("resourceType") != "Bundle" or not isinstance(bundle.get("entry"), list):
         raise _schema("the fhirBundle is not a Bundle with entries")
     resources = []
@@ -550,12 +553,20 @@ def _fhir(bundle: dict[str, Any], iss: str, ci: str) -> tuple[str, dict[str, Any
         if not isinstance(resource.get("resourceType"), str):
             raise _schema("a Bundle entry's resource has no resourceType")
         resources.append(resource)
+    return resources
+
+
+def _fhir(bundle: dict[str, Any], iss: str, ci: str) -> tuple[str, dict[str, Any]]:
+    """The holder's name and the DCC-shaped payload of a FHIR bundle."""
+    resources = _resources(bundle)
     patients = [r for r in resources if r["resourceType"] == "Patient"]
-    if len(patients) != 1:
-        raise _schema(f"the Bundle has {len(patients)} Patient resources, not one")
+    if len(patients) > 1:
+        raise _schema(f"the Bundle has {len(patients)} Patient resources: whose card is it?")
     kinds = {r["resourceType"] for r in resources}
     if not kinds & {"Immunization", "Observation"}:
         raise _schema("the Bundle has no Immunization or Observation")
+    if not patients:  # a valid card (spec example 02), but nothing in it names the holder
+        return "", {"ver": "1.3.0", "nam": {"fn": "", "fnt": "", "gn": "", "gnt": ""}, "dob": ""}
     holder, nam, dob = _patient(patients[0])
     doses = []
     for resource in resources:

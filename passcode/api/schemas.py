@@ -539,7 +539,6 @@ RISK_PLACE: Schema = {
 }
 
 # The trust store (issue 14). Limits match passcode.service.trust (MAX_SIGNERS, MAX_CRLS).
-_BASE64 = "^[A-Za-z0-9+/=\\s]+$"
 ISSUER_URL: Schema = {
     "type": "string",
     "pattern": "^https://[\\x21-\\x7e]*[\\x21-\\x2e\\x30-\\x7e]$",
@@ -559,7 +558,6 @@ _CERTIFICATE_LIST: Schema = {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": 24_000,
-                "pattern": _BASE64,
                 "description": "A document signer certificate, base64 DER",
             },
         }

@@ -25,9 +25,11 @@ from aiohttp import web
 
 from passcode import metrics, serving
 from passcode.api.accesslog import AccessLogger
+from passcode.api.schemas import CARD_REVOKE_REASONS
 from passcode.app import create_app
 from passcode.config import Settings, SettingsError
 from passcode.domain import fields
+from passcode.domain.cardsheet import render_card_png, render_sheet_svg
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Color, Role, StatusReason
 from passcode.domain.privacy import Sealer
@@ -38,8 +40,11 @@ from passcode.logformat import JsonFormatter
 from passcode.seed import seed
 from passcode.service import access
 from passcode.service.authority import override_status
+from passcode.service.cards import CardRegistry, CardService, parse_serial
+from passcode.service.catalogs import CatalogWatcher
 from passcode.service.deadletters import list_dead_letters, replay_dead_letters
 from passcode.service.riskplaces import Progress, run_marking
+from passcode.service.signing import KeyringHolder
 from passcode.service.terminals import register_terminal, revoke_terminal
 from passcode.service.trust import TrustHolder, b64, dcc_from_text, parse_kid
 from passcode.store import pg, riskplaces
@@ -374,6 +379,75 @@ def cmd_override(settings: Settings, args: argparse.Namespace) -> int:
     return _with_stores(settings, work, need_redis=True)
 
 
+def cmd_card(settings: Settings, args: argparse.Namespace) -> int:
+    """Printed cards (纸质码): issue one (its PNG and A6 SVG sheet written), or revoke one by
+    its serial; audited with the operator's login as actor."""
+    if args.card_command == "issue":
+        user_id = _checked(fields.user_id, args.user_id, "--user-id")
+        name = _checked(lambda v: fields.line(v, max_length=100), args.name, "--name")
+        serial = b""
+    else:
+        user_id = name = ""
+        try:
+            serial = parse_serial(args.serial)
+        except ValueError as exc:
+            print(f"passcode: serial {exc}", file=sys.stderr)
+            raise _Refused from exc
+
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        cache = open_cache(s)
+        try:
+            now = int(s.clock.now())
+            keys = KeyringHolder(
+                s.key_dir, ensure_key(s.key_dir, now=now), retire_after=s.pass_ttl + s.clock_skew
+            )
+            watcher = CatalogWatcher(pool, timeout=s.pg_timeout)
+            service = CardService(
+                pool=pool,
+                cache=cache,
+                sealer=Sealer(server_secret(s)),
+                keys=keys,
+                policy=s.policy(),
+                issuer=s.issuer,
+                idp_issuer=s.idp_issuer,
+                default_days=s.card_days,
+                catalogs=watcher,
+                registry=CardRegistry(pool, timeout=s.pg_timeout, clock=s.clock),
+                pg_timeout=s.pg_timeout,
+                clock=s.clock,
+            )
+            if args.card_command == "revoke":
+                card, changed = await service.revoke(serial, reason=args.reason, actor=_cli_actor())
+                state = "revoked" if changed else "already revoked"
+                when = _iso_dt(card.revoked_at or card.issued_at)
+                print(f"card {card.serial.hex()} {state} at {when}")
+                return 0
+            issued = await service.issue(
+                user_id=user_id, name=name, days=args.days, actor=_cli_actor()
+            )
+        finally:
+            await cache.close()
+            await pool.close()
+        if args.png is not None:
+            args.png.write_bytes(render_card_png(issued.code))
+        if args.sheet is not None:
+            args.sheet.write_text(
+                render_sheet_svg(
+                    issued.code,
+                    holder=issued.holder,
+                    serial=issued.serial,
+                    issued_at=issued.issued_at,
+                    expires_at=issued.expires_at,
+                ),
+                encoding="utf-8",
+            )
+        print(f"card {issued.serial.hex()} for {issued.holder}, until {_iso_dt(issued.expires_at)}")
+        return 0
+
+    return _with_stores(settings, work, need_redis=True)
+
+
 def cmd_drain(settings: Settings, args: argparse.Namespace) -> int:
     """A process that only drains the scan log, so API processes can run with it off."""
 
@@ -674,6 +748,21 @@ def _trust_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     which.add_argument("--iss", help="an SHC issuer's URL")
 
 
+def _card_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``passcode card issue|revoke``."""
+    card = sub.add_parser("card", help="printed cards (纸质码) for people without a smartphone")
+    card_sub = card.add_subparsers(dest="card_command", required=True)
+    card_issue = card_sub.add_parser("issue", help="issue a card; write its PNG and SVG sheet")
+    card_issue.add_argument("--user-id", required=True, help="the identity provider's user id")
+    card_issue.add_argument("--name", required=True, help="the person's name (stored masked)")
+    card_issue.add_argument("--days", type=int, help="lifetime (default PASSCODE_CARD_DAYS)")
+    card_issue.add_argument("--png", type=Path, help="write the card's QR here (PNG)")
+    card_issue.add_argument("--sheet", type=Path, help="write the printable A6 sheet here (SVG)")
+    card_rev = card_sub.add_parser("revoke", help="revoke a lost card by its serial")
+    card_rev.add_argument("serial", help="the card's serial (hex)")
+    card_rev.add_argument("--reason", default="lost", choices=CARD_REVOKE_REASONS)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="passcode", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -731,6 +820,7 @@ def parser() -> argparse.ArgumentParser:
         default=Path("loadtest/data/seed.json"),
         help="where to write what the Locust scenarios read (holds terminal keys)",
     )
+    _card_parsers(sub)
     sub.add_parser("drain", help="only drain the scan log into PostgreSQL (until SIGTERM)")
     risk = sub.add_parser("risk-place", help="risk place markings (时空伴随)")
     risk_sub = risk.add_subparsers(dest="risk_command", required=True)
@@ -754,6 +844,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "admin-key": cmd_admin_key,
     "seed": cmd_seed,
     "embedded": cmd_embedded,
+    "card": cmd_card,
     "drain": cmd_drain,
     "risk-place": cmd_risk_place,
     "retention": cmd_retention,

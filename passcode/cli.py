@@ -32,6 +32,7 @@ from passcode.domain import fields
 from passcode.domain.cardsheet import render_card_png, render_sheet_svg
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Color, Role, StatusReason
+from passcode.domain.policy import policy_json
 from passcode.domain.privacy import Sealer
 from passcode.domain.redact import RedactingFilter
 from passcode.embedded import EmbeddedError, servers
@@ -43,6 +44,12 @@ from passcode.service.authority import override_status
 from passcode.service.cards import CardRegistry, CardService, parse_serial
 from passcode.service.catalogs import CatalogWatcher
 from passcode.service.deadletters import list_dead_letters, replay_dead_letters
+from passcode.service.places import (
+    MAX_POLICY_BYTES,
+    PlaceDirectory,
+    set_place,
+    set_policy,
+)
 from passcode.service.riskplaces import Progress, run_marking
 from passcode.service.signing import KeyringHolder
 from passcode.service.terminals import register_terminal, revoke_terminal
@@ -674,6 +681,71 @@ def cmd_trust(settings: Settings, args: argparse.Namespace) -> int:
     return _with_stores(settings, work)
 
 
+def cmd_place(settings: Settings, args: argparse.Namespace) -> int:
+    """Places and their policies: describe a place (as an operator would), set a type's or a
+    place's policy (as a health officer would), show what a place is judged by. Changes are
+    audited as the CLI's user and reach every running replica within about a second."""
+    policy_file: Path | None = None
+    target = ""
+    if args.place_command == "policy":
+        names = list(args.target)
+        if (args.type is None and len(names) != 2) or (args.type is not None and len(names) != 1):
+            print(
+                "passcode: place policy takes <place> <file.json> or --type T <file.json>",
+                file=sys.stderr,
+            )
+            raise _Refused
+        policy_file = Path(names[-1])
+        target = args.type if args.type is not None else names[0]
+
+    async def work(s: Settings) -> int:
+        pool = await _pool(s)
+        try:
+            directory = PlaceDirectory(
+                pool, CatalogWatcher(pool, timeout=s.pg_timeout), timeout=s.pg_timeout
+            )
+            if args.place_command == "set":
+                created = await set_place(
+                    directory, args.place, type_=args.type, name=args.name, actor=_cli_actor()
+                )
+                print(f"place {args.place.strip()!r} {'created' if created else 'updated'}")
+                return 0
+            if args.place_command == "policy":
+                assert policy_file is not None
+                policy = _read_json_file(policy_file, MAX_POLICY_BYTES)
+                scope = "type" if args.type is not None else "place"
+                stored = await set_policy(
+                    directory, scope=scope, target=target, policy=policy, actor=_cli_actor()
+                )
+                print(f"{scope} {target.strip()!r}: policy version {stored.version}")
+                return 0
+            await directory.reload()
+            place = args.place.strip()
+            info = directory.info(place)
+            resolved = directory.resolve(place)
+            print(
+                json.dumps(
+                    {
+                        "place": place,
+                        "name": None if info is None else info[0],
+                        "type": None if info is None else info[1],
+                        "policy": {
+                            "source": resolved.source,
+                            "version": resolved.policy.version,
+                            **policy_json(resolved.policy),
+                        },
+                    },
+                    ensure_ascii=False,
+                    indent=2,
+                )
+            )
+            return 0
+        finally:
+            await pool.close()
+
+    return _with_stores(settings, work)
+
+
 def _issuer_name(value: str) -> str:
     return fields.line(value, max_length=fields.MAX_PLACE)
 
@@ -746,6 +818,24 @@ def _trust_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     which = remove.add_mutually_exclusive_group(required=True)
     which.add_argument("--kid", help="a DCC signer's kid (base64 or base64url)")
     which.add_argument("--iss", help="an SHC issuer's URL")
+
+
+def _place_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``passcode place set|policy|show``."""
+    place = sub.add_parser("place", help="places (场所) and their policies")
+    place_sub = place.add_subparsers(dest="place_command", required=True)
+    put = place_sub.add_parser("set", help="create or describe a place")
+    put.add_argument("place", help="the place, as its terminals carry it")
+    put.add_argument("--type", required=True, help="its type (metro, hospital, mall, …)")
+    put.add_argument("--name", required=True, help="its name")
+    pol = place_sub.add_parser(
+        "policy",
+        help="set a place's (<place> <file.json>) or a type's (--type T <file.json>) policy",
+    )
+    pol.add_argument("--type", help="set this place type's policy instead of one place's")
+    pol.add_argument("target", nargs="+", help="[place] file.json")
+    show = place_sub.add_parser("show", help="a place and the policy its scans are judged by")
+    show.add_argument("place")
 
 
 def _card_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -827,8 +917,8 @@ def parser() -> argparse.ArgumentParser:
     risk_sub.add_parser(
         "resume", help="run every unfinished marking (pending, running, failed), with progress"
     )
-    _scan_log_parsers(sub)
-    _trust_parsers(sub)
+    for add_parsers in (_scan_log_parsers, _trust_parsers, _place_parsers):
+        add_parsers(sub)
     emb = sub.add_parser("embedded", help="run a command with embedded PostgreSQL and Redis")
     emb.add_argument("argv", nargs=argparse.REMAINDER, help="the command to run")
     return top
@@ -850,6 +940,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "retention": cmd_retention,
     "dead-letters": cmd_dead_letters,
     "trust": cmd_trust,
+    "place": cmd_place,
 }
 
 

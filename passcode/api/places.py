@@ -13,9 +13,8 @@ from passcode.api.responses import json_response
 from passcode.api.schemas import PLACE_POLICY_REQUEST, PLACE_REQUEST, compile_schema
 from passcode.domain.policy import PlacePolicy, policy_json
 from passcode.keys import PLACES, SETTINGS
-from passcode.service.places import set_place, set_policy
+from passcode.service.places import MAX_POLICY_BYTES, set_place, set_policy
 
-MAX_POLICY_BODY = 64 * 1024  # 64 rules of about 1 kB; the default policy is about 4 kB
 _validate_place = compile_schema(PLACE_REQUEST)
 _validate_policy = compile_schema(PLACE_POLICY_REQUEST)
 
@@ -57,7 +56,7 @@ async def get_place(request: web.Request) -> web.Response:
 
 
 async def _put_policy(request: web.Request, scope: str, target: str) -> web.Response:
-    data = await read_json(request, limit=MAX_POLICY_BODY, validate=_validate_policy)
+    data = await read_json(request, limit=MAX_POLICY_BYTES, validate=_validate_policy)
     stored: PlacePolicy = await set_policy(
         request.app[PLACES], scope=scope, target=target, policy=data, actor=actor_of(request).name
     )

@@ -27,6 +27,7 @@ from passcode.store.places import SCOPE_PLACE, SCOPE_TYPE, Place
 log = logging.getLogger(__name__)
 
 MAX_TYPE = 64
+MAX_POLICY_BYTES = 64 * 1024  # 64 rules of about 1 kB; the default policy is about 4 kB
 
 
 @dataclass(frozen=True, slots=True)

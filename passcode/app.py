@@ -16,6 +16,7 @@ from passcode.api.openapi import openapi_document
 from passcode.api.problems import add_route, add_unmatched
 from passcode.api.routes import ROUTES
 from passcode.config import Settings, SettingsError, mask_url
+from passcode.domain.cardsheet import MAX_DAYS
 from passcode.domain.identity import IdTokenVerifier
 from passcode.domain.privacy import Sealer
 from passcode.errors import StoreUnavailable
@@ -44,6 +45,7 @@ from passcode.keys import (
 from passcode.service.cards import CardRegistry, CardService
 from passcode.service.catalogs import CatalogWatcher
 from passcode.service.citizen import CitizenService
+from passcode.service.foreign import ForeignJudge
 from passcode.service.limits import Limiter
 from passcode.service.places import PlaceDirectory
 from passcode.service.riskplaces import RiskPlaceRunner
@@ -109,7 +111,10 @@ async def _keyring(app: web.Application) -> AsyncIterator[None]:
     now = int(settings.clock.now())
     keyring = ensure_key(settings.key_dir, now=now)
     holder = KeyringHolder(
-        settings.key_dir, keyring, retire_after=settings.pass_ttl + settings.clock_skew
+        settings.key_dir,
+        keyring,
+        retire_after=settings.pass_ttl + settings.clock_skew,
+        card_retire_after=MAX_DAYS * 86400 + settings.clock_skew,
     )
     app[KEYRING] = holder
 
@@ -161,6 +166,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         what="citizen",
         clock=settings.clock,
     )
+    # Printed cards reported lost: verify refuses them (this replica at once, others within
+    # the catalog watcher's poll).
+    card_registry = CardRegistry(app[POOL], timeout=settings.pg_timeout, clock=settings.clock)
+    app[CATALOGS].register(Catalog.CARDS, card_registry.reload)
+    foreign = ForeignJudge(
+        trust=app[TRUST],
+        places=app[PLACES],
+        hasher=sealer.certificate_hash,
+        max_entries=settings.authenticated_cache,
+    )
     app[VERIFIER] = Verifier(
         keys=app[KEYRING],
         cache=app[CACHE],
@@ -177,6 +192,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         fallback_concurrency=settings.pg_fallback_concurrency,
         authenticated_cache=settings.authenticated_cache,
         clock=settings.clock,
+        foreign=foreign,
+        cards=card_registry,
+        places=app[PLACES],
     )
     app[CITIZENS] = CitizenService(
         pool=app[POOL],
@@ -190,8 +208,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         pg_timeout=settings.pg_timeout,
         clock=settings.clock,
     )
-    card_registry = CardRegistry(app[POOL], timeout=settings.pg_timeout, clock=settings.clock)
-    app[CATALOGS].register(Catalog.CARDS, card_registry.reload)
     app[CARDS] = CardService(
         pool=app[POOL],
         cache=app[CACHE],

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from passcode.domain.clock import SYSTEM_CLOCK, Clock
 from passcode.domain.foreign import kind_of
 from passcode.domain.model import Decision, Kind, Reason
@@ -43,7 +45,7 @@ from passcode.store.statuses import live_status
 from passcode.store.terminals import Terminal
 
 if TYPE_CHECKING:  # its readers are imported where the app wires it
-    from passcode.service.foreign import ForeignJudge
+    from passcode.service.foreign import ForeignJudge, PolicySource
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,9 @@ class VerifyOutcome(NamedTuple):
 # status version to judge_live, in the answer and in the stream record the drain judges
 # again, it is never older than the live status, so ``superseded`` never applies to it.
 CARD_VERSION = 2**62
+
+# A genuine pass or card at a place whose policy does not accept its kind (DESIGN §3).
+_NOT_ACCEPTED = Verdict(Decision.DENY, Reason.NOT_ACCEPTED, None)
 
 
 class RevokedCards(Protocol):
@@ -247,10 +252,12 @@ class Verifier:
         batch_wait: float = BATCH_WAIT,
         foreign: ForeignJudge | None = None,
         cards: RevokedCards | None = None,
+        places: PolicySource | None = None,
     ) -> None:
         self.clock = clock
         self.foreign = foreign  # None: foreign certificates are `unsupported`
         self.cards = cards
+        self.places = places  # None: every place accepts our passes and cards
         self._now = clock.now  # bound once: the hot path makes one call, no allocation
         self.keys = keys
         self.cache = cache
@@ -295,6 +302,12 @@ class Verifier:
             return VerifyOutcome(verdict, None, sid, now, known)
 
         subject = claims.subject
+        places = self.places
+        if places is not None and kind not in places.policy_for(terminal.place).accepts:
+            row = _row(scan, sid, now, terminal, subject, _NOT_ACCEPTED, kind)
+            record = _record(scan, sid, now, terminal, subject, 0, _NOT_ACCEPTED, kind)
+            await self._record(subject, sid, record, row, share)
+            return VerifyOutcome(_NOT_ACCEPTED, None, sid, now, kind)
         version = claims.version if kind is Kind.PASSCODE else CARD_VERSION
         try:
             live = await self.cache.verify_and_record(
@@ -391,12 +404,20 @@ class Verifier:
             return exc
 
     def _authenticate(self, code: str, now: int) -> PassClaims:
-        """Signature and structure, checked once per distinct code while its key is published."""
+        """Signature and structure, checked once per distinct code while its key is published
+        (for a printed card: while its key verifies cards, up to a year after retirement)."""
         keys = self.keys.verification_keys(now)
         hit = self.authenticated.get(code, now=now)
-        if hit is not None and hit.kid in keys:
+        if hit is not None and (hit.kid in keys or _card_key(hit, self.keys.card_keys(now))):
             return hit.claims
-        claims, kid = authenticate_pass(code, keys, issuer=self.issuer)
+        try:
+            claims, kid = authenticate_pass(code, keys, issuer=self.issuer)
+        except PassError as exc:
+            if exc.reason is not Reason.UNKNOWN_KEY:
+                raise
+            claims, kid = authenticate_pass(code, self.keys.card_keys(now), issuer=self.issuer)
+            if claims.card is None:  # a phone's pass signed by a key retired for passes
+                raise
         self.authenticated.put(code, Authenticated(claims, kid), now=now)
         return claims
 
@@ -456,6 +477,10 @@ class Verifier:
             return
         async with asyncio.timeout(self.pg_timeout):
             await self.fallback.store_scans([row])
+
+
+def _card_key(hit: Authenticated, card_keys: dict[bytes, Ed25519PublicKey]) -> bool:
+    return hit.claims.card is not None and hit.kid in card_keys
 
 
 def _judge(pass_version: int, live: LiveStatus | None) -> Verdict:

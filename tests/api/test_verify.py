@@ -244,7 +244,6 @@ async def test_pass_with_a_version_below_the_live_one_is_superseded(
 @pytest.mark.parametrize(
     "code",
     [
-        "HC1:NCFOXN%TS3DH3ZSUZK+.V0ETD%65NL-AH-R6IOOK.IR9B+9D-F5$PD",
         "https://example.com/health-code?id=12345",
         "pc1:lowercase-prefix",
         "hello",
@@ -253,8 +252,27 @@ async def test_pass_with_a_version_below_the_live_one_is_superseded(
 async def test_code_of_another_kind_is_unsupported(
     client: Client, terminal_key: str, code: str
 ) -> None:
-    """unsupported: a code that is not a PC1 pass (an EU DCC, a URL, plain text)."""
+    """unsupported: a code of no kind this service reads (a URL, plain text)."""
     assert_invalid(await verify_ok(client, terminal_key, code), "unsupported")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("HC1:NCFOXN%TS3DH3ZSUZK+.V0ETD%65NL-AH-R6IOOK.IR9B+9D-F5$PD", "eu-dcc"),
+        ("shc:/5676290952432060346029243740446031222959532654603460292540772804336028702", "shc"),
+    ],
+)
+async def test_a_broken_foreign_certificate_is_invalid_and_named_by_its_kind(
+    client: Client, terminal_key: str, code: str, kind: str
+) -> None:
+    """A truncated EU DCC or SMART Health Card is read (一码通用), not `unsupported`: invalid with
+    the reason its reader gives, and the answer names its kind."""
+    body = await verify_ok(client, terminal_key, code)
+    assert body["decision"] == "invalid"
+    assert body["reason"] not in {"unsupported", "ok"}
+    assert body["kind"] == kind
+    assert body["holder"] is None
 
 
 # --- 2. errors that are not verification outcomes ------------------------------------------------

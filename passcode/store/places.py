@@ -161,11 +161,15 @@ async def load_catalog(pool: Pool, *, timeout: float) -> PlaceCatalog:
 
 def load_value_sets(folder: Path) -> dict[str, list[str]]:
     """The value sets of an eu-dcc-valuesets folder (one JSON document per set), by id, as the
-    rules read them (``external.valueSets``). OSError or ValueError for an unreadable folder
-    or a file that is not a value set."""
+    rules read them (``external.valueSets``). An empty file (a set left out, as the large
+    test-manufacturer list is in some copies) is skipped; OSError or ValueError for an
+    unreadable folder or a file that is not a value set."""
     found: dict[str, list[str]] = {}
     for path in sorted(folder.glob("*.json")):
-        if path.stat().st_size > MAX_VALUE_SET_FILE:
+        size = path.stat().st_size
+        if size == 0:
+            continue
+        if size > MAX_VALUE_SET_FILE:
             raise ValueError(f"{path.name}: larger than {MAX_VALUE_SET_FILE} bytes")
         try:
             document = json.loads(path.read_text(encoding="utf-8"))

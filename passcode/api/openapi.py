@@ -49,7 +49,7 @@ def openapi_document() -> dict[str, Any]:
                 "TerminalRequest": s.TERMINAL_REQUEST,
                 "TerminalResponse": s.TERMINAL_RESPONSE,
                 "PlaceRequest": s.PLACE_REQUEST,
-                "Place": s.PLACE,
+                "Place": s.PLACE_VIEW,
                 "PlacePolicyRequest": s.PLACE_POLICY_REQUEST,
                 "PlacePolicySet": s.PLACE_POLICY_SET,
                 "CardRequest": s.CARD_REQUEST,

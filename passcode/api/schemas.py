@@ -852,7 +852,7 @@ PLACE_POLICY: Schema = {
         "rules": {"type": "array", "items": {"type": "object"}},
     },
 }
-PLACE: Schema = {
+PLACE_VIEW: Schema = {
     "type": "object",
     "additionalProperties": False,
     "required": ["place", "name", "type", "policy"],

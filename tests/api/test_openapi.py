@@ -8,6 +8,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import hdrs
@@ -26,6 +27,7 @@ from passcode.config import Settings
 from passcode.keys import DRAIN
 from passcode.testing import HEALTHY, auth
 from tests.helpers import ADMIN, BASE, Contract, TokenFactory
+from tests.trust_material import b64, dsc, issuer_jwk, issuer_url, kid64
 
 
 @pytest.fixture
@@ -428,6 +430,27 @@ async def test_real_responses_match_the_document(
     await call("POST", "/v1/admin/dead-letters/replay?limit=10", 200, headers=ADMIN)
     await call("POST", "/v1/admin/dead-letters/replay?limit=x", 400, headers=ADMIN)
     await call("POST", "/v1/admin/dead-letters/replay", 403, headers=green)
+
+    # Issue 14: the trust store (role operator; GET /v1/trust public, with its 304).
+    der, key, iss = dsc(), issuer_jwk(), issuer_url()
+    await call("POST", "/v1/admin/trust/dcc", 200, json_body={"certificates": [b64(der)]},
+               headers=ADMIN)  # fmt: skip
+    await call("POST", "/v1/admin/trust/dcc", 400, json_body={"certificates": ["x"]},
+               headers=ADMIN)  # fmt: skip
+    await call("POST", "/v1/admin/trust/dcc", 403, json_body={"certificates": [b64(der)]},
+               headers=green)  # fmt: skip
+    shc_body = {"iss": iss, "jwks": {"keys": [key]}}
+    await call("POST", "/v1/admin/trust/shc", 200, json_body=shc_body, headers=ADMIN)
+    await call("POST", "/v1/admin/trust/shc", 400, json_body={**shc_body, "iss": "http://x"},
+               headers=ADMIN)  # fmt: skip
+    trust = await client.get("/v1/trust")
+    await c.check(trust)
+    assert trust.status == 200
+    await call("GET", "/v1/trust", 304, headers={"If-None-Match": trust.headers["ETag"]})
+    await call("DELETE", f"/v1/admin/trust/dcc/{kid64(der).rstrip('=')}", 204, headers=ADMIN)
+    await call("DELETE", f"/v1/admin/trust/dcc/{kid64(der).rstrip('=')}", 404, headers=ADMIN)
+    await call("DELETE", f"/v1/admin/trust/shc?iss={quote(iss, safe='')}", 204, headers=ADMIN)
+    await call("DELETE", "/v1/admin/trust/shc", 400, headers=ADMIN)
 
     # Issue 14: places (role operator) and their policies (role health_officer).
     place = f"openapi-place-{uuid.uuid4().hex[:8]}"

@@ -20,9 +20,10 @@ from passcode.domain.dcc import kid_of
 UNKNOWN_OID = ObjectIdentifier("1.3.6.1.4.1.99999.1")
 
 
-def dsc(country: str = "DE", *, unknown_critical: bool = False) -> bytes:
+def dsc(country: str = "DE", *, unknown_critical: bool = False, padding: int = 0) -> bytes:
     """A fresh self-signed ES256 document signer certificate (DER); ``unknown_critical`` adds
-    a critical extension no verifier knows."""
+    a critical extension no verifier knows, ``padding`` a non-critical one of that many
+    bytes."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
@@ -43,6 +44,11 @@ def dsc(country: str = "DE", *, unknown_critical: bool = False) -> bytes:
     if unknown_critical:
         builder = builder.add_extension(
             x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00"), critical=True
+        )
+    if padding:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.99999.2"), b"\x00" * padding),
+            critical=False,
         )
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 

@@ -65,6 +65,7 @@ REMOVE_SHC = "trust.remove_shc"
 
 MAX_SIGNERS = 20_000  # certificates in one import (the EU gateway lists about a thousand)
 MAX_CRLS = 100  # revocation lists of one issuer (one per kid)
+MAX_DER = 16_384  # bytes of one certificate (a DSC is about 1 KB; the table refuses more)
 
 _Refused = (ValueError, ForeignError)  # what the readers raise for bad input
 
@@ -160,6 +161,11 @@ def _unique(signers: Sequence[DccSigner]) -> list[DccSigner]:
         raise ValidationFailed(f"more than {MAX_SIGNERS} certificates", errors=["body"])
     by_kid: dict[bytes, DccSigner] = {}
     for signer in signers:
+        if len(signer.der) > MAX_DER:
+            raise ValidationFailed(
+                f"certificate {b64(signer.kid)} is {len(signer.der)} bytes, above {MAX_DER}",
+                errors=["body"],
+            )
         seen = by_kid.setdefault(signer.kid, signer)
         if seen.der != signer.der:
             raise ValidationFailed(

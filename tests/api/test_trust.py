@@ -132,6 +132,7 @@ async def test_the_etag_answers_304_until_the_store_changes(client: Client) -> N
         ([trust_list_entry(dsc(), kind="CSCA")], "no certificates"),
         ({"kid": 1}, "not a JSON array"),
         ([], "no certificates"),
+        ({"certificates": [b64(dsc(padding=17_000))]}, "above 16384"),
     ],
 )
 async def test_a_bad_dcc_import_is_a_400_naming_it_and_stores_nothing(

@@ -91,12 +91,16 @@ async def migrate(pool: Pool, timeout: float = 60.0) -> list[str]:
     applied: list[str] = []
     with pg_errors("migrate"):
         async with pool.acquire(timeout=timeout) as conn:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version int PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())",
-                timeout=timeout,
-            )
+            # Under the lock too: two replicas' first start on an empty database would both
+            # create the table (IF NOT EXISTS is no guard against a concurrent creator).
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7412001)", timeout=timeout)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version int PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())",
+                    timeout=timeout,
+                )
             for number, name, sql in _migrations():
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(7412001)", timeout=timeout)

@@ -101,6 +101,9 @@ class Settings:
     shed_lag_interval: float = 0.05
     shed_retry_after: int = 1
     max_body: int = 4096
+    # One verify: a code up to a QR code's 4,296 characters (an EU DCC with several entries,
+    # a SMART Health Card's numeric text) with its scan id and time.
+    max_verify_body: int = 8192
     max_batch_body: int = 512 * 1024
     max_csv_body: int = 8 * 1024 * 1024  # bytes of one test-results upload
     max_csv_rows: int = 100_000  # records in one test-results upload

@@ -69,7 +69,8 @@ VERIFY_REQUEST: Schema = {
     "additionalProperties": False,
     "required": ["code"],
     "properties": {
-        "code": {"type": "string", "minLength": 1, "maxLength": 1024},
+        # a QR code holds at most 4,296 characters in alphanumeric mode (our passes, EU DCCs)
+        "code": {"type": "string", "minLength": 1, "maxLength": 4296},
         "scan_id": UUID,
         "scanned_at": {
             **DATETIME,

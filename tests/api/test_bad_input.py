@@ -56,7 +56,7 @@ VALID_BODY: dict[str, dict[str, Any]] = {
     TERMINAL: {"place": "Bad Input Mall, Door 3"},
 }
 LIMIT = {
-    VERIFY: MAX_BODY,
+    VERIFY: DEFAULTS.max_verify_body,
     BATCH: MAX_BATCH_BODY,
     DECLARE: MAX_BODY,
     OVERRIDE: MAX_BODY,
@@ -172,7 +172,7 @@ SCHEMA_CASES: list[Case] = [
     Case("code-empty", VERIFY, 400, json=_scan(code="")),
     Case("code-number", VERIFY, 400, json=_scan(code=12345)),
     Case("code-null", VERIFY, 400, json=_scan(code=None)),
-    Case("code-too-long", VERIFY, 400, json=_scan(code="PC1:" + "A" * 1021)),
+    Case("code-too-long", VERIFY, 400, json=_scan(code="PC1:" + "A" * 4293)),
     Case("scan-id-not-uuid", VERIFY, 400, json=_scan(scan_id="not-a-uuid")),
     Case("scan-id-short-uuid", VERIFY, 400, json=_scan(scan_id=str(uuid.uuid4())[:-1])),
     Case("scan-id-number", VERIFY, 400, json=_scan(scan_id=7)),

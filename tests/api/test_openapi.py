@@ -285,7 +285,7 @@ async def test_real_responses_match_the_document(
     await call("GET", "/v1/admin/replays", 403, headers=green)
     # 413 and 415 on every body-taking operation.
     for path, headers, limit in (
-        ("/v1/verify", terminal, 4096),
+        ("/v1/verify", terminal, 8192),
         ("/v1/verify/batch", terminal, 512 * 1024),
         ("/v1/declarations", green, 4096),
         ("/v1/admin/overrides", ADMIN, 4096),

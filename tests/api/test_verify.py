@@ -332,8 +332,8 @@ async def test_revoked_terminal_is_403_problem(client: Client) -> None:
 
 
 async def test_body_over_max_body_is_413_problem(client: Client, terminal_key: str) -> None:
-    """413: a verify body larger than settings.max_body."""
-    limit = client.app[SETTINGS].max_body
+    """413: a verify body larger than settings.max_verify_body."""
+    limit = client.app[SETTINGS].max_verify_body
     response, body = await post_verify(client, terminal_key, code="PC1:" + "A" * limit)
     assert_problem(response, body, 413)
 

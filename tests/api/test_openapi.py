@@ -26,7 +26,7 @@ from passcode.app import create_app
 from passcode.config import Settings
 from passcode.keys import DRAIN
 from passcode.testing import HEALTHY, auth
-from tests.helpers import ADMIN, BASE, Contract, TokenFactory
+from tests.helpers import ADMIN, BASE, Contract, TokenFactory, role_headers
 from tests.trust_material import b64, dsc, issuer_jwk, issuer_url, kid64
 
 
@@ -473,6 +473,22 @@ async def test_real_responses_match_the_document(
     await call(
         "PUT", "/v1/admin/places/openapi-nowhere/policy", 404, json_body=own_only, headers=ADMIN
     )
+
+    # Issue 14: printed cards (role community_worker).
+    worker = await role_headers(client, "community_worker")
+    person = {"user_id": f"openapi-elder-{uuid.uuid4().hex[:8]}", "name": "王小明", "days": 30}
+    card = await call("POST", "/v1/admin/cards", 201, json_body=person, headers=worker)
+    await call("POST", "/v1/admin/cards", 400, json_body={"name": "x"}, headers=worker)
+    await call("POST", "/v1/admin/cards", 403, json_body=person, headers=green)
+    serial = card["serial"]
+    await call("GET", f"/v1/admin/cards/{serial}/sheet.svg", 200, headers=worker)
+    await call("GET", f"/v1/admin/cards/{serial}/card.png", 200, headers=worker)
+    declared = f"/v1/admin/cards/{serial}/declarations"
+    await call("POST", declared, 201, json_body=HEALTHY, headers=worker)
+    await call("POST", declared, 400, json_body={"temperature_c": "hot"}, headers=worker)
+    revoke = f"/v1/admin/cards/{serial}/revoke"
+    await call("POST", revoke, 200, json_body={"reason": "lost"}, headers=worker)
+    await call("POST", revoke, 400, json_body={"reason": "eaten"}, headers=worker)
 
     exercised = {(m, t) for m, t, status in c.seen if status < 400}
     documented = {

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from passcode.domain.model import Kind, Reason
 
-
 DCC_PREFIX = "HC1:"  # an EU DCC's QR text
 SHC_PREFIX = "shc:/"  # a SMART Health Card's QR text
 

@@ -310,7 +310,7 @@ def test_jwks_entries_with_the_wrong_kty_curve_or_use_refuse_the_set(
 )
 def test_unreadable_jwks_are_value_errors(text: str) -> None:
     """Anything that is not a non-empty key set is a ValueError, never another exception."""
-    with pytest.raises(ValueError, match="JWKS|key 0"):
+    with pytest.raises(ValueError, match=r"JWKS|key 0"):
         parse_jwks(text, iss=ISS)
 
 

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from passcode.domain import dcc, shc
 from passcode.domain.expiring import ExpiringCache
-from passcode.domain.foreign import ForeignCertificate, ForeignError, TrustStore
+from passcode.domain.foreign import DccSigner, ForeignCertificate, ForeignError, TrustStore
 from passcode.domain.masking import mask_name
 from passcode.domain.model import Decision, Kind, Reason
 from passcode.domain.policy import PlacePolicy, evaluate
@@ -121,32 +121,41 @@ class ForeignJudge:
             cert = dcc.read_dcc(code, trust.dcc, now=now)
         else:
             cert = shc.read_shc(code, trust.shc, now=now)
+        signer = _dcc_signer(code, cert, trust) if kind is Kind.EU_DCC else None
         found = _Authenticated(
             cert=cert,
             holder=mask_name(cert.holder_name),
             cert_hash=self.hasher(kind.value, cert.issuer, cert.certificate_id),
             trust_version=trust.version,
-            valid_from=_valid_from(cert, trust),
-            valid_until=_valid_until(cert, trust),
+            valid_from=_valid_from(cert, signer),
+            valid_until=_valid_until(cert, signer),
         )
         until = min(found.valid_until or now + REUSE_AT_MOST, now + REUSE_AT_MOST)
         self._authenticated.put(code, found, expires_at=until, now=now)
         return found
 
 
-def _valid_from(cert: ForeignCertificate, trust: TrustStore) -> int | None:
-    """The first second the certificate (and its DCC signer's certificate) is valid."""
-    starts = [cert.issued_at] if cert.issued_at is not None else []
-    signer = trust.dcc.get(cert.signer) if cert.signer is not None else None
+def _dcc_signer(code: str, cert: ForeignCertificate, trust: TrustStore) -> DccSigner | None:
+    """The signer that authenticated a DCC just read: its certificate's window bounds reuse.
+    Taken from the certificate when the reader names it, else from the text's kid (decoding
+    it again costs far less than the signature check the cache saves)."""
+    kid = cert.signer if cert.signer is not None else dcc.decode_dcc(code).kid
+    return trust.dcc.get(kid) if kid is not None else None
+
+
+def _valid_from(cert: ForeignCertificate, signer: DccSigner | None) -> int | None:
+    """The first whole second at which the certificate (and its DCC signer's certificate) is
+    surely valid. ``issued_at`` is the iat/nbf truncated to a second, and a fraction it
+    dropped may still be in the future during that second, so reuse starts one second on."""
+    starts = [cert.issued_at + 1] if cert.issued_at is not None else []
     if signer is not None:
         starts.append(int(signer.certificate.not_valid_before_utc.timestamp()))
     return max(starts) if starts else None
 
 
-def _valid_until(cert: ForeignCertificate, trust: TrustStore) -> int | None:
+def _valid_until(cert: ForeignCertificate, signer: DccSigner | None) -> int | None:
     """The last second the certificate (and its DCC signer's certificate) is valid."""
     ends = [cert.expires_at] if cert.expires_at is not None else []
-    signer = trust.dcc.get(cert.signer) if cert.signer is not None else None
     if signer is not None:
         ends.append(int(signer.certificate.not_valid_after_utc.timestamp()))
     return min(ends) if ends else None

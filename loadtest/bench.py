@@ -5,7 +5,9 @@ Rows: a bare aiohttp POST (the framework's ceiling), ``POST /v1/verify`` with va
 again with ``--workers 2``; verify on a local Redis Cluster (3 primaries, 3 replicas, nodes
 unpinned like the single Redis) with the default replica wait and with it off; and
 ``POST /v1/verify/batch`` with batches of 100 green passes (an offline terminal's upload), its
-scans/s compared with single verify's requests/s. Each row
+scans/s compared with single verify's requests/s; ``POST /v1/verify`` with a few hundred distinct
+EU DCCs (ES256, one imported signer) at the default policy, and the in-process read of one DCC
+(``loadtest/dcc_bench.py``) against a plain-cryptography reader. Each row
 gives requests/s, p50/p99, wrk's error counts, the server's own CPU time per request (utime+stime of the process tree from ``/proc``) and the ratio to the
 ceiling. Last, the scans the verify runs left in the Redis stream are drained into Postgres in
 this process and timed, and the same rows COPYed into a plain table with no index, timed too
@@ -20,12 +22,14 @@ median over the rounds is reported; a row shows its median run, and the JSON kee
 
 Needs ``PASSCODE_DATABASE_URL`` and ``PASSCODE_REDIS_URL`` (``make bench`` starts embedded ones
 when unset). Tunables: ``BENCH_DURATION`` (s, default 10), ``BENCH_WARMUP`` (s, 2),
-``BENCH_CONNECTIONS`` (64), ``BENCH_CITIZENS`` (2000), ``BENCH_ROUNDS`` (3).
+``BENCH_CONNECTIONS`` (64), ``BENCH_CITIZENS`` (2000), ``BENCH_ROUNDS`` (3); ``BENCH_ONLY=dcc``
+runs only the ceiling and the DCC rows (a quick check of them, seconds instead of minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import functools
@@ -64,6 +68,7 @@ from passcode.wiring import (
     open_cache,
     until_answering,
 )
+from tests.dcc_maker import claims, make_signer, sign, vaccination
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
@@ -80,6 +85,12 @@ TARGET_DRAIN_RPS = 60_000.0  # issue 13
 TARGET_WORKERS_CPU_GROWTH = 0.10  # issue 13 (issue 3: 0.15)
 TARGET_BATCH_RATIO = 3.0  # issue 13: batch scans/s at least 3x single verify's requests/s
 TARGET_CLUSTER_RATIO = 0.50  # issue 13: verify on a 3-primary Redis Cluster vs the ceiling
+TARGET_DCC_RATIO = 0.40  # issue 14: verify of EU DCCs at the default policy vs the ceiling
+
+# Distinct DCCs wrk cycles through: each is read (signature and all) once, at the warm-up, and
+# then judged from the authenticated-certificate cache, as the same visitor's certificate is at
+# every door; the policy is evaluated on every scan.
+DCC_CODES = 300
 
 BATCH_SIZE = 100  # scans per POST /v1/verify/batch
 # Connections (and terminals) of the batch row: twice the batches a process verifies at once
@@ -102,6 +113,7 @@ VERIFY_BATCH = "POST /v1/verify/batch"
 CLUSTER = "cluster /v1/verify"
 CLUSTER_W0 = "cluster /v1/verify W0"
 CLUSTER_PRIMARIES = 3
+DCC_VERIFY = "POST /v1/verify DCC"  # measured once; its scans are drained uncounted
 
 
 class BenchError(RuntimeError):
@@ -593,6 +605,48 @@ async def batch_scenario(
     return scenario, [terminal_id for terminal_id, _ in added]
 
 
+async def dcc_scenario(base_url: str, admin_key: str, workdir: Path) -> Scenario:
+    """The DCC row: one ES256 document signer imported through the admin API, and
+    :data:`DCC_CODES` vaccination certificates (each its own ``ci``) valid now, verified by a
+    terminal of their own at the default policy. A few are checked to be admitted first."""
+    now = int(time.time())
+    signer = make_signer(country="DE", not_before=now - 86_400 * 30, not_after=now + 86_400 * 365)
+    codes = []
+    for n in range(DCC_CODES):
+        payload = vaccination()
+        payload["v"][0]["ci"] = f"URN:UVCI:01:DE:BENCH{n:08d}#X"
+        codes.append(sign(signer, claims(payload, iat=now - 3600, exp=now + 86_400 * 30)))
+    body = {"certificates": [base64.b64encode(signer.der).decode()]}
+    async with (
+        aiohttp.ClientSession(base_url, headers=auth(admin_key)) as session,
+        session.post("/v1/admin/trust/dcc", json=body) as response,
+    ):
+        if response.status not in (200, 201):
+            raise BenchError(f"DCC signer import: {response.status} {await response.text()}")
+    ((_, key),) = await add_terminals(base_url, admin_key, 1)
+    data = workdir / "dcc-bodies.txt"
+    data.write_text("".join(json.dumps({"code": c}) + "\n" for c in codes))
+    await check_admits(base_url, key, codes[:5])
+    return Scenario(
+        DCC_VERIFY, "/v1/verify", "post_bodies.lua", data, (f"Authorization: Bearer {key}",)
+    )
+
+
+def dcc_in_process(config: Config) -> str:
+    """``loadtest/dcc_bench.py``'s table (reading one ES256 DCC per second, ours vs the plain
+    cryptography baseline) on the server CPU, run once the servers are down; "" when absent."""
+    if not (HERE / "dcc_bench.py").exists():
+        return ""
+    argv = ["taskset", "-c", config.server_cpus, sys.executable, "-m", "loadtest.dcc_bench"]
+    argv += ["--seconds", "3"]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, check=False, cwd=HERE.parent
+    )
+    if done.returncode != 0:
+        return f"loadtest/dcc_bench.py failed ({done.returncode}): {done.stderr.strip()[-300:]}"
+    return done.stdout.rstrip()
+
+
 # ---------------------------------------------------------------------------------------------
 # Scan-log drain
 
@@ -932,9 +986,11 @@ async def rows_once(
     service: Server,
     tokens: Path,
     servers: list[Server],
+    dcc: Scenario,
 ) -> tuple[Row, list[Row]]:
-    """The rows measured once, outside the rounds: the ceiling on asyncio's own loop, and the
-    pass as JSON and as PNG."""
+    """The rows measured once, outside the rounds: the ceiling on asyncio's own loop, the
+    pass as JSON and as PNG, and verify of EU DCCs (their scans are drained, uncounted, before
+    the rounds)."""
     one_core = f"1 process, CPU {config.server_cpus}"
     hello_asyncio = await start_hello(config, workdir, loop="asyncio")
     servers.append(hello_asyncio)
@@ -946,6 +1002,7 @@ async def rows_once(
         measure(config, Scenario(name, path, "get_tokens.lua", tokens), service, one_core)
         for name, path in (("GET /v1/pass", "/v1/pass"), ("GET /v1/pass.png", "/v1/pass.png"))
     ]
+    once.append(measure(config, dcc, service, one_core))
     return asyncio_row, once
 
 
@@ -1029,8 +1086,15 @@ async def run(config: Config, workdir: Path) -> dict[str, Any]:
         )
         hello = Scenario(HELLO, "/hello", "post_bodies.lua", bodies)
         await check_admits(base_url, seeded.terminal_key, seeded.codes[:5])
-
-        asyncio_row, once = await rows_once(config, workdir, hello, service, tokens, servers)
+        asyncio_row, once = await rows_once(
+            config,
+            workdir,
+            hello,
+            service,
+            tokens,
+            servers,
+            await dcc_scenario(base_url, admin_key, workdir),
+        )
 
         # The rows the targets compare, in rounds: all three servers up, loaded in turn.
         hello_server = await start_hello(config, workdir)
@@ -1067,6 +1131,7 @@ async def run(config: Config, workdir: Path) -> dict[str, Any]:
     rows, paired = summarize(rounds, asyncio_row, once)
     every_run = [asyncio_row, *once, *(run for runs in rounds for run in runs)]
     return {
+        "dcc_in_process": dcc_in_process(config),
         "started_at": started_at,
         "machine": machine() | {"busy_before_run": round(busy, 3)},
         "config": asdict(config),
@@ -1084,6 +1149,47 @@ async def run(config: Config, workdir: Path) -> dict[str, Any]:
     }
 
 
+async def run_dcc_only(config: Config, workdir: Path) -> dict[str, Any]:
+    """``BENCH_ONLY=dcc``: the ceiling and the DCC row, each once, then the in-process read."""
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    busy = machine_busy()
+    admin_key = secrets.token_urlsafe(24)
+    port = free_port()
+    env = service_env(workdir / "data", port, admin_key)
+    one_core = f"1 process, CPU {config.server_cpus}"
+    servers: list[Server] = []
+    try:
+        service = start_service(config, env, port, workdir, workers=1)
+        servers.append(service)
+        await service.wait_ready("/readyz")
+        dcc = await dcc_scenario(f"http://127.0.0.1:{port}", admin_key, workdir)
+        hello_server = await start_hello(config, workdir)
+        servers.append(hello_server)
+        hello = measure(
+            config, Scenario(HELLO, "/hello", "post_bodies.lua", dcc.data), hello_server, one_core
+        )
+        dcc_row = measure(config, dcc, service, one_core)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+    for row in (hello, dcc_row):
+        row.ratio_to_ceiling = row.wrk.rps / hello.wrk.rps if hello.wrk.rps else 0.0
+    return {
+        "started_at": started_at,
+        "machine": machine() | {"busy_before_run": round(busy, 3)},
+        "config": asdict(config),
+        "only": "dcc",
+        "rows": [asdict(row) for row in (hello, dcc_row)],
+        "dcc_in_process": dcc_in_process(config),
+        "failures": [
+            f"{row.scenario}: {row.wrk.non_2xx_3xx} non-2xx/3xx, {row.wrk.socket_errors} socket"
+            " errors"
+            for row in (hello, dcc_row)
+            if row.wrk.non_2xx_3xx or row.wrk.socket_errors
+        ],
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Reporting
 
@@ -1098,6 +1204,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     copy = results["drain"]["copy_rows_per_s"]
     cluster, cluster_w0 = rows[CLUSTER], rows[CLUSTER_W0]
     return [
+        dcc_target(rows[DCC_VERIFY]),
         (
             f"verify >= {TARGET_VERIFY_RATIO:.0%} of ceiling",
             f"{verify['ratio_to_ceiling']:.0%}",
@@ -1143,8 +1250,64 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     ]
 
 
+def dcc_target(dcc: dict[str, Any]) -> tuple[str, str, bool]:
+    """The DCC row's target (issue 14), with its p99 alongside."""
+    return (
+        f"DCC verify >= {TARGET_DCC_RATIO:.0%} of ceiling",
+        f"{dcc['ratio_to_ceiling']:.0%} ({dcc['wrk']['rps']:,.0f}/s, p99"
+        f" {dcc['wrk']['p99_ms']:.1f} ms)",
+        dcc["ratio_to_ceiling"] >= TARGET_DCC_RATIO,
+    )
+
+
+def table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The rows' lines under their header."""
+    header = (
+        f"{'scenario':<21} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non2xx':>6} {'sockerr':>7}"
+        f" {'CPU µs/req':>10} {'vs hello':>8}  server"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        w = row["wrk"]
+        lines.append(
+            f"{row['scenario']:<21} {w['rps']:>8,.0f} {w['p50_ms']:>7.2f} {w['p99_ms']:>7.2f}"
+            f" {w['non_2xx_3xx']:>6} {w['socket_errors']:>7} {row['cpu_us_per_request']:>10.1f}"
+            f" {row['ratio_to_ceiling']:>8.0%}  {row['server']}"
+        )
+    return lines
+
+
+def in_process_lines(results: dict[str, Any]) -> list[str]:
+    text = results.get("dcc_in_process", "")
+    if not text:
+        return []
+    return ["", "EU DCC read in process (loadtest/dcc_bench.py, server CPU):", text]
+
+
+def render_dcc_only(results: dict[str, Any]) -> str:
+    """The ``BENCH_ONLY=dcc`` table: the ceiling, the DCC row, its target, the in-process read."""
+    m, c = results["machine"], results["config"]
+    dcc = next(row for row in results["rows"] if row["scenario"] == DCC_VERIFY)
+    name, value, ok = dcc_target(dcc)
+    lines = [
+        f"machine: {m['nproc']} CPUs, {m['cpu_model']}; busy before the run:"
+        f" {m['busy_before_run']:.0%} of all CPUs",
+        f"load: wrk -t1 -c{c['connections']} -d{c['duration']}s on CPU {c['wrk_cpus']}"
+        f" (after a {c['warmup']}s warm-up); {DCC_CODES} distinct DCCs, one ES256 signer",
+        "",
+        *table(results["rows"]),
+        *in_process_lines(results),
+        "",
+        "target (reported, not asserted):",
+        f"  {'met ' if ok else 'MISS'}  {name:<36} {value}",
+    ]
+    return "\n".join(lines)
+
+
 def render(results: dict[str, Any]) -> str:
     """The table printed at the end of a run."""
+    if results.get("only") == "dcc":
+        return render_dcc_only(results)
     m = results["machine"]
     c = results["config"]
     lines = [
@@ -1157,18 +1320,8 @@ def render(results: dict[str, Any]) -> str:
         f" in {results['seed']['seconds']:.1f}s",
         "",
     ]
-    header = (
-        f"{'scenario':<21} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non2xx':>6} {'sockerr':>7}"
-        f" {'CPU µs/req':>10} {'vs hello':>8}  server"
-    )
-    lines += [header, "-" * len(header)]
-    for row in results["rows"]:
-        w = row["wrk"]
-        lines.append(
-            f"{row['scenario']:<21} {w['rps']:>8,.0f} {w['p50_ms']:>7.2f} {w['p99_ms']:>7.2f}"
-            f" {w['non_2xx_3xx']:>6} {w['socket_errors']:>7} {row['cpu_us_per_request']:>10.1f}"
-            f" {row['ratio_to_ceiling']:>8.0%}  {row['server']}"
-        )
+    lines += table(results["rows"])
+    lines += in_process_lines(results)
     named = {row["scenario"]: row["rounds"] for row in results["rows"] if row["rounds"]}
     lines += ["", "rounds (the median run of each is in the table; ratios are within a round):"]
     for number, runs in enumerate(zip(*named.values(), strict=True), 1):
@@ -1232,7 +1385,11 @@ def main() -> int:
         config = Config.from_env()
         ensure_tools()
         with tempfile.TemporaryDirectory(prefix="passcode-bench-") as tmp:
-            results = asyncio.run(run(config, Path(tmp)))
+            only = os.environ.get("BENCH_ONLY", "")
+            if only not in ("", "dcc"):
+                raise BenchError(f"BENCH_ONLY={only!r}: the only selection is 'dcc'")
+            runner = run_dcc_only if only == "dcc" else run
+            results = asyncio.run(runner(config, Path(tmp)))
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

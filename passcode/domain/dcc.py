@@ -31,7 +31,7 @@ from typing import Any
 import cbor2
 import fastjsonschema
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -332,8 +332,7 @@ def _allowed_types(extensions: list[tuple[str, bool, bytes]]) -> frozenset[CertT
 
 
 @lru_cache(maxsize=4096)
-def _facts(der: bytes) -> _SignerFacts:
-    """Parsed once per certificate (the DER's hash is cached by the bytes object)."""
+def _parse_facts(der: bytes) -> _SignerFacts:
     certificate = x509.load_der_x509_certificate(der)
     return _SignerFacts(
         public_key=certificate.public_key(),
@@ -341,6 +340,15 @@ def _facts(der: bytes) -> _SignerFacts:
         not_after=certificate.not_valid_after_utc.timestamp(),
         allowed=_allowed_types(_extensions(certificate.tbs_certificate_bytes)),
     )
+
+
+def _facts(signer: DccSigner) -> _SignerFacts:
+    """Parsed once per certificate (the DER's hash is cached by the bytes object). A signer
+    built around a certificate ``signer_from_der`` would refuse can sign nothing."""
+    try:
+        return _parse_facts(signer.der)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise _refuse(Reason.UNKNOWN_KEY, Stage.VERIFY, f"signer unusable: {exc}") from None
 
 
 def kid_of(der: bytes) -> bytes:
@@ -355,7 +363,7 @@ def signer_from_der(der: bytes, *, country: str | None = None) -> DccSigner:
         certificate = x509.load_der_x509_certificate(der)
         extensions = _extensions(certificate.tbs_certificate_bytes)
         key = certificate.public_key()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"not a DER X.509 certificate: {exc}") from None
     unknown = sorted(oid for oid, crit, _ in extensions if crit and oid not in _KNOWN_EXTENSIONS)
     if unknown:
@@ -467,7 +475,7 @@ def check_signature(message: DccMessage, signers: Mapping[bytes, DccSigner]) -> 
     signer = signers.get(message.kid)
     if signer is None:
         raise _refuse(Reason.UNKNOWN_KEY, Stage.VERIFY, "kid not in the trust store")
-    key = _facts(signer.der).public_key
+    key = _facts(signer).public_key
     data = _sig_structure(message)
     signature = message.signature
     try:
@@ -497,7 +505,7 @@ def check_validity(message: DccMessage, signer: DccSigner | None, *, now: float)
     if message.issued_at is not None and message.issued_at > now:
         raise _refuse(Reason.NOT_YET_VALID, Stage.EXPIRATION, "CWT iat is in the future")
     if signer is not None:
-        facts = _facts(signer.der)
+        facts = _facts(signer)
         if facts.not_after < now:
             raise _refuse(Reason.EXPIRED, Stage.EXPIRATION, "signer certificate has expired")
         if facts.not_before > now:
@@ -506,7 +514,7 @@ def check_validity(message: DccMessage, signer: DccSigner | None, *, now: float)
 
 def check_key_usage(message: DccMessage, signer: DccSigner) -> None:
     """A signer whose certificate names DCC key usages may sign only those types (KEYUSAGE)."""
-    allowed = _facts(signer.der).allowed
+    allowed = _facts(signer).allowed
     if allowed is not None and not message.types <= allowed:
         raise _refuse(
             Reason.UNKNOWN_KEY, Stage.KEYUSAGE, "signer's key usage does not cover this type"

@@ -28,6 +28,7 @@ HARNESSES = [
         id="verify-request",
     ),
     pytest.param("scan_entry.py", [], id="scan-entry"),
+    pytest.param("dcc_decoder.py", [str(FUZZ / "corpus" / "dcc_decoder")], id="dcc-decoder"),
 ]
 
 

@@ -174,9 +174,18 @@ def sign_pass(claims: PassClaims, key: Ed25519PrivateKey, kid: bytes) -> str:
     if claims.card is not None:  # absent otherwise: a phone's pass keeps its exact bytes
         body[ClaimKey.CARD] = bytes(claims.card)
     payload = cbor2.dumps(body, canonical=True)
+    return PREFIX + b45encode(sign_envelope(payload, key, kid, protected=protected))
+
+
+def sign_envelope(
+    payload: bytes, key: Ed25519PrivateKey, kid: bytes, *, protected: bytes | None = None
+) -> bytes:
+    """The COSE_Sign1 (tag 18, EdDSA, ``kid`` protected, no unprotected header) around
+    ``payload``: the one layout :func:`open_envelope` accepts, shared by passes and venue codes."""
+    if protected is None:
+        protected = cbor2.dumps({_HDR_ALG: ALG_EDDSA, _HDR_KID: bytes(kid)}, canonical=True)
     signature = key.sign(cbor2.dumps(["Signature1", protected, b"", payload], canonical=True))
-    message = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]), canonical=True)
-    return PREFIX + b45encode(message)
+    return cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]), canonical=True)
 
 
 # --- verifying ---------------------------------------------------------------------------------
@@ -300,6 +309,17 @@ def _open_envelope(raw: bytes) -> tuple[bytes, bytes, bytes, bytes]:
         (_SIG1_HEAD, raw[2:prot_end], _EMPTY_BSTR, raw[prot_end + 1 : payload_end])
     )
     return kid, to_be_signed, raw[sig_start:sig_end], raw[payload_start:payload_end]
+
+
+def open_envelope(raw: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(kid, to-be-signed, signature, payload) of a COSE_Sign1 in our one layout, or PassError
+    (MALFORMED, UNSUPPORTED); the signature is not checked. Venue codes reuse it."""
+    return _open_envelope(raw)
+
+
+def decode_exact(data: bytes, what: str) -> Any:
+    """One CBOR item spanning all of ``data``, or PassError (MALFORMED)."""
+    return _decode_exact(data, what)
 
 
 def authenticate_pass(

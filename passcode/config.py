@@ -116,6 +116,9 @@ class Settings:
     # Where the workers of `passcode serve --workers N` share their metrics (passcode.metrics);
     # unset, the CLI makes one for the run and removes it after.
     metrics_dir: Path | None = None
+    # Where the npm packages the pages serve (Swagger UI, the QR encoder) are installed: unset,
+    # the node_modules `make install` fills beside the package's source tree.
+    node_modules_dir: Path | None = None
     # Not read from the environment: a hook for tests (and embedders) to replace "now".
     clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
 

@@ -9,7 +9,9 @@ once with text lines, once with ``PASSCODE_LOG_FORMAT=json``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import aiohttp
 import pytest
 
 from passcode.testing import HEALTHY
+from tests.dcc_maker import claims, make_signer, sign, vaccination
 from tests.helpers import dev_token
 from tests.live_server import LiveServer, live_settings
 
@@ -150,6 +153,20 @@ async def test_logs_of_a_full_flow_hold_no_pass_name_credential_or_user_id(
         after = await call("POST", "/v1/verify", 200, json={"code": codes[0]}, headers=terminal)
         assert after["decision"] == "deny"
 
+        # A foreign certificate (issue 14): trusted, then read, admitted or not; its holder's
+        # name, birth date, certificate id and text must not reach the log either.
+        now = int(time.time())
+        signer = make_signer(not_before=now - 86_400, not_after=now + 86_400 * 30)
+        trusted = {"certificates": [base64.b64encode(signer.der).decode()]}
+        await call("POST", "/v1/admin/trust/dcc", 200, json=trusted, headers=admin)
+        dcc_payload = vaccination(given="Wilhelmina", family="Featherstonehaugh")
+        certificate_id = dcc_payload["v"][0]["ci"]
+        dcc_text = sign(signer, claims(dcc_payload, iat=now - 60, exp=now + 86_400))
+        foreign = await call("POST", "/v1/verify", 200, json={"code": dcc_text}, headers=terminal)
+        assert foreign["kind"] == "eu-dcc"
+        broken = dcc_text[:-8] + "00000000"
+        await call("POST", "/v1/verify", 200, json={"code": broken}, headers=terminal)
+
         # Error paths that carry secrets in the request.
         tampered = codes[0][:-6] + ("AAAAAA" if not codes[0].endswith("AAAAAA") else "BBBBBB")
         bad = await call("POST", "/v1/verify", 200, json={"code": tampered}, headers=terminal)
@@ -218,6 +235,13 @@ async def test_logs_of_a_full_flow_hold_no_pass_name_credential_or_user_id(
             for who, token in (("alice", alice), ("bob", bob))
         },
         **{f"ID token claims {who}": t.split(".")[1][:40] for who, t in (("a", alice), ("b", bob))},
+        "DCC text": dcc_text[4:60],
+        "broken DCC text": broken[-40:],
+        "DCC given name": "Wilhelmina",
+        "DCC family name": "Featherstonehaugh",
+        "DCC transliterated name": "FEATHERSTONEHAUGH",
+        "DCC birth date": dcc_payload["dob"],
+        "DCC certificate id": certificate_id,
         "raw user id alice": alice_id,
         "raw user id bob": bob_id,
     }

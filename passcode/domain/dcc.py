@@ -591,4 +591,5 @@ def read_dcc(text: str, signers: Mapping[bytes, DccSigner], *, now: int) -> Fore
         issued_at=None if message.issued_at is None else int(message.issued_at),
         expires_at=None if message.expires_at is None else int(message.expires_at),
         payload=message.hcert,
+        signer=signer.kid,
     )

@@ -52,9 +52,9 @@ def render_card_png(code: str, *, box_size: int = 8, border: int = 4) -> bytes:
     return out.getvalue()
 
 
-def _qr_svg_body(code: str) -> tuple[int, str]:
+def qr_svg_body(code: str) -> tuple[int, str]:
     """The QR's side in modules and its SVG content (white square, black path) without the
-    outer element, for nesting in the sheet."""
+    outer element, for nesting in a printed sheet (cards, venue posters)."""
     svg = qr.render_svg(code, _SOURCE_COLOR)
     opening = _SVG_OPEN.match(svg)
     assert opening is not None  # qr.render_svg always starts with its <svg ...> element
@@ -73,7 +73,7 @@ def render_sheet_svg(
     """A printable A6 sheet: the QR, the masked name (``holder`` must already be masked), the
     issue and expiry dates (UTC), the serial (to report the card lost) and a line in Chinese
     and English. ValueError if the code cannot fit a QR symbol."""
-    side, qr_body = _qr_svg_body(code)
+    side, qr_body = qr_svg_body(code)
     left = (SHEET_WIDTH_MM - _QR_MM) / 2
     serial_text = " ".join(serial.hex()[i : i + 4] for i in range(0, len(serial) * 2, 4))
     lines = [

@@ -18,6 +18,7 @@ from passcode.api.routes import ROUTES
 from passcode.config import Settings, SettingsError, mask_url
 from passcode.domain.cardsheet import MAX_DAYS
 from passcode.domain.identity import IdTokenVerifier
+from passcode.domain.policy import VALUE_SETS
 from passcode.domain.privacy import Sealer
 from passcode.errors import StoreUnavailable
 from passcode.keys import (
@@ -56,6 +57,7 @@ from passcode.service.verify import PostgresFallback, Verifier
 from passcode.store import pg
 from passcode.store.catalogs import Catalog
 from passcode.store.keyring import ensure_key
+from passcode.store.places import load_value_sets
 from passcode.store.terminals import TerminalDirectory
 from passcode.wiring import (
     REDIS_STARTUP_WAIT,
@@ -147,7 +149,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[POOL], ttl=settings.terminal_cache_ttl, timeout=settings.pg_timeout
     )
     # Places and their policies: loaded by _catalogs before serving, reloaded on every change.
-    app[PLACES] = PlaceDirectory(app[POOL], app[CATALOGS], timeout=settings.pg_timeout)
+    value_sets = dict(VALUE_SETS)
+    if settings.value_sets_dir is not None:  # an unreadable folder stops the start: say why
+        try:
+            value_sets |= load_value_sets(settings.value_sets_dir)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"PASSCODE_VALUE_SETS_DIR: {exc}") from exc
+    app[PLACES] = PlaceDirectory(
+        app[POOL], app[CATALOGS], timeout=settings.pg_timeout, value_sets=value_sets
+    )
     # The trust store of foreign signers: the same, via the catalog watcher.
     app[TRUST] = TrustHolder(app[POOL], timeout=settings.pg_timeout, watcher=app[CATALOGS])
     app[TERMINAL_LIMITS] = Limiter(

@@ -64,6 +64,9 @@ class Settings:
     idp_issuer: str = "passcode-dev-idp"
     idp_audience: str = "passcode"
     pass_ttl: int = 60
+    # A folder of EU DCC value sets (the eu-dcc-valuesets layout) that place policies' rules
+    # read, over the built-in few (test types, results, disease); unset: the built-in only.
+    value_sets_dir: Path | None = None
     card_days: int = 180  # a printed card's default lifetime; at most 365 (a year)
     refresh_margin: int = 15
     clock_skew: int = 30

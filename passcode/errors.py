@@ -79,6 +79,28 @@ class NoDeclaration(NotFound):
     title = "No valid declaration yet"
 
 
+class UnknownVenue(NotFound):
+    """A genuine venue code of a place (or an issue) this service does not know."""
+
+    slug = "unknown-venue"
+    title = "Unknown venue code"
+
+
+class VenueCodeInvalid(BadRequest):
+    """A text that is not a genuine venue code (forged, damaged, another kind of code)."""
+
+    slug = "venue-code-invalid"
+    title = "Not a valid venue code"
+
+
+class VenueCodeRevoked(PasscodeError):
+    """A genuine venue code no longer in force: replaced by a newer poster, or expired."""
+
+    status = 410
+    slug = "venue-code-revoked"
+    title = "Venue code no longer in force"
+
+
 class MethodNotAllowed(PasscodeError):
     status = 405
     slug = "method-not-allowed"
@@ -169,6 +191,9 @@ ALL_ERRORS: tuple[type[PasscodeError], ...] = (
     TerminalRevoked,
     NotFound,
     NoDeclaration,
+    UnknownVenue,
+    VenueCodeInvalid,
+    VenueCodeRevoked,
     MethodNotAllowed,
     RequestTimeout,
     Conflict,

@@ -37,6 +37,7 @@ from passcode.keys import (
     SEALER,
     SETTINGS,
     SHEDDER,
+    SIGN_IN,
     SUPERVISOR,
     TERMINAL_LIMITS,
     TERMINALS,
@@ -48,6 +49,7 @@ from passcode.service.catalogs import CatalogWatcher
 from passcode.service.citizen import CitizenService
 from passcode.service.foreign import ForeignJudge
 from passcode.service.limits import Limiter
+from passcode.service.oidc import ProviderKeys, SignIn
 from passcode.service.places import PlaceDirectory
 from passcode.service.riskplaces import RiskPlaceRunner
 from passcode.service.shedding import LoadShedder
@@ -139,12 +141,24 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     policy = settings.policy()
     sealer = Sealer(server_secret(settings))
     app[SEALER] = sealer
-    app[ID_TOKENS] = IdTokenVerifier(
+    id_tokens = IdTokenVerifier(
         identity_keys(settings),
         issuer=settings.idp_issuer,
         audience=settings.idp_audience,
         leeway=settings.clock_skew,
     )
+    app[ID_TOKENS] = id_tokens
+    provider = None
+    if settings.idp_discovery_url:
+        provider = ProviderKeys(
+            settings.idp_discovery_url,
+            issuer=settings.idp_issuer,
+            static=id_tokens.keys,
+            on_keys=id_tokens.replace_keys,
+            timeout=settings.idp_fetch_timeout,
+            min_interval=settings.idp_jwks_min_interval,
+        )
+    app[SIGN_IN] = SignIn(id_tokens, provider, clock=settings.clock)
     app[TERMINALS] = TerminalDirectory(
         app[POOL], ttl=settings.terminal_cache_ttl, timeout=settings.pg_timeout
     )
@@ -233,6 +247,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         clock=settings.clock,
     )
     yield
+
+
+async def _identity_provider(app: web.Application) -> AsyncIterator[None]:
+    """Fetch the provider's discovery document and keys in the background, then keep them
+    fresh (:class:`ProviderKeys`); not at start-up itself: dev mode's provider is this very
+    service, which answers only once it listens."""
+    provider = app[SIGN_IN].provider
+    if provider is None:
+        yield
+        return
+    await provider.open()
+    every = app[SETTINGS].idp_jwks_refresh
+    task = app[SUPERVISOR].start("idp-keys", lambda: provider.run(every=every))
+    yield
+    task.cancel()
+    await _finish(task, timeout=5)
+    await provider.close()
 
 
 async def _drain(app: web.Application) -> AsyncIterator[None]:
@@ -350,6 +381,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SHEDDER] = shedder
     app.cleanup_ctx.extend([_postgres, _redis, _keyring, _services, _catalogs])
+    app.cleanup_ctx.append(_identity_provider)
     app.cleanup_ctx.extend([_drain, shedder.watch_lag])
     app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_risk_places)

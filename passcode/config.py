@@ -62,7 +62,17 @@ class Settings:
     issuer: str = "passcode"
     idp_jwks_file: Path | None = None
     idp_issuer: str = "passcode-dev-idp"
-    idp_audience: str = "passcode"
+    idp_audience: str = "passcode"  # also the pages' OAuth client id (an ID token's aud)
+    # The provider's OpenID Connect discovery document: its keys are fetched from its jwks_uri
+    # and again on an unknown kid (passcode.service.oidc). In dev mode `passcode serve` points
+    # it at the service's own /dev-idp/ when unset.
+    idp_discovery_url: str | None = None
+    idp_fetch_timeout: float = 5.0  # s: deadline of one discovery + JWKS fetch
+    idp_jwks_min_interval: float = 30.0  # s between fetches an unknown kid may cause
+    idp_jwks_refresh: float = 3600.0  # s between routine fetches of the provider's keys
+    # Where the provider sends a signed-in page back (the first is the one /v1/web-config
+    # names); the dev provider accepts these only. Unset: the /app/ of the request's origin.
+    idp_redirect_uris: tuple[str, ...] = ()
     pass_ttl: int = 60
     # A folder of EU DCC value sets (the eu-dcc-valuesets layout) that place policies' rules
     # read, over the built-in few (test types, results, disease); unset: the built-in only.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from passcode.service.catalogs import CatalogWatcher
     from passcode.service.citizen import CitizenService
     from passcode.service.limits import Limiter
+    from passcode.service.oidc import SignIn
     from passcode.service.places import PlaceDirectory
     from passcode.service.riskplaces import RiskPlaceRunner
     from passcode.service.shedding import LoadShedder
@@ -39,6 +40,7 @@ CACHE: web.AppKey[Cache] = web.AppKey("cache")
 KEYRING: web.AppKey[KeyringHolder] = web.AppKey("keyring")
 SEALER: web.AppKey[Sealer] = web.AppKey("sealer")
 ID_TOKENS: web.AppKey[IdTokenVerifier] = web.AppKey("id_tokens")
+SIGN_IN: web.AppKey[SignIn] = web.AppKey("sign_in")  # ID tokens, fetching provider keys
 TERMINALS: web.AppKey[TerminalDirectory] = web.AppKey("terminals")
 TERMINAL_LIMITS: web.AppKey[Limiter] = web.AppKey("terminal_limits")
 CITIZEN_LIMITS: web.AppKey[Limiter] = web.AppKey("citizen_limits")

@@ -10,7 +10,7 @@ from passcode.api.body import bearer as _raw_bearer
 from passcode.domain.identity import Citizen, IdentityError
 from passcode.domain.model import Role
 from passcode.errors import TerminalRevoked, Unauthorized
-from passcode.keys import ACTOR, ID_TOKENS, POOL, SETTINGS, TERMINALS
+from passcode.keys import ACTOR, POOL, SETTINGS, SIGN_IN, TERMINALS
 from passcode.service import access
 from passcode.service.access import Actor
 from passcode.service.terminals import KEY_PREFIX, Terminal
@@ -32,13 +32,15 @@ def bearer(request: web.Request) -> str | None:
     return credential
 
 
-def citizen_of(request: web.Request) -> Citizen:
+async def citizen_of(request: web.Request) -> Citizen:
+    """The citizen the request's ID token names; 401 for none or one not valid. Async: a token
+    of a key the service does not hold yet waits for one bounded fetch of the provider's keys
+    (:class:`passcode.service.oidc.SignIn`); known keys never wait."""
     token = bearer(request)
     if token is None:
         raise Unauthorized("send Authorization: Bearer <ID token>")
     try:
-        now = request.app[SETTINGS].clock.now()
-        return request.app[ID_TOKENS].verify(token, now=now)
+        return await request.app[SIGN_IN].citizen(token)
     except IdentityError as exc:
         raise Unauthorized("the ID token is not valid") from exc
 

@@ -31,7 +31,7 @@ async def _limited_citizen(request: web.Request) -> Citizen:
     As on verify, the GCRA call is queued in the same turn as the request's first Redis call
     (the status read), so it shares that write (see :meth:`Limiter.speculate`).
     """
-    citizen = citizen_of(request)
+    citizen = await citizen_of(request)
     limits = request.app[CITIZEN_LIMITS]
     user_hash = request.app[SEALER].user_hash(citizen.issuer, citizen.user_id)
     key = limits.key(user_hash, user_hash.hex())

@@ -1,16 +1,24 @@
 """Citizen identity: ID-token JWTs from the city's identity provider, and the dev provider.
 
-Pure: keys are passed in; fetching or reading them is the caller's business.
+Pure: keys, documents and times are passed in; fetching them is :mod:`passcode.service.oidc`'s
+business. Also here: the checks of an OpenID Connect discovery document and of PKCE (S256).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -44,8 +52,16 @@ class IdentityError(Exception):
     """The token is missing, malformed, expired, or not signed by a trusted provider."""
 
 
+class UnknownKeyError(IdentityError):
+    """The token names a ``kid`` the verifier does not hold: the provider may have rotated."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__("unknown signing key")
+        self.kid = kid
+
+
 class IdentityKeyError(ValueError):
-    """An identity-provider key the service cannot use (raised at start-up, never per request)."""
+    """An identity-provider key or document the service cannot use (never raised per request)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +107,20 @@ def idp_key(key: object, alg: str | None = None) -> IdpKey:
     return IdpKey(key, frozenset({alg}))
 
 
-def load_jwks(text: str) -> dict[str, IdpKey]:
+MAX_DOCUMENT_BYTES = 256 * 1024  # a discovery document or JWK Set; real ones are a few KiB
+MAX_JWKS_KEYS = 100
+
+
+def load_jwks(text: str | bytes, *, skip_unusable: bool = False) -> dict[str, IdpKey]:
     """Signing keys by ``kid`` from a JWK Set document (keys whose ``use`` is not ``sig``
-    are left out); an unusable document or key is an IdentityKeyError naming it."""
+    are left out); an unusable document or key is an IdentityKeyError naming it.
+
+    ``skip_unusable`` leaves out keys of kinds the service cannot verify with (a fetched
+    provider set may hold an Ed448 or 1024-bit key beside the one that signs ID tokens); the
+    document itself must still be a JWK Set, and at least one key must be usable.
+    """
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise IdentityKeyError(f"JWK Set above {MAX_DOCUMENT_BYTES} bytes")
     try:
         document = json.loads(text)
         jwks = document["keys"]
@@ -101,25 +128,149 @@ def load_jwks(text: str) -> dict[str, IdpKey]:
             raise TypeError("keys is not a list")
     except (ValueError, TypeError, KeyError) as exc:
         raise IdentityKeyError(f"not a JWK Set: {exc}") from exc
+    except RecursionError as exc:
+        raise IdentityKeyError("not a JWK Set: nested too deep") from exc
+    if len(jwks) > MAX_JWKS_KEYS:
+        raise IdentityKeyError(f"JWK Set of {len(jwks)} keys; at most {MAX_JWKS_KEYS}")
     keys: dict[str, IdpKey] = {}
     for n, jwk in enumerate(jwks):
-        if not isinstance(jwk, dict):
-            raise IdentityKeyError(f"key {n} of the JWK Set is not an object")
-        if jwk.get("use", "sig") != "sig":
-            continue
-        kid = str(jwk.get("kid", ""))
-        alg = jwk.get("alg")
-        if alg is not None and not isinstance(alg, str):
-            raise IdentityKeyError(f"key {kid!r}: alg is not a string")
         try:
-            key = jwt.PyJWK(jwk, algorithm=alg).key
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
-            raise IdentityKeyError(f"key {kid!r}: {exc}") from exc
-        try:
-            keys[kid] = idp_key(key, alg)
-        except IdentityKeyError as exc:
-            raise IdentityKeyError(f"key {kid!r}: {exc}") from exc
+            found = _jwk_key(n, jwk)
+        except IdentityKeyError:
+            if skip_unusable:
+                continue
+            raise
+        if found is not None:
+            keys[found[0]] = found[1]
+    if skip_unusable and jwks and not keys:
+        raise IdentityKeyError("no usable signing key in the JWK Set")
     return keys
+
+
+def _jwk_key(n: int, jwk: object) -> tuple[str, IdpKey] | None:
+    """One JWK as (kid, key), None for a key not meant for signatures."""
+    if not isinstance(jwk, dict):
+        raise IdentityKeyError(f"key {n} of the JWK Set is not an object")
+    if jwk.get("use", "sig") != "sig":
+        return None
+    kid = str(jwk.get("kid", ""))
+    alg = jwk.get("alg")
+    if alg is not None and not isinstance(alg, str):
+        raise IdentityKeyError(f"key {kid!r}: alg is not a string")
+    try:
+        key = jwt.PyJWK(jwk, algorithm=alg).key
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        raise IdentityKeyError(f"key {kid!r}: {exc}") from exc
+    try:
+        return kid, idp_key(key, alg)
+    except IdentityKeyError as exc:
+        raise IdentityKeyError(f"key {kid!r}: {exc}") from exc
+
+
+def same_key(a: IdpKey, b: IdpKey) -> bool:
+    """Whether two keys are one public key (a JWKS file and a fetched set may both hold it)."""
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        return bool(a.key.public_bytes(*spki) == b.key.public_bytes(*spki))
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderMetadata:
+    """What an OpenID provider's discovery document tells a relying party and its pages."""
+
+    issuer: str
+    jwks_uri: str
+    authorization_endpoint: str
+    token_endpoint: str
+    end_session_endpoint: str | None = None
+
+
+def _endpoint(document: Mapping[str, Any], name: str) -> str:
+    """``document[name]`` as an absolute https URL (http only on a loopback host: a provider
+    started by the tests or dev mode's own), else IdentityKeyError."""
+    value = document.get(name)
+    if not isinstance(value, str) or len(value) > 2048:
+        raise IdentityKeyError(f"discovery: {name} is missing or not a string")
+    parts = urlsplit(value)
+    if not parts.hostname or parts.fragment or parts.username or parts.password:
+        raise IdentityKeyError(f"discovery: {name} is not an absolute URL")
+    if parts.scheme == "https":
+        return value
+    if parts.scheme == "http" and _loopback(parts.hostname):
+        return value
+    raise IdentityKeyError(f"discovery: {name} must be https (http only on loopback)")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_discovery(raw: str | bytes, *, issuer: str) -> ProviderMetadata:
+    """The provider metadata (OpenID Connect Discovery 1.0) of the configured ``issuer``.
+
+    Refused (IdentityKeyError): a document above MAX_DOCUMENT_BYTES or not a JSON object, an
+    ``issuer`` other than the configured one exactly (a document served for another provider
+    must not lend us its keys), endpoints that are not absolute https URLs, and a provider that
+    does not offer PKCE with S256 (the pages' only way to sign in) or the code flow.
+    """
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise IdentityKeyError(f"discovery document above {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise IdentityKeyError(f"discovery document is not JSON: {type(exc).__name__}") from exc
+    if not isinstance(document, dict):
+        raise IdentityKeyError("discovery document is not a JSON object")
+    if document.get("issuer") != issuer:
+        raise IdentityKeyError(f"discovery: issuer is not the configured {issuer!r}")
+    methods = document.get("code_challenge_methods_supported")
+    if not isinstance(methods, list) or "S256" not in methods:
+        raise IdentityKeyError("discovery: the provider does not offer PKCE with S256")
+    response_types = document.get("response_types_supported", ["code"])
+    if not isinstance(response_types, list) or "code" not in response_types:
+        raise IdentityKeyError("discovery: the provider does not offer the code flow")
+    end_session = (
+        _endpoint(document, "end_session_endpoint")
+        if document.get("end_session_endpoint") is not None
+        else None
+    )
+    return ProviderMetadata(
+        issuer=issuer,
+        jwks_uri=_endpoint(document, "jwks_uri"),
+        authorization_endpoint=_endpoint(document, "authorization_endpoint"),
+        token_endpoint=_endpoint(document, "token_endpoint"),
+        end_session_endpoint=end_session,
+    )
+
+
+# RFC 7636 §4.1: 43 to 128 characters of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~".
+_PKCE_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+_PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")  # base64url of a SHA-256, unpadded
+
+
+def s256_challenge(verifier: str) -> str:
+    """The S256 ``code_challenge`` of a PKCE ``code_verifier`` (RFC 7636 §4.2)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def valid_pkce_challenge(challenge: str) -> bool:
+    """Whether ``challenge`` has the shape of an S256 challenge."""
+    return bool(_PKCE_CHALLENGE.fullmatch(challenge))
+
+
+def pkce_matches(verifier: str, challenge: str) -> bool:
+    """Whether ``verifier`` is the one the S256 ``challenge`` was made from (constant time)."""
+    if not _PKCE_VERIFIER.fullmatch(verifier):
+        return False
+    return hmac.compare_digest(s256_challenge(verifier), challenge)
 
 
 def verify_id_token(
@@ -172,9 +323,10 @@ def _decode(
         raise IdentityError("token too long")
     try:
         header = jwt.get_unverified_header(token)
-        trusted = keys.get(str(header.get("kid", "")))
+        kid = str(header.get("kid", ""))
+        trusted = keys.get(kid)
         if trusted is None:
-            raise IdentityError("unknown signing key")
+            raise UnknownKeyError(kid[:128])
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in trusted.algorithms:
             raise IdentityError("algorithm not allowed for this key")
@@ -232,6 +384,16 @@ class IdTokenVerifier:
         self.leeway = leeway
         self._verified: ExpiringCache[str, Citizen] = ExpiringCache(max_entries)
 
+    def replace_keys(self, keys: Mapping[str, object]) -> None:
+        """Trust ``keys`` from now on (a provider's fetched set). When a key is withdrawn or
+        changes under its kid, the tokens remembered as verified are forgotten: each is
+        checked again against the keys still trusted."""
+        new = {kid: idp_key(key) for kid, key in keys.items()}
+        withdrawn = any(kid not in new or not same_key(new[kid], k) for kid, k in self.keys.items())
+        self.keys = new
+        if withdrawn:
+            self._verified = ExpiringCache(self._verified.max_entries)
+
     def verify(self, token: str, *, now: float) -> Citizen:
         known = self._verified.get(token, now=now)
         if known is not None:
@@ -258,9 +420,11 @@ def mint_dev_token(
     name: str,
     now: int,
     ttl: int,
+    nonce: str | None = None,
 ) -> str:
-    """An ID token from the development identity provider (demo, tests, load tests)."""
-    claims = {
+    """An ID token from the development identity provider (demo, tests, load tests; its login
+    page passes the ``nonce`` of the authorization request)."""
+    claims: dict[str, Any] = {
         "iss": issuer,
         "aud": audience,
         "sub": user_id,
@@ -268,4 +432,6 @@ def mint_dev_token(
         "iat": now,
         "exp": now + ttl,
     }
+    if nonce is not None:
+        claims["nonce"] = nonce
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})

@@ -10,10 +10,15 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test test-local lint fmt clean
 
-$(STAMP): pyproject.toml
+# npm: the packages the pages load (package-lock.json) into node_modules/, which the service
+# serves from; --ignore-scripts: none of them needs an install script (swagger-ui-dist's only
+# runs a download counter).
+$(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
+	command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 install: $(STAMP)

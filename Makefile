@@ -144,10 +144,15 @@ conformance: $(STAMP)
 FUZZ_TIME ?= 300
 .PHONY: fuzz
 fuzz: $(STAMP)
-	mkdir -p .fuzz/pass_decoder .fuzz/verify_request .fuzz/scan_entry
+	mkdir -p .fuzz/pass_decoder .fuzz/verify_request .fuzz/scan_entry .fuzz/dcc_decoder \
+		.fuzz/shc_decoder
 	$(BIN)/python fuzz/pass_decoder.py .fuzz/pass_decoder \
 		-max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/
 	$(BIN)/python fuzz/verify_request.py .fuzz/verify_request fuzz/corpus/verify_request \
 		-dict=fuzz/json.dict -max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/
 	$(BIN)/python fuzz/scan_entry.py .fuzz/scan_entry \
+		-max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/
+	$(BIN)/python fuzz/dcc_decoder.py .fuzz/dcc_decoder fuzz/corpus/dcc_decoder \
+		-max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/
+	$(BIN)/python fuzz/shc_decoder.py .fuzz/shc_decoder \
 		-max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/

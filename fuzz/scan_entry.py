@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import atheris
 
 with atheris.instrument_imports(include=["passcode"]):
-    from passcode.domain.model import Color, Decision, Reason
+    from passcode.domain.model import Color, Decision, Kind, Reason
     from passcode.store.scans import SCAN_TIME_RANGE_MS, SEP, decode_entry
 
 SCAN_ID = "0190a0b0-c0d0-7e0f-8a1b-2c3d4e5f6071"
@@ -35,6 +35,7 @@ SNAPSHOT = [*RECORD, "", "", ""]
 DECISIONS = {d.value for d in Decision}
 REASONS = {r.value for r in Reason}
 COLORS = {c.value for c in Color}
+KINDS = {k.value for k in Kind}
 
 
 def _entry(fdp: atheris.FuzzedDataProvider) -> list[bytes]:
@@ -61,8 +62,9 @@ def _entry(fdp: atheris.FuzzedDataProvider) -> list[bytes]:
 
 def _check(record: tuple[object, ...]) -> None:
     at, scan_id, terminal_time, terminal_id, place, subject, decision, reason, color, replay = (
-        record
+        record[:10]
     )
+    kind, issuer, cert_hash = record[10:]
     uuid.UUID(str(scan_id))
     uuid.UUID(str(terminal_id))
     assert isinstance(at, datetime), at
@@ -79,6 +81,9 @@ def _check(record: tuple[object, ...]) -> None:
     assert reason in REASONS, reason
     assert color is None or color in COLORS, color
     assert isinstance(replay, bool)
+    assert kind is None or kind in KINDS, kind
+    assert issuer is None or (isinstance(issuer, str) and issuer), issuer
+    assert cert_hash is None or isinstance(cert_hash, bytes), cert_hash
 
 
 def test_one_input(data: bytes) -> None:

@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
-HARNESSES = ["pass_decoder", "verify_request", "scan_entry", "dcc_decoder"]
+HARNESSES = ["pass_decoder", "verify_request", "scan_entry", "dcc_decoder", "shc_decoder"]
 
 
 def _harness(name: str) -> ModuleType:

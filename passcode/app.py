@@ -25,6 +25,7 @@ from passcode.keys import (
     CACHE,
     CARDS,
     CATALOGS,
+    CHECKINS,
     CITIZEN_LIMITS,
     CITIZENS,
     DRAIN,
@@ -33,6 +34,7 @@ from passcode.keys import (
     OPENAPI,
     PLACES,
     POOL,
+    POSTERS,
     RISK_PLACES,
     SEALER,
     SETTINGS,
@@ -46,6 +48,7 @@ from passcode.keys import (
 )
 from passcode.service.cards import CardRegistry, CardService
 from passcode.service.catalogs import CatalogWatcher
+from passcode.service.checkins import Checkins, VenuePosters
 from passcode.service.citizen import CitizenService
 from passcode.service.foreign import ForeignJudge
 from passcode.service.limits import Limiter
@@ -245,6 +248,26 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         registry=card_registry,
         pg_timeout=settings.pg_timeout,
         clock=settings.clock,
+    )
+    # Venue check-in (场所码): check-ins are scans of each place's venue terminal.
+    app[CHECKINS] = Checkins(
+        pool=app[POOL],
+        cache=app[CACHE],
+        citizens=app[CITIZENS],
+        keys=app[KEYRING],
+        issuer=settings.issuer,
+        leeway=settings.clock_skew,
+        pg_timeout=settings.pg_timeout,
+        dedupe_window=settings.scan_dedupe_ttl,
+        clock=settings.clock,
+    )
+    app[POSTERS] = VenuePosters(
+        pool=app[POOL],
+        keys=app[KEYRING],
+        issuer=settings.issuer,
+        pg_timeout=settings.pg_timeout,
+        clock=settings.clock,
+        on_issue=app[CHECKINS].forget,
     )
     yield
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from passcode.domain.privacy import Sealer
     from passcode.service.access import Actor
     from passcode.service.cards import CardService
+    from passcode.service.checkins import Checkins, VenuePosters
     from passcode.service.catalogs import CatalogWatcher
     from passcode.service.citizen import CitizenService
     from passcode.service.limits import Limiter
@@ -55,4 +56,6 @@ CARDS: web.AppKey[CardService] = web.AppKey("cards")
 PLACES: web.AppKey[PlaceDirectory] = web.AppKey("places")
 TRUST: web.AppKey[TrustHolder] = web.AppKey("trust")  # the trust store of foreign signers
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+POSTERS: web.AppKey[VenuePosters] = web.AppKey("posters")  # venue codes (场所码)
+CHECKINS: web.AppKey[Checkins] = web.AppKey("checkins")
 ACTOR: web.RequestKey[Actor] = web.RequestKey("actor")  # the admin a route table role admitted

@@ -21,6 +21,7 @@ from passcode.api import (
     admin,
     auditlog,
     cards,
+    checkins,
     citizen,
     deadletters,
     metrics,
@@ -280,6 +281,51 @@ ROUTES: tuple[Route, ...] = (
                 }
             },
             errors=(401, 404, 429, 503),
+            security="idToken",
+            tag="citizen",
+        ),
+    ),
+    Route(
+        "POST",
+        "/v1/checkins",
+        checkins.post_checkin,
+        shed=ISSUE,
+        operation=operation(
+            "Check in at a venue (场所码): the phone read a place's poster. Records a scan at"
+            " that place for the citizen in the scan log (tracing and risk places see it;"
+            " the same checkin_id twice is recorded once) and answers with what the staff at"
+            " the door look at: the live colour, the masked name, the place, the time."
+            " Nothing is recorded for a forged (400), unknown (404) or revoked (410) code",
+            ok={
+                "200": {
+                    "description": "Checked in (or a retry of one: Idempotent-Replayed)",
+                    "content": json_content("CheckinResponse"),
+                    "headers": {
+                        **NO_STORE,
+                        "Idempotent-Replayed": {
+                            "description": "`true` when this checkin_id was already recorded",
+                            "required": False,
+                            "schema": {"const": "true"},
+                        },
+                    },
+                },
+                "400": problem(
+                    "Malformed request (not JSON, fails the schema), or the place code is not"
+                    " a genuine venue code (type venue-code-invalid; `reason`: malformed,"
+                    " unsupported, unknown_key, bad_signature, not_yet_valid)"
+                ),
+                "404": problem(
+                    "A genuine venue code of a place or issue this service does not know"
+                    " (type unknown-venue), or no valid declaration yet (type no-declaration)"
+                ),
+                "410": problem(
+                    "A venue code no longer in force (type venue-code-revoked): the place's"
+                    " poster was replaced by a newer one (`reason` revoked), or it expired"
+                    " (`reason` expired)"
+                ),
+            },
+            errors=(401, 413, 415, 429, 503),
+            body="CheckinRequest",
             security="idToken",
             tag="citizen",
         ),
@@ -642,6 +688,57 @@ ROUTES: tuple[Route, ...] = (
         extra={
             "parameters": [{"name": "marking_id", "in": "path", "required": True, "schema": s.UUID}]
         },
+    ),
+    _admin(
+        "POST",
+        "/v1/admin/places/{place}/poster",
+        checkins.post_poster,
+        Role.OPERATOR,
+        "Issue a place's poster (场所码; role operator): a new venue code for the place,"
+        " living a year (re-issue it yearly); every older poster of the place is refused"
+        " from then on (on every replica within about 5 s). Recorded in the audit log"
+        " (venue.issue) with the issue it revokes. 404 for a place not created yet",
+        action="venue.issue",
+        ok=no_store_json("201", "Issued: the code and where to print it", "VenuePoster"),
+        errors=(400, 401, 403, 404, 503),
+        extra={"parameters": [_PLACE_PATH]},
+    ),
+    _admin(
+        "GET",
+        "/v1/admin/places/{place}/poster.png",
+        checkins.get_poster_png,
+        Role.OPERATOR,
+        "The place's current poster as an A4 PNG (150 dpi): its name, the venue code's QR"
+        " and how to check in, in Chinese and English",
+        action="venue.print",
+        ok={
+            "200": {
+                "description": "PNG",
+                "headers": NO_STORE,
+                "content": {
+                    "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}
+                },
+            }
+        },
+        errors=(401, 403, 404, 503),
+        extra={"parameters": [_PLACE_PATH]},
+    ),
+    _admin(
+        "GET",
+        "/v1/admin/places/{place}/poster.svg",
+        checkins.get_poster_svg,
+        Role.OPERATOR,
+        "The place's current poster as an A4 SVG (prints sharp at any size)",
+        action="venue.print",
+        ok={
+            "200": {
+                "description": "SVG",
+                "headers": NO_STORE,
+                "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+            }
+        },
+        errors=(401, 403, 404, 503),
+        extra={"parameters": [_PLACE_PATH]},
     ),
     _admin(
         "POST",

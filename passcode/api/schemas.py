@@ -877,6 +877,69 @@ PLACE_POLICY_SET: Schema = {
 }
 
 
+# --- venue check-in (场所码; passcode.api.checkins) ---
+VENUE_CODE_PATTERN = "^PP1:[0-9A-Z $%*+\\-./:]+$"
+CHECKIN_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["place_code"],
+    "properties": {
+        "place_code": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 4296,  # whatever a QR code held; a venue code is under 800
+            "description": "The text of the venue code (PP1:...) the phone read from the poster",
+        },
+        "checkin_id": {
+            **UUID,
+            "description": "The check-in's id (its scan id), made by the page: a retry with"
+            " the same id is recorded once",
+        },
+    },
+}
+CHECKIN_RESPONSE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["color", "reason", "holder", "place", "server_time", "checkin_id"],
+    "properties": {
+        "color": _enum(Color),
+        "reason": {
+            "type": "string",
+            "enum": [Reason.OK.value, Reason.STATUS_YELLOW.value, Reason.STATUS_RED.value],
+            "description": "As verify says it: ok (green), status_yellow, status_red",
+        },
+        "holder": HOLDER,
+        "place": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "name"],
+            "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
+        },
+        "server_time": DATETIME,
+        "checkin_id": UUID,
+    },
+}
+VENUE_POSTER: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["place", "name", "issue", "code", "issued_at", "expires_at", "png_url", "svg_url"],
+    "properties": {
+        "place": {"type": "string"},
+        "name": {"type": "string"},
+        "issue": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Grows with every poster of the place; older issues are refused",
+        },
+        "code": {"type": "string", "pattern": VENUE_CODE_PATTERN},
+        "issued_at": DATETIME,
+        "expires_at": DATETIME,
+        "png_url": {"type": "string"},
+        "svg_url": {"type": "string"},
+    },
+}
+
+
 def compile_schema(schema: Schema) -> Callable[[Any], Any]:
     """A fast validator; raises ``fastjsonschema.JsonSchemaValueException``."""
     validate: Callable[[Any], Any] = fastjsonschema.compile(schema)

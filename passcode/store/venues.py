@@ -7,10 +7,12 @@ appended, so no code exists that the audit log does not name.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import asyncpg
 
@@ -122,3 +124,25 @@ async def find_venue(pool: Pool, place: str, *, timeout: float) -> Venue | None:
     async with acquire(pool, "find venue", timeout) as conn:
         row = await conn.fetchrow(_SELECT, place, timeout=timeout)
     return None if row is None else _venue(row)
+
+
+# Fonts with Chinese glyphs, as Debian installs them (fonts-noto-cjk, fonts-wqy-microhei,
+# fonts-wqy-zenhei); the first found draws the PNG posters' text.
+POSTER_FONTS = (
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
+    Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+    Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
+)
+MAX_FONT_BYTES = 64 * 1024 * 1024
+
+
+@functools.cache
+def poster_font() -> bytes | None:
+    """The bytes of the first CJK font installed (read once), or None when there is none."""
+    for path in POSTER_FONTS:
+        try:
+            if path.stat().st_size <= MAX_FONT_BYTES:
+                return path.read_bytes()
+        except OSError:
+            continue
+    return None

@@ -28,6 +28,7 @@ from passcode.keys import (
     CHECKINS,
     CITIZEN_LIMITS,
     CITIZENS,
+    DEV_IDP,
     DRAIN,
     ID_TOKENS,
     KEYRING,
@@ -50,6 +51,7 @@ from passcode.service.cards import CardRegistry, CardService
 from passcode.service.catalogs import CatalogWatcher
 from passcode.service.checkins import Checkins, VenuePosters
 from passcode.service.citizen import CitizenService
+from passcode.service.devidp import DevIdentityProvider
 from passcode.service.foreign import ForeignJudge
 from passcode.service.limits import Limiter
 from passcode.service.oidc import ProviderKeys, SignIn
@@ -61,11 +63,13 @@ from passcode.service.trust import TrustHolder
 from passcode.service.verify import PostgresFallback, Verifier
 from passcode.store import pg
 from passcode.store.catalogs import Catalog
-from passcode.store.keyring import ensure_key
+from passcode.store.keyring import ensure_key, load_or_create_ed25519
 from passcode.store.places import load_value_sets
 from passcode.store.terminals import TerminalDirectory
 from passcode.wiring import (
+    DEV_IDP_KID,
     REDIS_STARTUP_WAIT,
+    dev_idp_key_path,
     identity_keys,
     make_drain,
     open_cache,
@@ -162,6 +166,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             min_interval=settings.idp_jwks_min_interval,
         )
     app[SIGN_IN] = SignIn(id_tokens, provider, clock=settings.clock)
+    if settings.dev_mode:
+        app[DEV_IDP] = DevIdentityProvider(
+            load_or_create_ed25519(dev_idp_key_path(settings)),
+            kid=DEV_IDP_KID,
+            issuer=settings.idp_issuer,
+            client_id=settings.idp_audience,
+            clock=settings.clock,
+        )
     app[TERMINALS] = TerminalDirectory(
         app[POOL], ttl=settings.terminal_cache_ttl, timeout=settings.pg_timeout
     )

@@ -65,6 +65,7 @@ from passcode.wiring import (
     open_cache,
     server_secret,
     until_answering,
+    with_dev_discovery,
 )
 from passcode.workers.retention import expire_now
 from passcode.workers.supervisor import Supervisor
@@ -169,8 +170,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     with servers(
         settings.data_dir, database_url=settings.database_url, redis_url=settings.redis_url
     ) as up:
-        resolved = dataclasses.replace(
-            settings, database_url=up.database_url, redis_url=up.redis_url
+        resolved = with_dev_discovery(
+            dataclasses.replace(settings, database_url=up.database_url, redis_url=up.redis_url)
         )
         log.info("starting %d worker(s): %r", args.workers, resolved)
         if args.workers == 1:

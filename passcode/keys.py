@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from passcode.domain.privacy import Sealer
     from passcode.service.access import Actor
     from passcode.service.cards import CardService
-    from passcode.service.checkins import Checkins, VenuePosters
     from passcode.service.catalogs import CatalogWatcher
+    from passcode.service.checkins import Checkins, VenuePosters
     from passcode.service.citizen import CitizenService
+    from passcode.service.devidp import DevIdentityProvider
     from passcode.service.limits import Limiter
     from passcode.service.oidc import SignIn
     from passcode.service.places import PlaceDirectory
@@ -42,6 +43,7 @@ KEYRING: web.AppKey[KeyringHolder] = web.AppKey("keyring")
 SEALER: web.AppKey[Sealer] = web.AppKey("sealer")
 ID_TOKENS: web.AppKey[IdTokenVerifier] = web.AppKey("id_tokens")
 SIGN_IN: web.AppKey[SignIn] = web.AppKey("sign_in")  # ID tokens, fetching provider keys
+DEV_IDP: web.AppKey[DevIdentityProvider] = web.AppKey("dev_idp")  # dev mode only
 TERMINALS: web.AppKey[TerminalDirectory] = web.AppKey("terminals")
 TERMINAL_LIMITS: web.AppKey[Limiter] = web.AppKey("terminal_limits")
 CITIZEN_LIMITS: web.AppKey[Limiter] = web.AppKey("citizen_limits")

@@ -8,6 +8,8 @@ and the CLI's store commands need not import the web application.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import logging
 import os
 import socket
@@ -30,6 +32,20 @@ REDIS_STARTUP_WAIT = 60.0
 
 def dev_idp_key_path(settings: Settings) -> Path:
     return settings.key_dir / "idp-dev.key"
+
+
+def with_dev_discovery(settings: Settings) -> Settings:
+    """Dev mode's settings trusting the service's own /dev-idp/ through discovery (as a real
+    provider is trusted), unless PASSCODE_IDP_DISCOVERY_URL names another; others unchanged."""
+    if not settings.dev_mode or settings.idp_discovery_url:
+        return settings
+    host = settings.host
+    if not host or ipaddress.ip_address(host.strip("[]") or "::").is_unspecified:
+        host = "127.0.0.1"  # listening on every interface: reach it on loopback
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    url = f"http://{host}:{settings.port}/dev-idp/.well-known/openid-configuration"
+    return dataclasses.replace(settings, idp_discovery_url=url)
 
 
 def server_secret(settings: Settings) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from passcode.api import devidp
 from passcode.api import schemas as s
 from passcode.api.routes import ROUTES
 from passcode.domain.model import Reason
@@ -78,6 +79,7 @@ def openapi_document() -> dict[str, Any]:
                 "VenuePoster": s.VENUE_POSTER,
                 "Problem": s.PROBLEM,
                 "Unverified": s.UNVERIFIED,
+                **devidp.SCHEMAS,  # the dev identity provider's and GET /v1/web-config's
             },
         },
         "paths": paths,

@@ -71,6 +71,7 @@ class ProviderKeys:
         self.metadata: ProviderMetadata | None = None
         self.fetched: dict[str, IdpKey] = {}
         self.fetches = 0  # completed attempts, successful or not (tests and logs read it)
+        self.loaded = asyncio.Event()  # set by the first fetch that works
         self._session: aiohttp.ClientSession | None = None
         self._inflight: asyncio.Task[bool] | None = None
         self._last_forced: float | None = None
@@ -154,6 +155,7 @@ class ProviderKeys:
         changed = set(fetched) != set(self.fetched)
         self.metadata, self.fetched = metadata, fetched
         self.on_keys(self.keys)
+        self.loaded.set()
         if changed:
             log.info(
                 "identity provider %s: %d keys (%s)", self.issuer, len(fetched), sorted(fetched)

@@ -673,6 +673,9 @@ def _template_regex(template: str) -> re.Pattern[str]:
     )
 
 
+_MARKUP = {"image/svg+xml": b"<svg", "text/html": b"<!doctype html>"}
+
+
 @dataclass
 class Contract:
     """Checks each real response against the operation the document declares for it."""
@@ -773,8 +776,8 @@ class Contract:
                     assert set(body) <= known, f"undocumented problem fields {set(body) - known}"
             elif media == "image/png":
                 assert raw.startswith(PNG_SIGNATURE)
-            elif media == "image/svg+xml":
-                assert b"<svg" in raw[:300]
+            elif media in _MARKUP:  # an SVG image, an HTML page
+                assert _MARKUP[media] in raw[:300].lower()
             elif media == "text/plain":  # GET /metrics: Prometheus's text format
                 assert list(text_string_to_metric_families(raw.decode("utf-8")))
             else:  # pragma: no cover - a new media type needs a check here

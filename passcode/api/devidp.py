@@ -79,7 +79,7 @@ def _query(request: web.Request) -> dict[str, str]:
 
 
 def _bad(exc: OAuthError) -> BadRequest:
-    return BadRequest(f"{exc.error}: {exc.description}", error=exc.error)
+    return BadRequest(f"{exc.error}: {exc.description}")  # the detail starts with the code
 
 
 async def discovery(request: web.Request) -> web.Response:
@@ -244,7 +244,9 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         " origin's /app/)",
         {
             "200": {"description": "The login form", "content": _HTML, "headers": _HTML_HEADERS},
-            "400": problem("Not a valid authorization request (the problem's `error` names it)"),
+            "400": problem(
+                "Not a valid authorization request (the detail starts with the OAuth error)"
+            ),
         },
         parameters=_AUTHORIZE_PARAMS,
     ),

@@ -176,7 +176,7 @@ async def test_redirect_uri_mismatch_is_refused(client: TestClient[Any, Any]) ->
         )
         assert page.status == 400
         assert "Location" not in page.headers
-        assert (await page.json())["error"] == "invalid_request"
+        assert (await page.json())["detail"].startswith("invalid_request:")
         posted = await client.post(
             "/dev-idp/authorize",
             data={**_request(client, challenge, redirect_uri=bad), "user_id": "u", "name": "n"},
@@ -207,7 +207,7 @@ async def test_bad_authorization_requests_are_refused(client: TestClient[Any, An
     for name, (extra, error) in cases.items():
         page = await client.get("/dev-idp/authorize", params=_request(client, challenge, **extra))
         assert page.status == 400, name
-        assert (await page.json())["error"] == error, name
+        assert (await page.json())["detail"].startswith(f"{error}:"), name
 
 
 async def test_the_login_form_refuses_a_bad_user_id_on_the_page(

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 from aiohttp import hdrs
@@ -24,6 +24,7 @@ from passcode.api.openapi import openapi_document
 from passcode.api.problems import UNMATCHED
 from passcode.app import create_app
 from passcode.config import Settings
+from passcode.domain.identity import s256_challenge
 from passcode.keys import DRAIN
 from passcode.testing import HEALTHY, auth
 from tests.helpers import ADMIN, BASE, Contract, TokenFactory, role_headers
@@ -509,6 +510,56 @@ async def test_real_responses_match_the_document(
     await call("POST", "/v1/checkins", 401, json_body=checkin, headers={})
     undeclared = auth(make_token(user_id=f"oa-nobody-{uuid.uuid4().hex}"))
     await call("POST", "/v1/checkins", 404, json_body=checkin, headers=undeclared)
+
+    # Issue 15: sign-in. GET /v1/web-config, and dev mode's identity provider's code flow.
+    config = await call("GET", "/v1/web-config", 200)
+    await call("GET", "/dev-idp/.well-known/openid-configuration", 200)
+    await call("GET", "/dev-idp/jwks", 200)
+    verifier = "openapi-verifier-" + "v" * 40
+    login = {
+        "response_type": "code",
+        "client_id": config["client_id"],
+        "redirect_uri": config["redirect_uri"],
+        "scope": "openid profile",
+        "state": "openapi-state",
+        "nonce": "openapi-nonce",
+        "code_challenge": s256_challenge(verifier),
+        "code_challenge_method": "S256",
+    }
+    page = await client.get("/dev-idp/authorize", params=login)
+    await c.check(page)
+    assert page.status == 200
+    await call("GET", "/dev-idp/authorize?client_id=x", 400)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    posted = await client.post(
+        "/dev-idp/authorize",
+        data={**login, "user_id": "openapi-idp-user", "name": "OpenAPI"},
+        allow_redirects=False,
+    )
+    await c.check(posted)
+    assert posted.status == 303
+    bad_user = {**login, "user_id": "x\ny", "name": "n"}
+    refused = await client.post("/dev-idp/authorize", data=bad_user, allow_redirects=False)
+    await c.check(refused)
+    assert refused.status == 400  # the form again, with the reason
+    evil = urlencode({**login, "redirect_uri": "https://evil.example/"}).encode()
+    await call("POST", "/dev-idp/authorize", 400, data=evil, headers=form)
+    await call("POST", "/dev-idp/authorize", 415, json_body={"a": 1})
+    await call("POST", "/dev-idp/authorize", 413, data=b"a=" + b"x" * 9000, headers=form)
+    code = parse_qs(urlsplit(posted.headers["Location"]).query)["code"][0]
+    exchange = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": config["redirect_uri"],
+        "client_id": config["client_id"],
+        "code_verifier": verifier,
+    }
+    tokens = await call("POST", "/dev-idp/token", 200, data=urlencode(exchange).encode(),
+                        headers=form)  # fmt: skip
+    await call("GET", "/v1/pass", 404, headers=auth(tokens["id_token"]))
+    await call("POST", "/dev-idp/token", 400, data=urlencode(exchange).encode(), headers=form)
+    await call("POST", "/dev-idp/token", 415, json_body={"a": 1})
+    await call("POST", "/dev-idp/token", 413, data=b"a=" + b"x" * 9000, headers=form)
 
     exercised = {(m, t) for m, t, status in c.seen if status < 400}
     documented = {

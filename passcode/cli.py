@@ -29,6 +29,7 @@ from passcode.api.schemas import CARD_REVOKE_REASONS
 from passcode.app import create_app
 from passcode.config import Settings, SettingsError
 from passcode.domain import fields
+from passcode.domain import poster as posters
 from passcode.domain.cardsheet import render_card_png, render_sheet_svg
 from passcode.domain.identity import mint_dev_token
 from passcode.domain.model import Color, Role, StatusReason
@@ -43,6 +44,7 @@ from passcode.service import access
 from passcode.service.authority import override_status
 from passcode.service.cards import CardRegistry, CardService, parse_serial
 from passcode.service.catalogs import CatalogWatcher
+from passcode.service.checkins import VenuePosters
 from passcode.service.deadletters import list_dead_letters, replay_dead_letters
 from passcode.service.places import (
     MAX_POLICY_BYTES,
@@ -57,6 +59,7 @@ from passcode.service.trust import TrustHolder, b64, dcc_from_text, parse_kid
 from passcode.store import pg, riskplaces
 from passcode.store.cache import LayoutMismatchError
 from passcode.store.keyring import ensure_key, load_keyring, load_or_create_ed25519, rotate
+from passcode.store.venues import poster_font
 from passcode.wiring import (
     DEV_IDP_KID,
     REDIS_STARTUP_WAIT,
@@ -705,6 +708,8 @@ def cmd_place(settings: Settings, args: argparse.Namespace) -> int:
             directory = PlaceDirectory(
                 pool, CatalogWatcher(pool, timeout=s.pg_timeout), timeout=s.pg_timeout
             )
+            if args.place_command == "poster":
+                return await _poster(s, pool, args)
             if args.place_command == "set":
                 created = await set_place(
                     directory, args.place, type_=args.type, name=args.name, actor=_cli_actor()
@@ -745,6 +750,26 @@ def cmd_place(settings: Settings, args: argparse.Namespace) -> int:
             await pool.close()
 
     return _with_stores(settings, work)
+
+
+async def _poster(s: Settings, pool: pg.Pool, args: argparse.Namespace) -> int:
+    """Issue a place's poster (revoking its old one, audited as the CLI's user) and write its
+    PNG and SVG, as POST /v1/admin/places/{place}/poster does."""
+    now = int(s.clock.now())
+    keys = KeyringHolder(
+        s.key_dir, ensure_key(s.key_dir, now=now), retire_after=s.pass_ttl + s.clock_skew
+    )
+    service = VenuePosters(pool=pool, keys=keys, issuer=s.issuer, pg_timeout=s.pg_timeout)
+    venue = await service.issue(args.place, actor=_cli_actor())
+    text = posters.PosterText(venue.name, venue.issue, venue.expires_at)
+    if args.png is not None:
+        args.png.write_bytes(posters.render_png(venue.code, text, font=poster_font()))
+    if args.svg is not None:
+        args.svg.write_text(posters.render_svg(venue.code, text), encoding="utf-8")
+    until = _iso_dt(venue.expires_at)
+    print(f"place {venue.place!r}: poster issue {venue.issue}, valid until {until}")
+    print(venue.code)
+    return 0
 
 
 def _issuer_name(value: str) -> str:
@@ -822,7 +847,7 @@ def _trust_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _place_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``passcode place set|policy|show``."""
+    """``passcode place set|policy|show|poster``."""
     place = sub.add_parser("place", help="places (场所) and their policies")
     place_sub = place.add_subparsers(dest="place_command", required=True)
     put = place_sub.add_parser("set", help="create or describe a place")
@@ -837,6 +862,12 @@ def _place_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     pol.add_argument("target", nargs="+", help="[place] file.json")
     show = place_sub.add_parser("show", help="a place and the policy its scans are judged by")
     show.add_argument("place")
+    poster = place_sub.add_parser(
+        "poster", help="issue the place's poster (场所码; revokes the old one), write PNG/SVG"
+    )
+    poster.add_argument("place")
+    poster.add_argument("--png", type=Path, help="write the A4 poster here (PNG, 150 dpi)")
+    poster.add_argument("--svg", type=Path, help="write the A4 poster here (SVG)")
 
 
 def _card_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -24,7 +25,7 @@ from passcode.config import Settings
 from passcode.domain.model import Color, Role
 from passcode.domain.passfmt import b45decode, b45encode, kid_of
 from passcode.domain.venuecode import DAY, VenueClaims, authenticate_venue, sign_venue
-from passcode.keys import DRAIN, KEYRING, POOL
+from passcode.keys import CHECKINS, DRAIN, KEYRING, POOL
 from passcode.testing import auth
 from tests.api.proxy import TcpProxy
 from tests.helpers import (
@@ -32,11 +33,13 @@ from tests.helpers import (
     PNG_SIGNATURE,
     TokenFactory,
     assert_exact_problem,
+    cli,
     colors_agree,
     finished,
     mark,
     needs_tcp,
     new_citizen,
+    ok,
     role_headers,
     scans_at,
 )
@@ -389,3 +392,30 @@ async def test_a_check_in_needs_a_citizen_token_and_a_declaration(
         await assert_exact_problem(refused, 400)
     await client.app[DRAIN].drain_all()
     assert await scans_at(client, place) == 0
+
+
+async def test_the_cli_issues_a_poster_that_revokes_the_old_one_and_writes_png_and_svg(
+    client: Client, settings: Settings, make_token: TokenFactory, tmp_path: Path
+) -> None:
+    """``passcode place poster <place> --png --svg`` issues the next issue (audited as
+    cli:<login>), writes a PNG whose QR reads back to the printed code and an SVG naming the
+    place; the running service refuses the API-issued poster from then on (410) and checks in
+    with the CLI's."""
+    place = await new_place(client)
+    before = await issue_poster(client, place)
+    png, svg = tmp_path / "poster.png", tmp_path / "poster.svg"
+    done = await cli(settings, "place", "poster", place, "--png", str(png), "--svg", str(svg))
+    printed = ok(done).strip().splitlines()[-1]
+    assert printed.startswith("PP1:")
+    assert [d.text for d in zxingcpp.read_barcodes(Image.open(png))] == [printed]
+    assert "街角小店 Corner Shop" in svg.read_text(encoding="utf-8")
+    entries = await audit_of(client, "venue.issue", place)
+    assert [e["actor"].startswith("cli:") for e in entries] == [False, True]
+    assert json.loads(entries[1]["target"])["revokes_issue"] == before["issue"]
+
+    citizen = await new_citizen(client, make_token)
+    client.app[CHECKINS].forget(place)  # another process issued it: as after the cache's 5 s
+    stale, problem = await check_in(client, citizen.token, before["code"])
+    assert (stale.status, problem["reason"]) == (410, "revoked")
+    fresh, body = await check_in(client, citizen.token, printed)
+    assert fresh.status == 200, body

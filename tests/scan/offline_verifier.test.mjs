@@ -160,7 +160,7 @@ test("expiry is judged by the offset learnt from server_time, not the device's o
   const clock = new ServerClock(stored, () => device);
   // ...it learns the offset from a real answer's server_time, read "around" its own clock...
   clock.learn(vectors.server_time, slow - 20, slow + 20);
-  assert.ok(Math.abs(clock.offsetMs - 10 * 60 * 1000) < 5000, clock.offsetMs);
+  assert.ok(Math.abs(clock.offsetMs - 10 * 60 * 1000) < 5000, String(clock.offsetMs));
   assert.equal((await decideOffline(vectors.genuine, keys, clock.nowSeconds())).decision, "admit");
   // ...and when its clock says the pass is still fresh the server's time says it expired.
   device = slow + 2 * 60 * 1000;
@@ -187,6 +187,19 @@ test("the queue keeps one entry per scan id and sends batches of at most 500", a
   assert.equal(outcome.sent, 1201);
   assert.equal(outcome.stopped, null);
   assert.equal(queue.size, 0);
+});
+
+test("a scan the service refuses alone leaves the queue; the rest of its batch is sent", async () => {
+  const queue = new ScanQueue(new MemoryStorage());
+  for (const id of ["a", "bad", "c"]) queue.add({ scan_id: id, code: "PC1:X" });
+  const batches = [];
+  const outcome = await queue.flush(async (scans) => {
+    batches.push(scans.map((s) => s.scan_id).join(","));
+    if (scans.some((s) => s.scan_id === "bad")) return { status: 400, body: { errors: ["scans"] } };
+    return { status: 200, body: { results: scans.map((s) => ({ scan_id: s.scan_id })) } };
+  });
+  assert.deepEqual(batches, ["a,bad,c", "a", "bad", "c"]);
+  assert.deepEqual([outcome.sent, outcome.refused, outcome.stopped, queue.size], [2, 1, null, 0]);
 });
 
 test("a queue keeps every scan when the network fails, the key is refused or the service is busy", async () => {

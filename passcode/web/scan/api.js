@@ -9,17 +9,6 @@ export const VERIFY_TIMEOUT_MS = 4000; // a guard waits this long at most before
 const BATCH_TIMEOUT_MS = 20000;
 const KEYS_TIMEOUT_MS = 8000;
 
-/** A failed request: `status` 0 when no answer came (network, deadline). */
-export class ApiError extends Error {
-  constructor(status, body, retryAfter = null) {
-    super(`HTTP ${status}`);
-    this.name = "ApiError";
-    this.status = status;
-    this.body = body;
-    this.retryAfter = retryAfter;
-  }
-}
-
 async function call(path, { key, body, method = "POST", timeout, headers = {} }) {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeout);

@@ -674,6 +674,7 @@ def _template_regex(template: str) -> re.Pattern[str]:
 
 
 _MARKUP = {"image/svg+xml": b"<svg", "text/html": b"<!doctype html>"}
+_SOURCES = {"text/javascript", "text/css"}
 
 
 @dataclass
@@ -776,8 +777,9 @@ class Contract:
                     assert set(body) <= known, f"undocumented problem fields {set(body) - known}"
             elif media == "image/png":
                 assert raw.startswith(PNG_SIGNATURE)
-            elif media in _MARKUP:  # an SVG image, an HTML page
-                assert _MARKUP[media] in raw[:300].lower()
+            elif media in _MARKUP or media in _SOURCES:  # SVG, HTML; the pages' scripts, styles
+                assert _MARKUP.get(media, b"") in raw[:300].lower()
+                assert raw.decode("utf-8").strip()
             elif media == "text/plain":  # GET /metrics: Prometheus's text format
                 assert list(text_string_to_metric_families(raw.decode("utf-8")))
             else:  # pragma: no cover - a new media type needs a check here

@@ -26,6 +26,7 @@ from passcode.api import (
     deadletters,
     devidp,
     metrics,
+    pages,
     places,
     public,
     riskplaces,
@@ -47,6 +48,7 @@ from passcode.api.operations import (
     query,
     ref,
 )
+from passcode.api.pages import page_operation
 from passcode.domain.model import Role
 from passcode.domain.testresults import ACTION as TEST_RESULTS_UPLOAD
 from passcode.service.shedding import ISSUE, VERIFY
@@ -1009,6 +1011,75 @@ ROUTES: tuple[Route, ...] = (
             },
             errors=(),
             tag="ops",
+        ),
+    ),
+    # The pages the service serves itself (passcode.api.pages), each answer with a strict CSP.
+    Route(
+        "GET",
+        "/app/",
+        pages.app_index,
+        operation=page_operation(
+            "The citizen page (sign in, declare, show the code), zh-CN and en", "text/html"
+        ),
+    ),
+    Route(
+        "GET",
+        "/app/{name}",
+        pages.app_file,
+        operation=page_operation("A file of the citizen page", named=True),
+    ),
+    Route(
+        "GET",
+        "/scan/",
+        pages.scan_index,
+        operation=page_operation(
+            "The scanner page, for a phone or tablet at a door, zh-CN and en", "text/html"
+        ),
+    ),
+    Route(
+        "GET",
+        "/scan/{name}",
+        pages.scan_file,
+        operation=page_operation("A file of the scanner page", named=True),
+    ),
+    Route(
+        "GET",
+        "/common/{name}",
+        pages.common_file,
+        operation=page_operation("A module the pages share", "text/javascript", named=True),
+    ),
+    Route(
+        "GET",
+        "/i18n/{name}",
+        pages.catalogue,
+        operation=page_operation(
+            "A message catalogue of the pages (zh-CN.json, en.json)", "application/json", named=True
+        ),
+    ),
+    Route(
+        "GET",
+        "/docs",
+        pages.docs_index,
+        operation=page_operation(
+            "The API reference: Swagger UI reading this document", "text/html"
+        ),
+    ),
+    Route(
+        "GET",
+        "/docs/{name}",
+        pages.docs_file,
+        operation=page_operation("A file of the API reference page", "text/javascript", named=True),
+    ),
+    Route(
+        "GET",
+        "/vendor/{name}",
+        pages.vendor_file,
+        operation=page_operation(
+            "A file of an npm package the pages load (Swagger UI, the QR encoder, a QR"
+            " decoder), installed by `make install` (npm ci); 404 when it is not installed",
+            "text/javascript",
+            "text/css",
+            named=True,
         ),
     ),
 )

@@ -561,6 +561,27 @@ async def test_real_responses_match_the_document(
     await call("POST", "/dev-idp/token", 415, json_body={"a": 1})
     await call("POST", "/dev-idp/token", 413, data=b"a=" + b"x" * 9000, headers=form)
 
+    # Issue 15: the pages (strict CSP and frame headers on each), their files, the npm ones.
+    index = await call("GET", "/app/", 200)
+    etag = (await client.get("/app/")).headers["ETag"]
+    await call("GET", "/app/", 304, headers={"If-None-Match": etag})
+    for path in ("/app/main.js", "/app/app.css", "/app/icon.svg", "/app/index.html"):
+        await call("GET", path, 200)
+    await call("GET", "/app/nothing.js", 404)
+    await call("GET", "/scan/", 200)
+    await call("GET", "/scan/scan.js", 200)
+    await call("GET", "/common/i18n.js", 200)
+    await call("GET", "/common/nothing.js", 404)
+    catalogue = await call("GET", "/i18n/en.json", 200)
+    assert catalogue["app.name"]
+    await call("GET", "/i18n/fr.json", 404)
+    await call("GET", "/docs", 200)
+    await call("GET", "/docs/init.js", 200)
+    await call("GET", "/vendor/swagger-ui.css", 200)
+    await call("GET", "/vendor/uqr.mjs", 200)
+    await call("GET", "/vendor/nothing.js", 404)
+    assert b"main.js" in index
+
     exercised = {(m, t) for m, t, status in c.seen if status < 400}
     documented = {
         (m, t) for t, item in c.document["paths"].items() for m in item if m != "parameters"

@@ -353,7 +353,8 @@ async def test_one_character_change_of_a_cached_code_is_never_a_hit(
     """Property over every position: a remembered code changed in one character (prefix, body
     or last character; substituted, deleted or inserted) is never admitted and never reaches
     the window check: each answer is invalid with an authentication reason (a changed prefix
-    is unsupported), and none of the changed texts enters the memory."""
+    is unsupported, or read as the EU DCC it now claims to be), and none of the changed texts
+    enters the memory."""
     client = await aiohttp_client(
         create_app(dataclasses.replace(settings, terminal_burst=100_000.0))
     )
@@ -377,7 +378,9 @@ async def test_one_character_change_of_a_cached_code_is_never_a_hit(
         for (klass, changed), body in zip(chunk, results, strict=True):
             assert body["decision"] == "invalid", (klass, changed, body)
             assert body["reason"] in AUTH_FAILURES, (klass, changed, body)
-            if klass == "prefix":
+            if klass == "prefix" and changed.startswith("HC1:"):  # now an EU DCC's prefix:
+                assert body["kind"] == "eu-dcc", (changed, body)  # read as one, and refused
+            elif klass == "prefix":
                 assert body["reason"] == "unsupported", (changed, body)
             assert not is_cached(client, changed)
             seen[klass, body["reason"]] += 1

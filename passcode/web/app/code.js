@@ -155,7 +155,7 @@ export function createCodeScreen({ fetchPass, needDeclaration, signedOut, announ
       if (!(error instanceof NetworkError) && !(error instanceof ApiError)) throw error;
     } finally {
       fetching = false;
-      tick();
+      if (running !== null) tick(); // stopped (404, 401, sign-out): nothing more to fetch
     }
   }
 
@@ -181,8 +181,8 @@ export function createCodeScreen({ fetchPass, needDeclaration, signedOut, announ
       offline = true; // until an answer comes
     }
     refreshAt = 0;
-    tick();
     running = setInterval(tick, TICK_MS);
+    tick();
   }
 
   /** Forget what is shown (sign-out). */

@@ -94,10 +94,11 @@ class ProviderKeys:
         """The keys trusted now: fetched ones, then the static ones over them."""
         return {**self.fetched, **self.static}
 
-    async def refresh(self) -> bool:
-        """Fetch the document and keys now (or join the fetch in flight); whether it worked."""
+    async def refresh(self, *, quiet: bool = False) -> bool:
+        """Fetch the document and keys now (or join the fetch in flight); whether it worked.
+        ``quiet``: a failure of the fetch this call starts is logged at INFO, not WARNING."""
         if self._inflight is None:
-            self._inflight = asyncio.create_task(self._fetch_once())
+            self._inflight = asyncio.create_task(self._fetch_once(quiet=quiet))
             self._inflight.add_done_callback(self._forget)
         # shield: a caller that gives up (its request cancelled) leaves the fetch to the others.
         return await asyncio.shield(self._inflight)
@@ -121,11 +122,14 @@ class ProviderKeys:
         return self.metadata
 
     async def run(self, *, every: float) -> None:
-        """Load until it works (backing off), then fetch again every ``every`` seconds."""
+        """Load until it works (backing off), then fetch again every ``every`` seconds. The first
+        try is quiet: dev mode's provider is this service, which is not listening yet then."""
+        loaded = await self.refresh(quiet=True)
         delay = RETRY_FIRST
-        while not await self.refresh():
+        while not loaded:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
+            loaded = await self.refresh()
         while True:
             await asyncio.sleep(every)
             await self.refresh()
@@ -134,13 +138,14 @@ class ProviderKeys:
         if self._inflight is task:
             self._inflight = None
 
-    async def _fetch_once(self) -> bool:
+    async def _fetch_once(self, *, quiet: bool) -> bool:
         try:
             async with asyncio.timeout(self.timeout):
                 metadata = parse_discovery(await self._get(self.discovery_url), issuer=self.issuer)
                 fetched = load_jwks(await self._get(metadata.jwks_uri), skip_unusable=True)
         except (aiohttp.ClientError, TimeoutError, IdentityKeyError, ProviderUnavailable) as exc:
-            log.warning(
+            log.log(
+                logging.INFO if quiet else logging.WARNING,
                 "identity provider %s: %s; keeping the %d keys held",
                 self.discovery_url,
                 _reason(exc),

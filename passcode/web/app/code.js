@@ -199,6 +199,15 @@ export function createCodeScreen({ fetchPass, needDeclaration, signedOut, announ
     formats();
     if (running !== null) tick();
   });
+  // The browser's own word on connectivity: shown at once, and a fresh pass fetched on return.
+  window.addEventListener("offline", () => {
+    offline = true;
+    if (running !== null) tick();
+  });
+  window.addEventListener("online", () => {
+    refreshAt = 0;
+    if (running !== null) tick();
+  });
   el.retry.addEventListener("click", () => {
     refreshAt = 0;
     refresh();

@@ -267,7 +267,8 @@ def test_autoscaler_budget_and_service_aim_at_the_api(overlay_manifests: list[Re
 
 def test_network_policies_allow_only_what_is_needed(overlay_manifests: list[Resource]) -> None:
     """API: in only from the ingress and monitoring namespaces on its port; drain: nothing in.
-    Both: out only to PostgreSQL, the Redis nodes' client ports (from the cluster seeds) and DNS."""
+    Both: out only to PostgreSQL, the Redis nodes' client ports (from the cluster seeds) and DNS;
+    the API also to HTTPS (the identity provider's discovery document and keys), the drain not."""
     config_map = _one(overlay_manifests, "ConfigMap", "passcode-config")["data"]
     redis_ports = {
         int(n.rsplit(":", 1)[1]) for n in config_map["PASSCODE_REDIS_CLUSTER_NODES"].split(",")
@@ -278,7 +279,8 @@ def test_network_policies_allow_only_what_is_needed(overlay_manifests: list[Reso
         assert policy["podSelector"]["matchLabels"].items() <= pods.items()
         assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
         egress = {(p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"]}
-        assert egress == {("TCP", 5432), ("UDP", 53), ("TCP", 53)} | {
+        https = {("TCP", 443)} if name == "passcode-api" else set()
+        assert egress == {("TCP", 5432), ("UDP", 53), ("TCP", 53)} | https | {
             ("TCP", p) for p in redis_ports
         }
     api = _one(overlay_manifests, "NetworkPolicy", "passcode-api")["spec"]

@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
 	command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	# A CJK font for the Chinese lines of printed PNG posters and card sheets (SVG needs none).
+	test -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc || \
+		{ apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei; } || \
+		echo "no CJK font installed: PNG posters will carry their Latin lines only"
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 

@@ -8,9 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from passcode.api.auth import actor_of
-from passcode.api.body import read_json
+from passcode.api.body import check, read_json
 from passcode.api.responses import json_response
 from passcode.api.schemas import PLACE_POLICY_REQUEST, PLACE_REQUEST, compile_schema
+from passcode.domain import fields
 from passcode.domain.policy import PlacePolicy, policy_json
 from passcode.keys import PLACES, SETTINGS
 from passcode.service.places import MAX_POLICY_BYTES, set_place, set_policy
@@ -52,7 +53,8 @@ async def put_place(request: web.Request) -> web.Response:
 
 async def get_place(request: web.Request) -> web.Response:
     """A place's name, type and the policy its scans are judged by, as this replica holds it."""
-    return json_response(_place_body(request, request.match_info["place"].strip()))
+    place = check(fields.place, request.match_info["place"], "place")
+    return json_response(_place_body(request, place))
 
 
 async def _put_policy(request: web.Request, scope: str, target: str) -> web.Response:

@@ -4,6 +4,7 @@ publishes them for offline terminals (cacheable, like ``GET /v1/keys``)."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 from aiohttp import web
 
@@ -11,7 +12,7 @@ from passcode.api.auth import actor_of
 from passcode.api.body import check, read_json
 from passcode.api.public import cacheable
 from passcode.api.responses import json_response
-from passcode.api.schemas import TRUST_SHC_REQUEST, compile_schema
+from passcode.api.schemas import ISSUER_URL, TRUST_SHC_REQUEST, compile_schema
 from passcode.domain import fields
 from passcode.errors import NotFound, ValidationFailed
 from passcode.keys import SETTINGS, TRUST
@@ -21,6 +22,7 @@ from passcode.service.trust import b64, dcc_from_json, parse_kid
 # "cannot be validated by any definition"; the service's checks name the entry instead.
 _validate_dcc = compile_schema({"type": ["array", "object"]})
 _validate_shc = compile_schema(TRUST_SHC_REQUEST)
+_ISSUER = re.compile(ISSUER_URL["pattern"])  # the import's rule, for ?iss= too
 MAX_AGE = 60  # s a terminal may keep the document before asking again (If-None-Match)
 
 
@@ -99,6 +101,8 @@ async def delete_shc(request: web.Request) -> web.Response:
     iss = request.query.get("iss")
     if not iss:
         raise ValidationFailed("iss is required", errors=["iss"])
+    if len(iss) > ISSUER_URL["maxLength"] or not _ISSUER.match(iss):
+        raise ValidationFailed("iss must be an https URL without a trailing slash", errors=["iss"])
     if not await request.app[TRUST].remove_shc(iss, actor=actor_of(request).name):
         raise NotFound("no SMART Health Card issuer with that iss")
     return web.Response(status=204)

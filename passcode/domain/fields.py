@@ -144,6 +144,12 @@ def _check_characters(value: str) -> None:
             )
 
 
+def characters(value: str) -> str:
+    """``value`` if it holds no refused character (blank allowed: a policy's literal)."""
+    _check_characters(value)
+    return value
+
+
 def line(value: str, *, max_length: int) -> str:
     """A line of text: no refused character anywhere, trimmed, 1 to ``max_length`` long."""
     _check_characters(value)

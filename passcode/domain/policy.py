@@ -25,6 +25,7 @@ from typing import Any, Final
 from json_logic.cert_logic import builtins as _certlogic
 from json_logic.cert_logic.apply import apply as _apply
 
+from passcode.domain import fields
 from passcode.domain.foreign import CertType, ForeignCertificate
 from passcode.domain.model import Kind
 
@@ -219,6 +220,10 @@ def _check_expression(expr: Json, where: str) -> None:
         elif isinstance(value, str):
             if len(value) > MAX_STRING:
                 raise ValueError(f"{at}: string longer than {MAX_STRING} characters")
+            try:  # no certificate field holds them; PostgreSQL's jsonb cannot store a NUL
+                fields.characters(value)
+            except fields.FieldError as exc:
+                raise ValueError(f"{at}: string {exc}") from exc
         elif value is not None and not isinstance(value, bool | int | float):
             raise ValueError(f"{at}: not a JSON value")
 

@@ -126,8 +126,12 @@ class VenuePosters:
         return venue
 
     async def current(self, place: str) -> Venue:
-        """The place's current poster; NotFound when it has none."""
-        venue = await venues.find_venue(self.pool, place.strip(), timeout=self.pg_timeout)
+        """The place's current poster; NotFound when it has none (a 400 for no place name)."""
+        try:
+            place = fields.place(place)
+        except fields.FieldError as exc:
+            raise ValidationFailed(f"place {exc}", errors=["place"]) from exc
+        venue = await venues.find_venue(self.pool, place, timeout=self.pg_timeout)
         if venue is None:
             raise NotFound("this place has no poster yet: POST its poster first")
         return venue

@@ -153,12 +153,17 @@ PageFactory = Callable[..., Page]
 @pytest.fixture
 def open_page(browser: Browser, service: ServiceThread) -> Iterator[PageFactory]:
     """Open a page of the service in a fresh phone-sized context (camera allowed, English
-    unless ``locale`` says otherwise), with the pages' test hooks set before their scripts run;
-    ``on`` is another browser (one with a camera video)."""
+    unless ``locale`` says otherwise), with the scanner's test ``hooks`` and an ``init`` script
+    run before the page's own scripts; ``on`` is another browser (one with a camera video)."""
     contexts: list[BrowserContext] = []
 
     def open_(
-        path: str, *, hooks: dict[str, Any] | None = None, on: Browser | None = None, **options: Any
+        path: str,
+        *,
+        hooks: dict[str, Any] | None = None,
+        init: str | None = None,
+        on: Browser | None = None,
+        **options: Any,
     ) -> Page:
         context = (on or browser).new_context(
             base_url=service.url,
@@ -170,6 +175,8 @@ def open_page(browser: Browser, service: ServiceThread) -> Iterator[PageFactory]
         contexts.append(context)
         if hooks:
             context.add_init_script(f"globalThis.__PASSCODE_TEST__ = {json.dumps(hooks)};")
+        if init:
+            context.add_init_script(init)
         page = context.new_page()
         page.set_default_timeout(15_000)
         page.goto(path)

@@ -33,6 +33,11 @@ SHC = "/v1/admin/trust/shc"
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
 
+def _url_kid(der: bytes) -> str:
+    """The kid as a path segment: base64url (standard base64 may hold a "/")."""
+    return kid64(der).replace("+", "-").replace("/", "_")
+
+
 async def published(client: Client) -> dict[str, Any]:
     response = await client.get("/v1/trust")
     assert response.status == 200
@@ -253,7 +258,7 @@ async def test_only_an_operator_changes_the_trust_store(client: Client) -> None:
         calls = [
             client.post(DCC, json={"certificates": [b64(dsc())]}, headers=headers),
             client.post(SHC, json={"iss": issuer_url(), "jwks": {"keys": []}}, headers=headers),
-            client.delete(f"{DCC}/{kid64(dsc())}", headers=headers),
+            client.delete(f"{DCC}/{_url_kid(dsc())}", headers=headers),
             client.delete(f"{SHC}?iss=https://x.example.org", headers=headers),
         ]
         for call in calls:
@@ -272,7 +277,7 @@ async def test_the_audit_log_names_kids_and_urls_never_certificates(client: Clie
     der, key, iss = dsc(), issuer_jwk(), issuer_url()
     await client.post(DCC, json={"certificates": [b64(der)]}, headers=operator)
     await client.post(SHC, json={"iss": iss, "jwks": {"keys": [key]}}, headers=operator)
-    await client.delete(f"{DCC}/{kid64(der)}", headers=operator)
+    await client.delete(f"{DCC}/{_url_kid(der)}", headers=operator)
     await client.delete(f"{SHC}?iss={quote(iss, safe='')}", headers=operator)
 
     entries = {}

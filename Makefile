@@ -52,6 +52,12 @@ test-local: $(STAMP)
 	PASSCODE_REDIS_URL=$${PASSCODE_REDIS_URL:-redis://127.0.0.1:6379/0} \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## Refresh docs/screenshots/ (the README's pictures of the pages) from the real-browser tests.
+.PHONY: screenshots
+screenshots: $(STAMP)
+	UPDATE_SCREENSHOTS=1 PASSCODE_DATA_DIR=$${PASSCODE_DATA_DIR:-.data/test} \
+		$(BIN)/passcode embedded -- $(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -22,7 +22,14 @@ from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from passcode.config import Settings
 from passcode.testing import free_port
@@ -35,6 +42,8 @@ PHONE = {"width": 360, "height": 720}  # a small phone: the pages are mobile fir
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 BASE_ARGS = ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 APT_DEADLINE = 900  # s: apt-get update and the chromium package on a slow mirror
+# The pages answer in well under a second; the margin is for a loaded two-core CI machine.
+expect.set_options(timeout=10_000)
 
 
 def _install_chromium() -> str:

@@ -1,13 +1,15 @@
 // The citizen page: sign in (authorization code + PKCE, ../common/auth.js), declare, show the
-// code. One screen is shown at a time; moving to a screen moves focus to its heading.
+// code, check in at a venue (checkin.js: the camera, or /app/#checkin=<code>). One screen is
+// shown at a time; moving to a screen moves focus to its heading.
 import { handleRedirect, getToken, signIn, signOut } from "../common/auth.js";
 import { callApi } from "../common/api.js";
 import { bind, currentLang, msg, preferredLang, setLanguage, t } from "../common/i18n.js";
+import { createCheckinScreen, takeFragmentCode } from "./checkin.js";
 import { createCodeScreen } from "./code.js";
 import { createDeclareForm } from "./declare.js";
 import { forgetPass } from "./store.js";
 
-const SCREENS = ["screen-loading", "screen-signin", "screen-declare", "screen-code"];
+const SCREENS = ["screen-loading", "screen-signin", "screen-declare", "screen-code", "screen-checkin"];
 
 function byId(id) {
   return document.getElementById(id);
@@ -52,6 +54,7 @@ async function start() {
 
   const signedOut = async (reason) => {
     code.clear();
+    checkin.close();
     forgetPass();
     await signOut();
     bind(byId("signin-note"), reason || null);
@@ -69,6 +72,28 @@ async function start() {
     signedOut: () => signedOut(msg("signin.expired")),
     announce,
   });
+  const openDeclare = () => {
+    code.stop();
+    form.reset();
+    byId("declare-note").hidden = true;
+    byId("declare-cancel").hidden = false;
+    show("screen-declare");
+  };
+  const checkin = createCheckinScreen({
+    token,
+    show,
+    announce,
+    needDeclaration: openDeclare,
+    signedOut: () => signedOut(msg("signin.expired")),
+    done: () => {
+      show("screen-code");
+      code.start();
+    },
+  });
+  const checkInAt = (venueCode) => {
+    code.stop();
+    checkin.open({ code: venueCode });
+  };
   const form = createDeclareForm({
     token,
     declared: () => {
@@ -90,13 +115,8 @@ async function start() {
     }
   });
   byId("signout-button").addEventListener("click", () => signedOut(null));
-  byId("nav-declare").addEventListener("click", () => {
-    code.stop();
-    form.reset();
-    byId("declare-note").hidden = true;
-    byId("declare-cancel").hidden = false;
-    show("screen-declare");
-  });
+  byId("nav-declare").addEventListener("click", openDeclare);
+  byId("nav-checkin").addEventListener("click", () => checkInAt(null));
   byId("declare-cancel").addEventListener("click", () => {
     show("screen-code");
     code.start();
@@ -117,7 +137,18 @@ async function start() {
     signedIn = false;
   }
   if (!signedIn) {
+    // a #checkin= fragment stays in the address bar: signIn() comes back to it
     show("screen-signin", { focus: false });
+    return;
+  }
+  // A venue link opened while the page is open (a second poster, another tab's link).
+  window.addEventListener("hashchange", () => {
+    const venueCode = takeFragmentCode();
+    if (venueCode !== null) checkInAt(venueCode);
+  });
+  const venueCode = takeFragmentCode();
+  if (venueCode !== null) {
+    checkInAt(venueCode);
     return;
   }
   // The kept pass at once (offline, or a slow network), then the fresh one; 404: declare first.

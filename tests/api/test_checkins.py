@@ -419,3 +419,40 @@ async def test_the_cli_issues_a_poster_that_revokes_the_old_one_and_writes_png_a
     assert (stale.status, problem["reason"]) == (410, "revoked")
     fresh, body = await check_in(client, citizen.token, printed)
     assert fresh.status == 200, body
+
+
+async def test_the_answers_the_citizen_page_reads_keep_their_shape(
+    client: Client, make_token: TokenFactory
+) -> None:
+    """What passcode/web/app/checkin.js reads: a card's colour, holder.name, place.name,
+    server_time (RFC 3339) and the checkin_id it sent; and a refusal's problem ``type`` ending in
+    the slug it words, with ``reason`` ``expired`` on a 410 for a code past its ``exp`` (worded
+    apart from a replaced poster), each as application/problem+json."""
+    place = await new_place(client, "图书馆 Library")
+    poster = await issue_poster(client, place)
+    citizen = await new_citizen(client, make_token)
+    checkin_id = str(uuid.uuid4())
+    response, body = await check_in(client, citizen.token, poster["code"], checkin_id=checkin_id)
+    assert response.status == 200, body
+    assert body["color"] in {"green", "yellow", "red"}
+    assert body["holder"] == {"name": "张*三"}
+    assert body["place"]["name"] == "图书馆 Library"
+    assert datetime.fromisoformat(body["server_time"]).tzinfo is not None
+    assert body["checkin_id"] == checkin_id
+
+    now = int(datetime.now(UTC).timestamp())
+    claims, _ = authenticate_venue(poster["code"], client.app[KEYRING].card_keys(now))
+    signer = client.app[KEYRING].signer(now)
+    lapsed = sign_venue(
+        VenueClaims("passcode", place, claims.issue, now - 2 * DAY, now - DAY),
+        signer.private,
+        signer.kid,
+    )
+    response, problem = await check_in(client, citizen.token, lapsed)
+    assert response.status == 410, problem
+    assert response.content_type == "application/problem+json"
+    assert problem["type"].rsplit("/", 1)[-1] == "venue-code-revoked"
+    assert problem["reason"] == "expired"
+    response, problem = await check_in(client, citizen.token, "PP1:%%%")
+    assert (response.status, problem["type"].rsplit("/", 1)[-1]) == (400, "venue-code-invalid")
+    assert response.content_type == "application/problem+json"

@@ -48,6 +48,7 @@ export class CameraReader {
     if (this.stream !== null) return;
     this.wanted = true;
     if (!navigator.mediaDevices || typeof navigator.mediaDevices.getUserMedia !== "function") {
+      this.wanted = false;
       this.onState("unavailable"); // no camera API (or not a secure context)
       return;
     }
@@ -55,9 +56,11 @@ export class CameraReader {
     try {
       this.decode = await loadDecoder();
     } catch {
-      this.onState("no-decoder");
+      if (this.wanted) this.onState("no-decoder");
+      this.wanted = false;
       return;
     }
+    if (!this.wanted) return; // stopped while the decoder loaded
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({
@@ -66,6 +69,7 @@ export class CameraReader {
       });
     } catch (error) {
       const denied = error && (error.name === "NotAllowedError" || error.name === "SecurityError");
+      this.wanted = false;
       this.onState(denied ? "denied" : "unavailable");
       return;
     }
@@ -85,11 +89,11 @@ export class CameraReader {
   }
 
   stop() {
+    const was = this.stream !== null || this.wanted; // running, or still starting
     this.wanted = false;
     clearTimeout(this.timer);
     this.timer = null;
-    const was = this.stream !== null;
-    if (was) for (const track of this.stream.getTracks()) track.stop();
+    if (this.stream !== null) for (const track of this.stream.getTracks()) track.stop();
     this.stream = null;
     this.video.srcObject = null;
     if (was) this.onState("stopped");

@@ -413,3 +413,21 @@ def test_the_citizen_page_has_no_hard_coded_text() -> None:
     assert page.text == []
     assert 'lang="zh-CN"' in (WEB_DIR / "app" / "index.html").read_text()
     assert parse_html("<p>Hello</p>").text == ["Hello"]
+
+
+def test_the_check_in_elements_named_for_the_browser_tests_are_on_the_page() -> None:
+    """checkin.js lists the element ids the browser tests use at its top; each is an element of
+    /app/ (a renamed one would break those tests silently), and the venue code is read from the
+    URL's fragment, never its query string (which would reach access logs)."""
+    script = (WEB_DIR / "app" / "checkin.js").read_text(encoding="utf-8")
+    header = script.split("\nimport ", 1)[0]
+    # "#checkin=<code>" (the fragment) and "#icon-<color>" (a pattern) are not ids
+    named = set(re.findall(r"#([a-z][a-z0-9-]*[a-z0-9])\b(?![=<-])", header))
+    assert {"screen-checkin", "checkin-card", "checkin-error", "nav-checkin"} <= named
+    page = (WEB_DIR / "app" / "index.html").read_text(encoding="utf-8")
+    ids = set(re.findall(r'\bid="([^"]+)"', page))
+    assert not named - ids, sorted(named - ids)
+    code = _code(script)
+    assert "location.hash" in code
+    assert "searchParams" not in code
+    assert "URLSearchParams" not in code

@@ -11,12 +11,14 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from passcode.domain.clock import SYSTEM_CLOCK, Clock
+from passcode.domain.retention import RetentionPeriods
 from passcode.domain.rules import Policy
 
 _QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
 
 
 _NOT_FROM_ENV = frozenset({"clock"})
+_PERIODS = RetentionPeriods()  # each retention default, with its reason in its docstring
 
 
 class SettingsError(ValueError):
@@ -96,6 +98,15 @@ class Settings:
     replay_window: int = 300  # s: a pass scanned at another place within it is flagged
     scan_retention_days: int = 28  # scans older than this are deleted (whole day partitions)
     retention_interval: float = 3600.0  # s between the service's retention runs
+    # Retention of every other kind (passcode.domain.retention.RetentionPeriods says why each
+    # default is what it is); scan dead letters go after scan_retention_days.
+    declaration_retention_days: int = _PERIODS.declaration_days  # after it stopped deciding
+    ruling_retention_days: int = _PERIODS.ruling_days  # overrides, exposures: after they end
+    test_result_retention_days: int = _PERIODS.test_result_days  # after the test
+    card_retention_days: int = _PERIODS.card_days  # after the card expired
+    idempotency_retention_hours: int = _PERIODS.idempotency_hours  # declarations' keys
+    audit_retention_days: int = _PERIODS.audit_days  # whole months past it go
+    subject_grace_hours: int = _PERIODS.subject_grace_hours  # an empty subject's creation
     drain_batch: int = 5000
     drain_interval: float = 0.2
     drain_claim_idle: float = 30.0
@@ -174,6 +185,19 @@ class Settings:
             declaration_ttl=timedelta(seconds=self.declaration_ttl),
             fever_threshold=self.fever_threshold,
             risk_regions=frozenset(self.risk_regions),
+        )
+
+    def retention_periods(self) -> RetentionPeriods:
+        """How long each kind of record is kept (ValueError for a period below 1)."""
+        return RetentionPeriods(
+            declaration_days=self.declaration_retention_days,
+            ruling_days=self.ruling_retention_days,
+            test_result_days=self.test_result_retention_days,
+            card_days=self.card_retention_days,
+            idempotency_hours=self.idempotency_retention_hours,
+            dead_letter_days=self.scan_retention_days,
+            audit_days=self.audit_retention_days,
+            subject_grace_hours=self.subject_grace_hours,
         )
 
     def __repr__(self) -> str:

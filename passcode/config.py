@@ -80,6 +80,8 @@ class Settings:
     # read, over the built-in few (test types, results, disease); unset: the built-in only.
     value_sets_dir: Path | None = None
     card_days: int = 180  # a printed card's default lifetime; at most 365 (a year)
+    # s: DELETE /v1/me takes only an ID token issued this recently (a stolen old one cannot)
+    erasure_signin_window: int = 300
     refresh_margin: int = 15
     clock_skew: int = 30
     key_publish_lead: int = 300

@@ -71,6 +71,7 @@ class Citizen:
     issuer: str
     user_id: str
     name: str
+    issued_at: float | None = None  # the token's iat: how recently the citizen signed in
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +359,8 @@ def _decode(
         fields.user_id(user_id)
     except fields.FieldError as exc:
         raise IdentityError(f"sub {exc}") from exc
-    return Citizen(issuer=issuer, user_id=user_id, name=name[:128]), expires_at
+    citizen = Citizen(issuer=issuer, user_id=user_id, name=name[:128], issued_at=claims["iat"])
+    return citizen, expires_at
 
 
 class IdTokenVerifier:

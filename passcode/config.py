@@ -99,6 +99,8 @@ class Settings:
     scan_dedupe_ttl: int = 2 * 24 * 3600
     replay_window: int = 300  # s: a pass scanned at another place within it is flagged
     scan_retention_days: int = 28  # scans older than this are deleted (whole day partitions)
+    # The name `passcode sunset --confirm-deployment` must repeat; unset: the database's name.
+    deployment_name: str = ""
     retention_interval: float = 3600.0  # s between the service's retention runs
     # Retention of every other kind (passcode.domain.retention.RetentionPeriods says why each
     # default is what it is); scan dead letters go after scan_retention_days.

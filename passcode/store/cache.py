@@ -192,6 +192,25 @@ class Cache:
     def stream_keys(self) -> list[str]:
         return [self.stream_key(shard) for shard in range(self.shards)]
 
+    def key_pattern(self) -> str:
+        """A SCAN pattern matching every key of this prefix (the sunset deletes them all)."""
+        escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self.prefix)
+        return f"{escaped}:*"
+
+    def key_kind(self, key: bytes | str) -> str:
+        """Which part of the layout a key of this prefix is: ``st``, ``scans``, ``sid``, ``rp``,
+        ``rl:t``, ``rl:c``, ``layout``, or ``other``."""
+        text = key.decode(errors="replace") if isinstance(key, bytes) else key
+        rest = text.removeprefix(f"{self.prefix}:")
+        if rest.startswith("layout:"):
+            return "layout"
+        if not rest.startswith("{") or "}:" not in rest:
+            return "other"
+        parts = rest.split("}:", 1)[1].split(":")
+        if parts[0] == "rl" and len(parts) > 1 and parts[1] in {"t", "c"}:
+            return f"rl:{parts[1]}"
+        return parts[0] if parts[0] in {"st", "scans", "sid", "rp"} else "other"
+
     async def verify_and_record(
         self,
         subject: bytes,

@@ -15,6 +15,7 @@ import io
 import json
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import zxingcpp
 from aiohttp import web
 from PIL import Image
 
@@ -156,6 +158,18 @@ class ServiceThread:
             expect=201,
         )
 
+    def poster(self, name: str) -> tuple[str, dict[str, Any], bytes]:
+        """(place id, the poster's answer, its A4 PNG) of a new place called ``name`` whose
+        operator has just issued its venue code (场所码)."""
+        place = f"Corner Shop {uuid.uuid4().hex[:8]}"
+        path = f"/v1/admin/places/{urllib.parse.quote(place, safe='')}"
+        admin = self.settings.admin_key
+        self.json("PUT", path, body={"type": "shop", "name": name}, token=admin, expect=201)
+        issued = self.json("POST", f"{path}/poster", token=admin, expect=201)
+        status, png = self.request("GET", issued["png_url"], token=admin)
+        assert status == 200, png[:500]
+        return place, issued, png
+
     def verify(self, terminal_key: str, code: str) -> dict[str, Any]:
         """The service's answer to a terminal scanning ``code``."""
         answer: dict[str, Any] = self.json(
@@ -191,6 +205,22 @@ def live_settings(base: Settings, port: int) -> Settings:
 FRAME_SIZE = (640, 480)
 CODE_SIZE = 440  # px of the code in the frame: jsQR reads it at once, well inside the frame
 FRAMES = 2  # Chromium loops the file; two frames keep it a video
+
+
+def close_up(png: bytes, margin: float = 0.15) -> bytes:
+    """The part of ``png`` (a printed poster) around its one QR code, as a phone held up to
+    it sees it: the code and a white margin of ``margin`` of its size on each side."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    found = zxingcpp.read_barcodes(image)
+    assert len(found) == 1, f"{len(found)} codes on the poster"
+    where = found[0].position
+    xs = [where.top_left.x, where.top_right.x, where.bottom_left.x, where.bottom_right.x]
+    ys = [where.top_left.y, where.top_right.y, where.bottom_left.y, where.bottom_right.y]
+    pad = round(max(max(xs) - min(xs), max(ys) - min(ys)) * margin)
+    box = (min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad)
+    out = io.BytesIO()
+    image.crop(box).save(out, format="PNG")
+    return out.getvalue()
 
 
 def y4m_from_png(png: bytes, out: Path, *, size: int = CODE_SIZE) -> Path:

@@ -21,50 +21,24 @@ import zxingcpp
 from PIL import Image
 from playwright.sync_api import Page, expect
 
+from tests.browser.citizen import (
+    CLOCK,
+    FLOW_DEADLINE,
+    declare_healthy,
+    screen,
+    shift_clock,
+    sign_in,
+)
 from tests.browser.conftest import Accessibility, PageFactory, Screenshot
 from tests.browser.service import ServiceThread
 
 pytestmark = pytest.mark.browser
-
-CLOCK = (
-    "globalThis.__passcodeShift = 0;"
-    " globalThis.__passcodeNow = () => Date.now() + globalThis.__passcodeShift;"
-)
-FLOW_DEADLINE = 20_000  # ms: sign-in's redirects, the token exchange and the first pass
 
 
 def _open(open_page: PageFactory, **options: object) -> Page:
     page = open_page("/app/", init=CLOCK, **options)
     expect(page.locator("body")).not_to_have_attribute("data-screen", "screen-loading")
     return page
-
-
-def _shift_clock(page: Page, seconds: float) -> None:
-    page.evaluate(f"() => {{ globalThis.__passcodeShift = {int(seconds * 1000)}; }}")
-
-
-def _screen(page: Page, screen: str, timeout: float | None = None) -> None:
-    expect(page.locator("body")).to_have_attribute("data-screen", screen, timeout=timeout)
-    expect(page.locator(f"#{screen}")).to_be_visible()
-
-
-def _sign_in(page: Page, user_id: str, name: str = "张小三") -> None:
-    """From the sign-in screen through the dev identity provider's login page and back."""
-    _screen(page, "screen-signin")
-    page.click("#signin-button")
-    page.wait_for_url("**/dev-idp/**")
-    page.fill("#user_id", user_id)
-    page.fill("#name", name)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/app/**")
-
-
-def _declare_healthy(page: Page) -> None:
-    _screen(page, "screen-declare", timeout=FLOW_DEADLINE)
-    page.fill("#temperature", "36.6")
-    page.check("#close-contact-no")
-    page.click("#declare-submit")
-    _screen(page, "screen-code", timeout=FLOW_DEADLINE)
 
 
 def _green(page: Page) -> None:
@@ -82,8 +56,8 @@ def _decode_qr(page: Page) -> str:
 
 def _signed_in_green(open_page: PageFactory, user_id: str, **options: object) -> Page:
     page = _open(open_page, **options)
-    _sign_in(page, user_id)
-    _declare_healthy(page)
+    sign_in(page, user_id)
+    declare_healthy(page)
     _green(page)
     return page
 
@@ -116,7 +90,7 @@ def test_an_override_to_red_shows_red_within_one_refresh(
     page = _signed_in_green(open_page, user_id)
     service.override(user_id, "red")
     expect(page.locator("#pass-band")).to_have_attribute("data-color", "green")
-    _shift_clock(page, service.settings.pass_ttl - service.settings.refresh_margin + 1)
+    shift_clock(page, service.settings.pass_ttl - service.settings.refresh_margin + 1)
     expect(page.locator("#pass-band")).to_have_attribute("data-color", "red")
     expect(page.locator("#pass-color-text")).to_have_text("Red code")
     expect(page.locator("#pass-advice")).to_contain_text("Do not enter")
@@ -136,7 +110,7 @@ def test_offline_the_kept_pass_is_shown_until_it_expires_then_expired(
     expect(page.locator("#pass-offline")).to_be_visible()
     _green(page)
     screenshot(page, "app-code-offline")
-    _shift_clock(page, service.settings.pass_ttl + 1)
+    shift_clock(page, service.settings.pass_ttl + 1)
     expect(page.locator("#pass-band")).to_have_attribute("data-color", "expired")
     expect(page.locator("#pass-color-text")).to_have_text("Expired — reconnect")
     expect(page.locator("#pass-expired")).to_be_visible()
@@ -153,8 +127,8 @@ def test_a_declaration_with_mistakes_says_what_to_correct(
     """A declaration sent with no temperature and no answer to the close-contact question is
     not sent: each of the two fields says what is missing."""
     page = _open(open_page)
-    _sign_in(page, f"web-{uuid.uuid4().hex[:10]}")
-    _screen(page, "screen-declare", timeout=FLOW_DEADLINE)
+    sign_in(page, f"web-{uuid.uuid4().hex[:10]}")
+    screen(page, "screen-declare", timeout=FLOW_DEADLINE)
     page.click("#declare-submit")
     expect(page.locator("#temperature-error")).to_be_visible()
     expect(page.locator("#temperature-error-text")).to_have_text("Enter your body temperature.")
@@ -180,7 +154,7 @@ def test_citizen_screens_have_no_wcag_violation(
         page.click("#lang-switch")
     expect(page.locator("html")).to_have_attribute("lang", language)
     tag = "" if language == "en" else f"-{language}"
-    _screen(page, "screen-signin")
+    screen(page, "screen-signin")
     check_accessibility(page, f"sign-in {language}")
     screenshot(page, f"app-signin{tag}")
 
@@ -191,7 +165,7 @@ def test_citizen_screens_have_no_wcag_violation(
     page.fill("#user_id", user_id)
     page.fill("#name", "张小三")
     page.click("button[type=submit]")
-    _screen(page, "screen-declare", timeout=FLOW_DEADLINE)
+    screen(page, "screen-declare", timeout=FLOW_DEADLINE)
     expect(page.locator("html")).to_have_attribute("lang", language)
     check_accessibility(page, f"declaration {language}")
     screenshot(page, f"app-declare{tag}")
@@ -202,20 +176,20 @@ def test_citizen_screens_have_no_wcag_violation(
     page.fill("#temperature", "36.6")
     page.check("#close-contact-no")
     page.click("#declare-submit")
-    _screen(page, "screen-code", timeout=FLOW_DEADLINE)
+    screen(page, "screen-code", timeout=FLOW_DEADLINE)
     _green(page)
     check_accessibility(page, f"green code {language}")
     if language != "en":
         screenshot(page, f"app-code-green{tag}")
 
     service.override(user_id, "red")
-    _shift_clock(page, service.settings.pass_ttl - service.settings.refresh_margin + 1)
+    shift_clock(page, service.settings.pass_ttl - service.settings.refresh_margin + 1)
     expect(page.locator("#pass-band")).to_have_attribute("data-color", "red")
     check_accessibility(page, f"red code {language}")
 
     page.context.set_offline(True)
     expect(page.locator("#pass-offline")).to_be_visible()
     check_accessibility(page, f"offline code {language}")
-    _shift_clock(page, 3 * service.settings.pass_ttl)
+    shift_clock(page, 3 * service.settings.pass_ttl)
     expect(page.locator("#pass-band")).to_have_attribute("data-color", "expired")
     check_accessibility(page, f"expired {language}")

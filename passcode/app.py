@@ -340,15 +340,29 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
     rolls back and is redone next time)."""
     settings = app[SETTINGS]
     days, clock, timeout = settings.scan_retention_days, settings.clock, settings.pg_timeout
+    periods, ttl = settings.retention_periods(), settings.policy().declaration_ttl
     try:
         async with asyncio.timeout(RETENTION_STARTUP_WAIT):
-            await expire_logged(app[POOL], days=days, clock=clock, timeout=timeout)
+            await expire_logged(
+                app[POOL],
+                days=days,
+                clock=clock,
+                timeout=timeout,
+                periods=periods,
+                declaration_ttl=ttl,
+            )
     except TimeoutError:
-        log.warning("scan retention at start-up took too long; the scheduled runs go on")
+        log.warning("retention at start-up took too long; the scheduled runs go on")
     task = app[SUPERVISOR].start(
         "retention",
         lambda: run_retention(
-            app[POOL], days=days, interval=settings.retention_interval, clock=clock, timeout=timeout
+            app[POOL],
+            days=days,
+            interval=settings.retention_interval,
+            clock=clock,
+            timeout=timeout,
+            periods=periods,
+            declaration_ttl=ttl,
         ),
     )
     yield
@@ -404,6 +418,10 @@ def create_app(settings: Settings) -> web.Application:
         raise SettingsError("database_url and redis_url must be set (the CLI starts embedded ones)")
     if settings.scan_retention_days < 1 or settings.retention_interval <= 0:
         raise SettingsError("scan_retention_days must be at least 1, retention_interval above 0")
+    try:
+        settings.retention_periods()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
     app = web.Application(client_max_size=settings.max_batch_body + 1024)
     app[SETTINGS] = settings
     app[SUPERVISOR] = Supervisor()  # every background task runs under it (GET /readyz shows them)

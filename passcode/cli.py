@@ -498,19 +498,26 @@ def cmd_drain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
-    """Expire old scans now (the service also does it every PASSCODE_RETENTION_INTERVAL)."""
+    """Purge every kind of record past its retention period now (the service also does it
+    every PASSCODE_RETENTION_INTERVAL); prints what went, per kind."""
 
     async def work(s: Settings) -> int:
+        periods = s.retention_periods()
         pool = await _pool(s)
         try:
             report = await expire_now(
-                pool, days=s.scan_retention_days, clock=s.clock, timeout=s.pg_timeout
+                pool,
+                days=s.scan_retention_days,
+                clock=s.clock,
+                timeout=s.pg_timeout,
+                periods=periods,
+                declaration_ttl=s.policy().declaration_ttl,
             )
         finally:
             await pool.close()
         print(report.summary())
-        for dropped in report.dropped:
-            print(f"dropped {dropped.partition}: {dropped.rows} scans")
+        for line in report.lines():
+            print(line)
         return 0
 
     return _with_stores(settings, work)
@@ -809,9 +816,9 @@ def cmd_embedded(settings: Settings, args: argparse.Namespace) -> int:
 
 def _scan_log_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``retention`` and ``dead-letters``: the scan log's upkeep."""
-    ret = sub.add_parser("retention", help="scan retention (PASSCODE_SCAN_RETENTION_DAYS)")
+    ret = sub.add_parser("retention", help="retention of every kind (PASSCODE_*_RETENTION_*)")
     ret_sub = ret.add_subparsers(dest="retention_command", required=True)
-    ret_sub.add_parser("run", help="drop scan partitions past the retention period now")
+    ret_sub.add_parser("run", help="purge every kind of record past its retention period now")
     dead = sub.add_parser("dead-letters", help="scan entries the drain could not store")
     dead_sub = dead.add_subparsers(dest="dead_letters_command", required=True)
     dead_list = dead_sub.add_parser("list", help="list them with the reason, oldest first")

@@ -103,7 +103,7 @@ async def test_partitions_past_the_period_are_dropped_and_recent_ones_stay(pool:
         assert partition_name(day_ago(n)) not in dropped
         assert await partition_exists(pool, day_ago(n))
     assert await scans_by_day(pool, place) == {day_ago(n): 3 for n in RECENT}
-    assert report.skipped == ()
+    assert report.scans.skipped == ()
     assert "dropped" in report.summary()
 
 
@@ -133,7 +133,7 @@ async def test_concurrent_runs_take_turns_and_drop_each_partition_once(pool: pg.
     assert {partition_name(day_ago(n)) for n in (45, 44, 43)} <= set(names)
     assert await scans_by_day(pool, place) == {day_ago(1): 3}
     again = await expire_now(pool, days=DAYS, clock=SYSTEM_CLOCK, timeout=5)
-    assert (again.dropped, again.deleted) == ((), 0)
+    assert (again.dropped, again.scans.deleted) == ((), 0)
 
 
 async def test_a_partition_whose_lock_is_busy_is_left_for_the_next_run(
@@ -181,7 +181,7 @@ async def test_old_rows_in_a_default_partition_are_deleted(pool: pg.Pool) -> Non
                 place,
             )
         report = await expire_now(pool, days=DAYS, clock=SYSTEM_CLOCK, timeout=5)
-        assert report.deleted == 1
+        assert report.scans.deleted == 1
         assert await scans_by_day(pool, place) == {future.date(): 1}
     finally:
         await pool.execute("DROP TABLE scans_retention_default")

@@ -32,6 +32,7 @@ from passcode.keys import (
     DRAIN,
     ID_TOKENS,
     KEYRING,
+    MY_DATA,
     OPENAPI,
     PLACES,
     POOL,
@@ -54,6 +55,7 @@ from passcode.service.citizen import CitizenService
 from passcode.service.devidp import DevIdentityProvider
 from passcode.service.foreign import ForeignJudge
 from passcode.service.limits import Limiter
+from passcode.service.mydata import MyData
 from passcode.service.oidc import ProviderKeys, SignIn
 from passcode.service.places import PlaceDirectory
 from passcode.service.riskplaces import RiskPlaceRunner
@@ -244,6 +246,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         issuer=settings.issuer,
         pass_ttl=settings.pass_ttl,
         refresh_margin=settings.refresh_margin,
+        pg_timeout=settings.pg_timeout,
+        clock=settings.clock,
+    )
+    app[MY_DATA] = MyData(
+        pool=app[POOL],
+        cache=app[CACHE],
+        sealer=sealer,
+        idp_issuer=settings.idp_issuer,
+        scan_retention_days=settings.scan_retention_days,
+        signin_window=settings.erasure_signin_window,
         pg_timeout=settings.pg_timeout,
         clock=settings.clock,
     )

@@ -57,6 +57,14 @@ class Unauthorized(PasscodeError):
         self.headers["WWW-Authenticate"] = "Bearer"
 
 
+class SignInAgain(Unauthorized):
+    """The ID token was issued too long ago for an irreversible action (deleting one's data):
+    a token stolen earlier cannot do it."""
+
+    slug = "sign-in-again"
+    title = "Sign in again"
+
+
 class Forbidden(PasscodeError):
     status = 403
     slug = "forbidden"
@@ -187,6 +195,7 @@ ALL_ERRORS: tuple[type[PasscodeError], ...] = (
     BadRequest,
     ValidationFailed,
     Unauthorized,
+    SignInAgain,
     Forbidden,
     TerminalRevoked,
     NotFound,

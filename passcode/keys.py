@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from passcode.service.citizen import CitizenService
     from passcode.service.devidp import DevIdentityProvider
     from passcode.service.limits import Limiter
+    from passcode.service.mydata import MyData
     from passcode.service.oidc import SignIn
     from passcode.service.places import PlaceDirectory
     from passcode.service.riskplaces import RiskPlaceRunner
@@ -60,4 +61,5 @@ TRUST: web.AppKey[TrustHolder] = web.AppKey("trust")  # the trust store of forei
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 POSTERS: web.AppKey[VenuePosters] = web.AppKey("posters")  # venue codes (场所码)
 CHECKINS: web.AppKey[Checkins] = web.AppKey("checkins")
+MY_DATA: web.AppKey[MyData] = web.AppKey("my_data")  # a citizen's copy and its deletion
 ACTOR: web.RequestKey[Actor] = web.RequestKey("actor")  # the admin a route table role admitted

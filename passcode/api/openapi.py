@@ -77,6 +77,9 @@ def openapi_document() -> dict[str, Any]:
                 "CheckinRequest": s.CHECKIN_REQUEST,
                 "CheckinResponse": s.CHECKIN_RESPONSE,
                 "VenuePoster": s.VENUE_POSTER,
+                "MyData": s.MY_DATA,
+                "Erasure": s.ERASURE,
+                "ErasureRequest": s.ERASURE_REQUEST,
                 "Problem": s.PROBLEM,
                 "Unverified": s.UNVERIFIED,
                 **devidp.SCHEMAS,  # the dev identity provider's and GET /v1/web-config's

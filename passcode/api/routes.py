@@ -25,6 +25,7 @@ from passcode.api import (
     citizen,
     deadletters,
     devidp,
+    me,
     metrics,
     pages,
     places,
@@ -333,6 +334,53 @@ ROUTES: tuple[Route, ...] = (
             security="idToken",
             tag="citizen",
         ),
+    ),
+    Route(
+        "GET",
+        "/v1/me/data",
+        me.get_my_data,
+        operation=operation(
+            "The citizen's copy of everything held about them (PIPL Art. 45): their"
+            " declarations, current status and its reason, overrides and exposures (reason"
+            " codes; an exposure's place and window), test results, printed cards (serial and"
+            " state) and their scans within the scan retention period (place, time, decision,"
+            " kind). Empty lists when nothing is held",
+            ok=no_store_json("200", "Everything held about the caller", "MyData"),
+            errors=(401, 429, 503),
+            security="idToken",
+            tag="citizen",
+        ),
+    ),
+    Route(
+        "DELETE",
+        "/v1/me",
+        me.delete_me,
+        operation=operation(
+            "Delete the citizen's data on request (PIPL Art. 47): every record and scan of"
+            " theirs in PostgreSQL and Redis, except an authority's open ruling (a yellow or red"
+            " override, an exposure, not yet ended: kept with the subject record and its status"
+            " until it ends, listed in `kept`). Needs an ID token issued within the last"
+            " PASSCODE_ERASURE_SIGNIN_WINDOW seconds (default 300), else 401 sign-in-again."
+            " Idempotent: a second call answers the same. Audited (subject.erase) with a random"
+            " erasure id, never the user id. Afterwards GET /v1/pass answers no-declaration",
+            ok=no_store_json("200", "Erased; what stays and until when", "Erasure"),
+            errors=(401, 429, 503),
+            security="idToken",
+            tag="citizen",
+        ),
+    ),
+    _admin(
+        "POST",
+        "/v1/admin/erasures",
+        me.post_erasure,
+        Role.HEALTH_OFFICER,
+        "Delete a citizen's data on a request made in person (role health_officer, who"
+        " checked who they are): the same erasure as DELETE /v1/me, audited (subject.erase)"
+        " with the officer and a random erasure id, never the user id",
+        action="subject.erase",
+        ok=no_store_json("200", "Erased; what stays and until when", "Erasure"),
+        errors=(400, 401, 403, 413, 415, 503),
+        body="ErasureRequest",
     ),
     _admin(
         "POST",

@@ -940,6 +940,197 @@ VENUE_POSTER: Schema = {
 }
 
 
+# --- a citizen's own data: their copy and its deletion (passcode.api.me) ---
+
+_NULLABLE_TIME: Schema = {"oneOf": [DATETIME, {"type": "null"}]}
+_RULING_VIEW: dict[str, Schema] = {
+    "color": _enum(Color),
+    "reason": {"type": "string", "description": "A reason code (positive_test, …)"},
+    "valid_from": DATETIME,
+    "valid_until": {**_NULLABLE_TIME, "description": "null: until an authority ends it"},
+}
+_COPY_LISTS: dict[str, Schema] = {
+    "declarations": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [
+                "declaration_id",
+                "declared_at",
+                "temperature_c",
+                "symptoms",
+                "regions_visited",
+                "close_contact",
+                "idempotency_key",
+            ],
+            "properties": {
+                "declaration_id": {"type": "integer"},
+                "declared_at": DATETIME,
+                "temperature_c": {"type": "number"},
+                "symptoms": {"type": "array", "items": {"type": "string"}},
+                "regions_visited": {"type": "array", "items": {"type": "string"}},
+                "close_contact": {"type": "boolean"},
+                "idempotency_key": {"type": ["string", "null"]},
+            },
+        },
+    },
+    "overrides": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [*_RULING_VIEW, "created_at"],
+            "properties": {**_RULING_VIEW, "created_at": DATETIME},
+        },
+    },
+    "exposures": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [*_RULING_VIEW, "place", "window_start", "window_end"],
+            "properties": {
+                **_RULING_VIEW,
+                "place": {
+                    "type": ["string", "null"],
+                    "description": "The risk place (null: an exposure from a test result)",
+                },
+                "window_start": _NULLABLE_TIME,
+                "window_end": _NULLABLE_TIME,
+            },
+        },
+    },
+    "test_results": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["tested_at", "result", "uploaded_at"],
+            "properties": {
+                "tested_at": DATETIME,
+                "result": {"type": "string", "enum": ["positive", "negative"]},
+                "uploaded_at": DATETIME,
+            },
+        },
+    },
+    "cards": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [
+                "serial",
+                "issued_at",
+                "expires_at",
+                "state",
+                "revoked_at",
+                "revoke_reason",
+            ],
+            "properties": {
+                "serial": {"type": "string", "pattern": "^[0-9a-f]{16,64}$"},
+                "issued_at": DATETIME,
+                "expires_at": DATETIME,
+                "state": {"type": "string", "enum": ["active", "revoked", "expired"]},
+                "revoked_at": _NULLABLE_TIME,
+                "revoke_reason": {"type": ["string", "null"]},
+            },
+        },
+    },
+    "scans": {
+        "type": "array",
+        "description": "Scans within the retention period (since scans_since)",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["scan_id", "scanned_at", "place", "decision", "reason", "color", "kind"],
+            "properties": {
+                "scan_id": UUID,
+                "scanned_at": DATETIME,
+                "place": {"type": "string"},
+                "decision": _enum(Decision),
+                "reason": _enum(Reason),
+                "color": {"oneOf": [_enum(Color), {"type": "null"}]},
+                "kind": {"oneOf": [_enum(Kind), {"type": "null"}]},
+            },
+        },
+    },
+}
+MY_DATA: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["subject", "status", *_COPY_LISTS, "scans_since", "scans_truncated"],
+    "properties": {
+        "subject": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name_masked", "created_at"],
+                    "properties": {"name_masked": {"type": "string"}, "created_at": DATETIME},
+                },
+                {"type": "null", "description": "Nothing is held about the caller"},
+            ]
+        },
+        "status": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["color", "reason", "valid_until", "version", "updated_at"],
+                    "properties": {
+                        "color": {"oneOf": [_enum(Color), {"type": "null"}]},
+                        "reason": {"oneOf": [_enum(StatusReason), {"type": "null"}]},
+                        "valid_until": DATETIME,
+                        "version": {"type": "integer", "minimum": 0},
+                        "updated_at": DATETIME,
+                    },
+                },
+                {"type": "null"},
+            ]
+        },
+        **_COPY_LISTS,
+        "scans_since": DATETIME,
+        "scans_truncated": {"type": "boolean"},
+    },
+}
+ERASURE_REQUEST: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["user_id"],
+    "properties": {"user_id": USER_ID},
+}
+ERASURE: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["erased", "kept"],
+    "properties": {
+        "erased": {
+            "type": "boolean",
+            "description": "true: nothing of the citizen is held any more; false: an"
+            " authority's open ruling keeps what `kept` says",
+        },
+        "kept": {
+            "type": "array",
+            "description": "An authority's open rulings, kept with the subject record (keyed"
+            " hash and sealed user id, the name blanked) and its status until they end, so the"
+            " ruling still applies when the citizen declares again; everything else is gone",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["kind", "color", "reason", "until"],
+                "properties": {
+                    "kind": {"type": "string", "enum": ["override", "exposure"]},
+                    "color": _enum(Color),
+                    "reason": {"type": "string"},
+                    "until": {**_NULLABLE_TIME, "description": "null: until an authority ends it"},
+                },
+            },
+        },
+    },
+}
+
+
 def compile_schema(schema: Schema) -> Callable[[Any], Any]:
     """A fast validator; raises ``fastjsonschema.JsonSchemaValueException``."""
     validate: Callable[[Any], Any] = fastjsonschema.compile(schema)

@@ -104,8 +104,19 @@ class CitizenService:
 
     async def live_status(self, citizen: Citizen) -> tuple[bytes, LiveStatus]:
         """The citizen's current status: Redis first, Postgres when missing, stale or down."""
-        now = self.clock.now()
         user_hash = self.sealer.user_hash(citizen.issuer, citizen.user_id)
+        try:
+            return await self._live_status(user_hash)
+        except NoDeclaration:
+            if self._subjects.get(user_hash, now=self.clock.now()) is None:
+                raise
+            # The remembered subject may have been erased on request (here or on another
+            # replica) and the user declared since as a new one: look it up again, once.
+            self._subjects.discard(user_hash)
+            return await self._live_status(user_hash)
+
+    async def _live_status(self, user_hash: bytes) -> tuple[bytes, LiveStatus]:
+        now = self.clock.now()
         subject = self._subjects.get(user_hash, now=now)
         if subject is None:
             subject = await find_subject(self.pool, user_hash, timeout=self.pg_timeout)

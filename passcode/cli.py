@@ -36,11 +36,13 @@ from passcode.domain.model import Color, Role, StatusReason
 from passcode.domain.policy import policy_json
 from passcode.domain.privacy import Sealer
 from passcode.domain.redact import RedactingFilter
+from passcode.domain.sunsetreport import MAX_REPORT_BYTES, ReportError, summary, verify_report
 from passcode.embedded import EmbeddedError, servers
 from passcode.errors import PasscodeError
 from passcode.logformat import JsonFormatter
 from passcode.seed import seed
 from passcode.service import access
+from passcode.service import sunset as sunsets
 from passcode.service.authority import override_status
 from passcode.service.cards import CardRegistry, CardService, parse_serial
 from passcode.service.catalogs import CatalogWatcher
@@ -799,6 +801,83 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     return _with_stores(settings, work, need_redis=True)
 
 
+def cmd_sunset(settings: Settings, args: argparse.Namespace) -> int:
+    """Retire the deployment (see :mod:`passcode.service.sunset`), or ``verify`` a report."""
+    if args.sunset_command == "verify":
+        return _sunset_verify(settings, args)
+
+    async def work(s: Settings) -> int:
+        deployment = sunsets.deployment_name(s.deployment_name, s.database_url)
+        keyring, actor = load_keyring(s.key_dir), _cli_actor()
+        pool = await _pool(s)
+        cache = open_cache(s)
+        try:
+            await sunsets.confirm(
+                pool,
+                keyring=keyring,
+                deployment=deployment,
+                confirmation=args.confirm_deployment,
+                actor=actor,
+                clock=s.clock,
+                timeout=s.pg_timeout,
+            )
+            stamp = datetime.fromtimestamp(s.clock.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
+            path: Path = args.report or Path(f"sunset-report-{deployment}-{stamp}.json")
+            try:  # made before anything goes: a report that cannot be written stops the sunset
+                handle = path.open("xb")
+            except OSError as exc:
+                print(
+                    f"passcode: report file {path}: {exc.strerror}; nothing was changed",
+                    file=sys.stderr,
+                )
+                return 2
+            with handle:
+                await cache.check_layout()
+                drained = await make_drain(s, pool, cache).drain_all()
+                done = await sunsets.sunset(
+                    pool,
+                    cache,
+                    keyring=keyring,
+                    deployment=deployment,
+                    confirmation=args.confirm_deployment,
+                    issuer=s.issuer,
+                    actor=actor,
+                    clock=s.clock,
+                    timeout=args.timeout,
+                )
+                handle.write(done.signed)
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            await cache.close()
+            await pool.close()
+        for line in summary(done.report):
+            print(line)
+        print(f"  ({drained} scans still in Redis were stored first, and are counted above)")
+        print(f"signed report written to {path}")
+        return 0
+
+    return _with_stores(settings, work, need_redis=True)
+
+
+def _sunset_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Check a report against a saved ``/v1/keys`` document (or URL), else the key folder."""
+    try:
+        raw = sunsets.read_capped(args.report_file, MAX_REPORT_BYTES)
+        if args.jwks:
+            keys = asyncio.run(sunsets.key_set(args.jwks, timeout=settings.idp_fetch_timeout))
+        else:
+            keys = sunsets.keyring_keys(load_keyring(settings.key_dir))
+        verified = verify_report(raw, keys)
+    except ReportError as exc:
+        print(f"passcode: the report does not verify: {exc}", file=sys.stderr)
+        return 1
+    for line in summary(verified.report):
+        print(line)
+    print(f"the signature verifies: key {verified.kid.hex()}")
+    return 0
+
+
 def cmd_embedded(settings: Settings, args: argparse.Namespace) -> int:
     """Run a command with embedded servers (for those URLs not set), their URLs in its env."""
     command = [c for c in args.argv if c != "--"]
@@ -892,6 +971,26 @@ def _card_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     card_rev.add_argument("--reason", default="lost", choices=CARD_REVOKE_REASONS)
 
 
+def _sunset_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sunset`` (run) and ``sunset verify``."""
+    sun = sub.add_parser(
+        "sunset",
+        help="retire the deployment: destroy every citizen record, keep the audit log and"
+        " counts per day and place type, write a signed report",
+    )
+    sun.add_argument(
+        "--confirm-deployment",
+        metavar="NAME",
+        help="the deployment's name (PASSCODE_DEPLOYMENT_NAME, else the database's): required",
+    )
+    sun.add_argument("--report", type=Path, help="where to write the signed report (a new file)")
+    sun.add_argument("--timeout", type=float, default=600.0, help="s per statement")
+    sun_sub = sun.add_subparsers(dest="sunset_command")
+    check = sun_sub.add_parser("verify", help="check a sunset report's signature")
+    check.add_argument("report_file", type=Path)
+    check.add_argument("--jwks", help="a saved /v1/keys document, or its URL (default: key folder)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="passcode", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -956,7 +1055,7 @@ def parser() -> argparse.ArgumentParser:
     risk_sub.add_parser(
         "resume", help="run every unfinished marking (pending, running, failed), with progress"
     )
-    for add_parsers in (_scan_log_parsers, _trust_parsers, _place_parsers):
+    for add_parsers in (_scan_log_parsers, _trust_parsers, _place_parsers, _sunset_parsers):
         add_parsers(sub)
     emb = sub.add_parser("embedded", help="run a command with embedded PostgreSQL and Redis")
     emb.add_argument("argv", nargs=argparse.REMAINDER, help="the command to run")
@@ -980,6 +1079,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "dead-letters": cmd_dead_letters,
     "trust": cmd_trust,
     "place": cmd_place,
+    "sunset": cmd_sunset,
 }
 
 

@@ -11,8 +11,10 @@ The page's hooks (passcode/web/app/checkin.js, top of file): ``#nav-checkin``,
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 import uuid
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -23,6 +25,7 @@ from tests.browser.service import ServiceThread, close_up
 
 pytestmark = pytest.mark.browser
 
+CATALOGUES = Path(__file__).resolve().parents[2] / "passcode" / "web" / "i18n"
 CAMERA_DEADLINE = 20_000  # ms: camera start, a few decoded frames and one check-in
 PLACE_NAME = "街角小店 Corner Shop"
 
@@ -95,7 +98,7 @@ def test_check_in_screens_have_no_wcag_violation(
     screenshot: Screenshot,
     language: str,
 ) -> None:
-    """axe-core finds no WCAG 2.1 A/AA violation on the check-in screen (camera on), its
+    """axe-core finds no WCAG 2.1 A/AA violation on the check-in screen (the camera scanning), its
     refusal of a text that is not a venue code, and the staff's card, in English and Chinese."""
     _, issued, _ = service.poster(PLACE_NAME)
     page = open_page("/app/", init=CLOCK, locale="zh-CN" if language == "zh-CN" else "en-US")
@@ -108,6 +111,8 @@ def test_check_in_screens_have_no_wcag_violation(
     declare_healthy(page)
     page.click("#nav-checkin")
     expect(page.locator("body")).to_have_attribute("data-screen", "screen-checkin")
+    scanning = json.loads((CATALOGUES / f"{language}.json").read_text(encoding="utf-8"))
+    expect(page.locator("#checkin-camera-note")).to_have_text(scanning["checkin.camera.scanning"])
     check_accessibility(page, f"check-in {language}")
     screenshot(page, f"app-checkin{tag}")
     page.fill("#checkin-code", "not a venue code")

@@ -362,6 +362,7 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
                 timeout=timeout,
                 periods=periods,
                 declaration_ttl=ttl,
+                cache=app[CACHE],
             )
     except TimeoutError:
         log.warning("retention at start-up took too long; the scheduled runs go on")
@@ -375,6 +376,7 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
             timeout=timeout,
             periods=periods,
             declaration_ttl=ttl,
+            cache=app[CACHE],
         ),
     )
     yield

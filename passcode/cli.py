@@ -506,6 +506,7 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     async def work(s: Settings) -> int:
         periods = s.retention_periods()
         pool = await _pool(s)
+        cache = open_cache(s)
         try:
             report = await expire_now(
                 pool,
@@ -514,15 +515,17 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
                 timeout=s.pg_timeout,
                 periods=periods,
                 declaration_ttl=s.policy().declaration_ttl,
+                cache=cache,
             )
         finally:
+            await cache.close()
             await pool.close()
         print(report.summary())
         for line in report.lines():
             print(line)
         return 0
 
-    return _with_stores(settings, work)
+    return _with_stores(settings, work, need_redis=True)
 
 
 def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from time import perf_counter
-from typing import Protocol
 
 import asyncpg
 
 from passcode.domain.retention import TEST_EXPOSURE_PREFIX, Cutoffs
+from passcode.store.cache import Cache
+from passcode.store.erasure import AuditNote, erase_subjects
 from passcode.store.pg import Connection, Pool, acquire
+from passcode.store.statuses import lock_subjects
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +214,11 @@ _DEAD_LETTERS = (
     "SELECT ctid FROM scan_dead_letters WHERE first_seen <= $1 LIMIT $2))"
 )
 # Subjects with nothing left that could make a status or link them to a record; the scan log
-# (a partitioned table: one probe per partition) is asked last, of these few.
+# (a partitioned table: one probe per partition) is asked last, of these few. {only} narrows
+# the search to some ids (the re-check under their locks).
 _EMPTY_SUBJECTS = (
     "WITH candidates AS MATERIALIZED ("
-    " SELECT s.id FROM subjects s WHERE s.created_at <= $1"
+    " SELECT s.id FROM subjects s WHERE s.created_at <= $1 {only}"
     " AND NOT EXISTS (SELECT 1 FROM declarations x WHERE x.subject_id = s.id)"
     " AND NOT EXISTS (SELECT 1 FROM overrides x WHERE x.subject_id = s.id)"
     " AND NOT EXISTS (SELECT 1 FROM exposures x WHERE x.subject_id = s.id)"
@@ -224,6 +228,8 @@ _EMPTY_SUBJECTS = (
     " SELECT c.id FROM candidates c"
     " WHERE NOT EXISTS (SELECT 1 FROM scans x WHERE x.subject_id = c.id) ORDER BY c.id"
 )
+_FIND_EMPTY = _EMPTY_SUBJECTS.format(only="")
+_STILL_EMPTY = _EMPTY_SUBJECTS.format(only="AND s.id = ANY($3::bytea[])")
 
 KINDS = (
     "declarations",
@@ -239,11 +245,40 @@ KINDS = (
 """The kinds a purge reports on, in the order it purges them (besides the scans)."""
 
 
-class EraseSubjects(Protocol):
-    """Erases these subjects (their rows and Redis keys), if they still have nothing left when
-    their rows are locked; returns how many went. :mod:`passcode.store.erasure` provides it."""
+async def erase_empty(
+    conn: Connection,
+    cache: Cache,
+    candidates: Sequence[bytes],
+    *,
+    cut: Cutoffs,
+    timeout: float,
+) -> int:
+    """Erase those of ``candidates`` that still have nothing left once their rows are locked,
+    through :func:`passcode.store.erasure.erase_subjects` (rows and Redis keys, one audit entry
+    with a random erasure id); how many went.
 
-    async def __call__(self, subject_ids: Sequence[bytes]) -> int: ...
+    The locks (in id order, as every bulk writer takes them) and the re-check make a record
+    committed since the candidates were found keep its subject, and make a declaration still
+    to come wait, then make a subject of its own.
+    """
+    async with conn.transaction():
+        await lock_subjects(conn, sorted(candidates), timeout=timeout)
+        still = await conn.fetch(
+            _STILL_EMPTY, cut.subject, len(candidates), list(candidates), timeout=timeout
+        )
+        ids = [bytes(row["id"]) for row in still]
+        if not ids:
+            return 0
+        note = AuditNote(
+            actor="retention",
+            action="subject.erase",
+            erasure_id=uuid.uuid4(),
+            channel="retention",
+        )
+        report = await erase_subjects(
+            conn, cache, ids, now=cut.now, timeout=timeout, keep_open_rulings=True, note=note
+        )
+    return report.erased
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,15 +326,15 @@ async def purge(
     cut: Cutoffs,
     *,
     scan_cutoff: datetime,
-    erase: EraseSubjects | None,
+    cache: Cache | None,
     timeout: float,
     work_timeout: float = 300.0,
     lock_timeout: float = 2.0,
     batch: int = 5000,
 ) -> PurgeReport:
     """One retention run under the run lock: the scans' partitions, then every other kind at
-    the cut-offs ``cut``, then the subjects left with nothing (through ``erase``; None leaves
-    them). Each statement commits on its own: a run cut short keeps what it did, and the next
+    the cut-offs ``cut``, then the subjects left with nothing (:func:`erase_empty`, with their
+    Redis keys: ``cache``; None leaves them). Each statement commits on its own: a run cut short keeps what it did, and the next
     one does the rest."""
     started = perf_counter()
     removed: dict[str, int] = {}
@@ -330,10 +365,10 @@ async def purge(
             "SELECT audit_log_purge($1)", cut.audit, timeout=work_timeout
         )
         removed["subjects"] = 0
-        while erase is not None:
-            empty = await conn.fetch(_EMPTY_SUBJECTS, cut.subject, batch, timeout=work_timeout)
-            ids = [row["id"] for row in empty]
-            gone = await erase(ids) if ids else 0
+        while cache is not None:
+            empty = await conn.fetch(_FIND_EMPTY, cut.subject, batch, timeout=work_timeout)
+            ids = [bytes(row["id"]) for row in empty]
+            gone = await erase_empty(conn, cache, ids, cut=cut, timeout=work_timeout) if ids else 0
             removed["subjects"] += gone
             if len(ids) < batch or not gone:  # none went: they gained a record meanwhile
                 break

@@ -14,8 +14,9 @@ from datetime import timedelta
 from passcode.domain.clock import Clock, utc_now
 from passcode.domain.retention import RetentionPeriods, cutoffs
 from passcode.domain.rules import Policy
+from passcode.store.cache import Cache
 from passcode.store.pg import Pool
-from passcode.store.retention import EraseSubjects, PurgeReport, purge, retention_cutoff
+from passcode.store.retention import PurgeReport, purge, retention_cutoff
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,17 @@ async def expire_now(
     timeout: float,
     periods: RetentionPeriods = _DEFAULT_PERIODS,
     declaration_ttl: timedelta = _DEFAULT_TTL,
-    erase: EraseSubjects | None = None,
+    cache: Cache | None = None,
 ) -> PurgeReport:
     """One run at the clock's now: scans older than ``days``, every other kind by ``periods``
     (a declaration lapses ``declaration_ttl`` after it was made), subjects left with nothing
-    through ``erase``. Logs what went, per kind."""
+    with their Redis keys (``cache``; None: they are left for a run that has one). Logs what went, per kind."""
     now = utc_now(clock)
     report = await purge(
         pool,
         cutoffs(now, periods, declaration_ttl=declaration_ttl),
         scan_cutoff=retention_cutoff(now, days),
-        erase=erase,
+        cache=cache,
         timeout=timeout,
     )
     if any(report.removed.values()) or report.dropped or report.scans.deleted:
@@ -59,7 +60,7 @@ async def expire_logged(
     timeout: float,
     periods: RetentionPeriods = _DEFAULT_PERIODS,
     declaration_ttl: timedelta = _DEFAULT_TTL,
-    erase: EraseSubjects | None = None,
+    cache: Cache | None = None,
 ) -> bool:
     """:func:`expire_now`, a failure logged instead of raised (the next run tries again)."""
     try:
@@ -70,7 +71,7 @@ async def expire_logged(
             timeout=timeout,
             periods=periods,
             declaration_ttl=declaration_ttl,
-            erase=erase,
+            cache=cache,
         )
     except Exception:  # a background job outlives any one failed run, whatever failed
         log.exception("retention run failed; the next run tries again")
@@ -87,7 +88,7 @@ async def run_retention(
     timeout: float,
     periods: RetentionPeriods = _DEFAULT_PERIODS,
     declaration_ttl: timedelta = _DEFAULT_TTL,
-    erase: EraseSubjects | None = None,
+    cache: Cache | None = None,
 ) -> None:
     """Until cancelled: every ``interval`` seconds, a run. Nothing here ends the service."""
     while True:
@@ -99,5 +100,5 @@ async def run_retention(
             timeout=timeout,
             periods=periods,
             declaration_ttl=declaration_ttl,
-            erase=erase,
+            cache=cache,
         )

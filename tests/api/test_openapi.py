@@ -582,6 +582,20 @@ async def test_real_responses_match_the_document(
     await call("GET", "/vendor/nothing.js", 404)
     assert b"main.js" in index
 
+    # Issue 16: a citizen's copy of their data, its deletion, and the in-person erasure.
+    erased_user = f"oa-erase-{uuid.uuid4().hex}"
+    erased = auth(make_token(user_id=erased_user))
+    await call("POST", "/v1/declarations", 201, json_body=HEALTHY, headers=erased)
+    await call("GET", "/v1/me/data", 200, headers=erased)
+    await call("GET", "/v1/me/data", 401, headers={})
+    await call("DELETE", "/v1/me", 200, headers=erased)
+    await call("DELETE", "/v1/me", 401, headers={})
+    await call("GET", "/v1/me/data", 200, headers=erased)  # nothing held: empty lists
+    in_person = {"user_id": green_user}
+    await call("POST", "/v1/admin/erasures", 200, json_body=in_person, headers=ADMIN)
+    await call("POST", "/v1/admin/erasures", 400, json_body={"user_id": ""}, headers=ADMIN)
+    await call("POST", "/v1/admin/erasures", 401, json_body=in_person, headers={})
+
     exercised = {(m, t) for m, t, status in c.seen if status < 400}
     documented = {
         (m, t) for t, item in c.document["paths"].items() for m in item if m != "parameters"

@@ -9,8 +9,9 @@ Redis (every primary of a cluster) with its value of whatever type, then says wh
 needle was found. Every test that asserts "nothing found" runs it before the deletion too, as
 a control, so a helper that found nothing anywhere could not pass it.
 
-Each needle is looked for in every form it could be stored in: a text as UTF-8 and as JSON's
-``\\uXXXX`` escapes (a UUID also as its 32 hex digits, how a bytea would hold it); bytes raw,
+Each needle is looked for in every form it could be stored in: a text as UTF-8, as the hex of
+its UTF-8 (a text inside a bytea) and as JSON's ``\\uXXXX`` escapes (a UUID also as its 32 hex
+digits, how a bytea would hold it); bytes raw,
 as hex (either case: ``pg_dump`` writes bytea as hex, keys carry hex), as standard and url-safe
 base64, and as text when they are UTF-8.
 """
@@ -84,6 +85,8 @@ def forms(needle: Needle) -> list[tuple[str, bytes, bool]]:
         if not needle:
             raise ValueError("an empty needle is found everywhere")
         found.append(("text", needle.encode(), False))
+        # A text kept as bytes in a bytea (a dead letter's raw fields): pg_dump shows its hex.
+        found.append(("text-hex", needle.encode().hex().encode(), True))
         escaped = json.dumps(needle)[1:-1]
         if escaped != needle:
             found.append(("json-escaped", escaped.encode(), False))

@@ -52,10 +52,11 @@ async def test_finds_needles_planted_in_each_postgres_column_kind(
     settings: Settings, probe_table: str, redis: Any
 ) -> None:
     """A sealed id in a bytea (found as hex), a masked name in text and in jsonb (found as
-    UTF-8), a keyed hash inside a bytea[] and a scan id in a uuid column are each reported at
+    UTF-8), a keyed hash and a text (found as the hex of its UTF-8) inside a bytea[], a scan id in a uuid column are each reported at
     the dump line of the planted table; a needle never planted is found nowhere."""
     sealed, keyed = os.urandom(28), os.urandom(32)
     name, scan_id, absent = f"张*{secrets.token_hex(3)}", str(uuid.uuid4()), os.urandom(16)
+    in_bytes = str(uuid.uuid4())  # a scan id inside a dead letter's raw bytes
     conn = await asyncpg.connect(settings.database_url, timeout=10)
     try:
         await conn.execute(
@@ -63,22 +64,23 @@ async def test_finds_needles_planted_in_each_postgres_column_kind(
             sealed,
             name,
             f'{{"holder": "{name}"}}',
-            [b"x", keyed],
+            [b"x", keyed, f"r|{in_bytes}|x".encode()],
             uuid.UUID(scan_id),
         )
     finally:
         await conn.close()
 
     report = await trace_scan(
-        settings.database_url or "", redis, [sealed, keyed, name, scan_id, absent]
+        settings.database_url or "", redis, [sealed, keyed, name, scan_id, in_bytes, absent]
     )
 
-    for needle in (sealed, keyed, name, scan_id):
+    for needle in (sealed, keyed, name, scan_id, in_bytes):
         hits = _only(report.hits[needle], "pg_dump")
         assert hits, f"{needle!r} planted but not found"
         assert all(probe_table in hit.where for hit in hits), hits
     assert {h.form for h in report.hits[sealed]} == {"hex"}
     assert {h.form for h in report.hits[keyed]} == {"hex"}
+    assert {h.form for h in report.hits[in_bytes]} == {"text-hex"}
     assert len(_only(report.hits[name], "pg_dump")) == 2  # the text column and the jsonb
     assert report.hits[absent] == []
     assert report.missing() == [absent]
@@ -160,7 +162,7 @@ def test_forms_cover_hex_base64_json_escapes_and_uuid_hex() -> None:
         "base64",
         "base64url",
     ]
-    assert [name for name, _, _ in forms("张*三")] == ["text", "json-escaped"]
+    assert [name for name, _, _ in forms("张*三")] == ["text", "text-hex", "json-escaped"]
     scan = str(uuid.uuid4())
     assert ("uuid-hex", uuid.UUID(scan).hex.encode(), True) in forms(scan)
     with pytest.raises(ValueError, match="empty"):

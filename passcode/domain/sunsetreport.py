@@ -92,8 +92,9 @@ def _b64url(data: bytes) -> str:
 def _unb64url(text: object, what: str) -> bytes:
     if not isinstance(text, str) or len(text) > 128:
         raise ReportError(f"{what} is not base64url text")
+    standard = text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(standard, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ReportError(f"{what} is not base64url") from exc
 
@@ -163,6 +164,8 @@ def verify_report(raw: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> Verifie
         raise ReportError("the signature is not EdDSA")
     kid = _unb64url(signature.get("kid"), "the signature's kid")
     sig = _unb64url(signature.get("sig"), "the signature")
+    if len(sig) != 64:
+        raise ReportError("the signature is not 64 bytes: not Ed25519")
     key = keys.get(kid)
     if key is None:
         raise ReportError(f"no key {kid.hex()} among the keys given: cannot verify")

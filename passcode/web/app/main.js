@@ -1,15 +1,26 @@
 // The citizen page: sign in (authorization code + PKCE, ../common/auth.js), declare, show the
-// code, check in at a venue (checkin.js: the camera, or /app/#checkin=<code>). One screen is
-// shown at a time; moving to a screen moves focus to its heading.
+// code, check in at a venue (checkin.js: the camera, or /app/#checkin=<code>), see and download
+// one's data or delete one's account (mydata.js). One screen is shown at a time; moving to a
+// screen moves focus to its heading.
 import { handleRedirect, getToken, signIn, signOut } from "../common/auth.js";
 import { callApi } from "../common/api.js";
 import { bind, currentLang, msg, preferredLang, setLanguage, t } from "../common/i18n.js";
 import { createCheckinScreen, takeFragmentCode } from "./checkin.js";
 import { createCodeScreen } from "./code.js";
 import { createDeclareForm } from "./declare.js";
+import { createMyData, takeDeleteReturn } from "./mydata.js";
 import { forgetPass } from "./store.js";
 
-const SCREENS = ["screen-loading", "screen-signin", "screen-declare", "screen-code", "screen-checkin"];
+const SCREENS = [
+  "screen-loading",
+  "screen-signin",
+  "screen-declare",
+  "screen-code",
+  "screen-checkin",
+  "screen-mydata",
+  "screen-delete",
+  "screen-deleted",
+];
 
 function byId(id) {
   return document.getElementById(id);
@@ -52,11 +63,15 @@ async function start() {
     drawLanguageSwitch();
   });
 
-  const signedOut = async (reason) => {
+  const forget = async () => {
     code.clear();
     checkin.close();
+    mydata.clear();
     forgetPass();
     await signOut();
+  };
+  const signedOut = async (reason) => {
+    await forget();
     bind(byId("signin-note"), reason || null);
     byId("signin-note").hidden = !reason;
     show("screen-signin");
@@ -104,6 +119,24 @@ async function start() {
     signedOut: () => signedOut(msg("signin.expired")),
   });
 
+  const mydata = createMyData({
+    token,
+    show,
+    announce,
+    back: () => {
+      show("screen-code");
+      code.start();
+    },
+    signedOut: () => signedOut(msg("signin.expired")),
+    signIn,
+    erased: forget,
+    done: () => {
+      bind(byId("signin-note"), null);
+      byId("signin-note").hidden = true;
+      show("screen-signin");
+    },
+  });
+
   byId("signin-button").addEventListener("click", async () => {
     byId("signin-button").disabled = true;
     try {
@@ -117,6 +150,10 @@ async function start() {
   byId("signout-button").addEventListener("click", () => signedOut(null));
   byId("nav-declare").addEventListener("click", openDeclare);
   byId("nav-checkin").addEventListener("click", () => checkInAt(null));
+  byId("nav-mydata").addEventListener("click", () => {
+    code.stop();
+    mydata.open();
+  });
   byId("declare-cancel").addEventListener("click", () => {
     show("screen-code");
     code.start();
@@ -146,6 +183,11 @@ async function start() {
     const venueCode = takeFragmentCode();
     if (venueCode !== null) checkInAt(venueCode);
   });
+  // Back from the sign-in the confirmation asked for (a deletion needs a recent one).
+  if (takeDeleteReturn()) {
+    mydata.openDelete({ signedInAgain: true });
+    return;
+  }
   const venueCode = takeFragmentCode();
   if (venueCode !== null) {
     checkInAt(venueCode);

@@ -274,9 +274,8 @@ export function createMyData({ token, show, announce, back, signedOut, signIn, e
       el.send.disabled = false;
       el.form.removeAttribute("aria-busy");
     }
-    copy = null;
+    await erased(); // forgets the copy and the kept result too: the answer is read after it
     kept = Array.isArray(answer.kept) ? answer.kept : [];
-    await erased();
     drawResult(answer.erased === true);
     show("screen-deleted");
     announce(render(answer.erased === true ? msg("deleted.title.all") : msg("deleted.title.kept")));

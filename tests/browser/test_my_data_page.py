@@ -41,6 +41,7 @@ WORDS = {
     lang: json.loads((WEB_DIR / "i18n" / f"{lang}.json").read_text(encoding="utf-8"))["delete.word"]
     for lang in ("en", "zh-CN")
 }
+NARROWEST = 320  # px: the narrowest phone the page is made for
 TOKEN_KEY = "passcode.idToken"  # where common/auth.js keeps the ID token (sessionStorage)
 
 
@@ -81,6 +82,16 @@ def _api_copy(service: ServiceThread, user_id: str) -> dict[str, Any]:
     token = dev_token(service.settings, user_id)
     copy: dict[str, Any] = service.json("GET", "/v1/me/data", token=token, expect=200)
     return copy
+
+
+def _fits_narrowest_phone(page: Page, screen_name: str) -> None:
+    """At 320 CSS px wide the screen needs no sideways scrolling (WCAG 1.4.10 reflow)."""
+    size = page.viewport_size
+    assert size is not None
+    page.set_viewport_size({"width": NARROWEST, "height": size["height"]})
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    page.set_viewport_size(size)
+    assert width <= NARROWEST, f"{screen_name}: {width} px wide at {NARROWEST} px"
 
 
 def _kept_token(page: Page) -> str | None:
@@ -238,6 +249,7 @@ def test_a_token_older_than_the_sign_in_window_signs_in_again_then_deletes(
     expect(error).to_be_visible()
     expect(page.locator("#delete-signin")).to_be_visible()
     expect(page.locator("#delete-signin")).to_be_focused()
+    expect(page.locator("#delete-confirm")).to_be_hidden()
     expect(page.locator("#screen-delete")).to_have_attribute("data-state", "error")
     check_accessibility(page, "sign in again before deleting")
     screenshot(page, "app-delete-signin-again")
@@ -268,16 +280,19 @@ def test_my_data_and_deletion_screens_have_no_wcag_violation(
     language: str,
 ) -> None:
     """axe-core finds no WCAG 2.1 A/AA violation on the my-data screen, the confirmation (as
-    opened and with its wrong-word message) and the result, in English and in Chinese."""
+        opened and with its wrong-word message) and the result, in English and in Chinese, and none
+    of them needs sideways scrolling on a 320 px wide phone."""
     tag = "" if language == "en" else f"-{language}"
     page = _declared(open_page, f"web-{uuid.uuid4().hex[:10]}", language)
     _my_data(page)
     check_accessibility(page, f"my data {language}")
+    _fits_narrowest_phone(page, f"my data {language}")
     if language != "en":
         screenshot(page, f"app-mydata{tag}")
     page.click("#mydata-delete")
     screen(page, "screen-delete")
     check_accessibility(page, f"delete confirmation {language}")
+    _fits_narrowest_phone(page, f"delete confirmation {language}")
     screenshot(page, f"app-delete{tag}")
     page.click("#delete-confirm")
     expect(page.locator("#delete-word-error")).to_be_visible()
@@ -287,4 +302,5 @@ def test_my_data_and_deletion_screens_have_no_wcag_violation(
     screen(page, "screen-deleted")
     expect(page.locator("html")).to_have_attribute("lang", language)
     check_accessibility(page, f"deleted {language}")
+    _fits_narrowest_phone(page, f"deleted {language}")
     screenshot(page, f"app-delete-done{tag}")

@@ -222,6 +222,7 @@ export function createMyData({ token, show, announce, back, signedOut, signIn, e
   function showDeleteError(problem) {
     el.deleteError.hidden = problem === null;
     el.signInAgain.hidden = problem === null || problem.slug !== "sign-in-again";
+    el.send.hidden = !el.signInAgain.hidden; // the same token would be refused again
     if (problem === null) {
       bind(el.deleteError, null);
       delete el.deleteError.dataset.problem;

@@ -454,7 +454,7 @@ ROUTES: tuple[Route, ...] = (
         " its type's or the default), with its version",
         action="place.read",
         ok={"200": {"description": "The place", "content": json_content("Place")}},
-        errors=(401, 403, 503),
+        errors=(400, 401, 403, 503),
         extra={"parameters": [_PLACE_PATH]},
     ),
     _admin(
@@ -772,7 +772,7 @@ ROUTES: tuple[Route, ...] = (
                 },
             }
         },
-        errors=(401, 403, 404, 503),
+        errors=(400, 401, 403, 404, 503),
         extra={"parameters": [_PLACE_PATH]},
     ),
     _admin(
@@ -789,7 +789,7 @@ ROUTES: tuple[Route, ...] = (
                 "content": {"image/svg+xml": {"schema": {"type": "string"}}},
             }
         },
-        errors=(401, 403, 404, 503),
+        errors=(400, 401, 403, 404, 503),
         extra={"parameters": [_PLACE_PATH]},
     ),
     _admin(

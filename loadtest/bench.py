@@ -605,10 +605,11 @@ async def batch_scenario(
     return scenario, [terminal_id for terminal_id, _ in added]
 
 
-async def dcc_scenario(base_url: str, admin_key: str, workdir: Path) -> Scenario:
-    """The DCC row: one ES256 document signer imported through the admin API, and
-    :data:`DCC_CODES` vaccination certificates (each its own ``ci``) valid now, verified by a
-    terminal of their own at the default policy. A few are checked to be admitted first."""
+async def dcc_scenario(base_url: str, admin_key: str, workdir: Path) -> tuple[Scenario, str]:
+    """The DCC row and its terminal's id: one ES256 document signer imported through the admin
+    API, and :data:`DCC_CODES` vaccination certificates (each its own ``ci``) valid now,
+    verified by a terminal of their own at the default policy. A few are checked to be admitted
+    first. (The drain's check counts that terminal's scans with the others'.)"""
     now = int(time.time())
     signer = make_signer(country="DE", not_before=now - 86_400 * 30, not_after=now + 86_400 * 365)
     codes = []
@@ -623,13 +624,14 @@ async def dcc_scenario(base_url: str, admin_key: str, workdir: Path) -> Scenario
     ):
         if response.status not in (200, 201):
             raise BenchError(f"DCC signer import: {response.status} {await response.text()}")
-    ((_, key),) = await add_terminals(base_url, admin_key, 1)
+    ((terminal_id, key),) = await add_terminals(base_url, admin_key, 1)
     data = workdir / "dcc-bodies.txt"
     data.write_text("".join(json.dumps({"code": c}) + "\n" for c in codes))
     await check_admits(base_url, key, codes[:5])
-    return Scenario(
+    scenario = Scenario(
         DCC_VERIFY, "/v1/verify", "post_bodies.lua", data, (f"Authorization: Bearer {key}",)
     )
+    return scenario, terminal_id
 
 
 def dcc_in_process(config: Config) -> str:
@@ -986,11 +988,12 @@ async def rows_once(
     service: Server,
     tokens: Path,
     servers: list[Server],
-    dcc: Scenario,
-) -> tuple[Row, list[Row]]:
+    admin: tuple[str, str],
+) -> tuple[Row, list[Row], str]:
     """The rows measured once, outside the rounds: the ceiling on asyncio's own loop, the
     pass as JSON and as PNG, and verify of EU DCCs (their scans are drained, uncounted, before
-    the rounds)."""
+    the rounds); and the DCC terminal's id. ``admin``: the service's URL and admin key."""
+    dcc, dcc_terminal = await dcc_scenario(*admin, workdir)
     one_core = f"1 process, CPU {config.server_cpus}"
     hello_asyncio = await start_hello(config, workdir, loop="asyncio")
     servers.append(hello_asyncio)
@@ -1003,7 +1006,7 @@ async def rows_once(
         for name, path in (("GET /v1/pass", "/v1/pass"), ("GET /v1/pass.png", "/v1/pass.png"))
     ]
     once.append(measure(config, dcc, service, one_core))
-    return asyncio_row, once
+    return asyncio_row, once, dcc_terminal
 
 
 async def cluster_loads(
@@ -1086,14 +1089,8 @@ async def run(config: Config, workdir: Path) -> dict[str, Any]:
         )
         hello = Scenario(HELLO, "/hello", "post_bodies.lua", bodies)
         await check_admits(base_url, seeded.terminal_key, seeded.codes[:5])
-        asyncio_row, once = await rows_once(
-            config,
-            workdir,
-            hello,
-            service,
-            tokens,
-            servers,
-            await dcc_scenario(base_url, admin_key, workdir),
+        asyncio_row, once, dcc_terminal = await rows_once(
+            config, workdir, hello, service, tokens, servers, (base_url, admin_key)
         )
 
         # The rows the targets compare, in rounds: all three servers up, loaded in turn.
@@ -1121,7 +1118,7 @@ async def run(config: Config, workdir: Path) -> dict[str, Any]:
             DrainMeter(cluster_settings) as cluster_meter,
         ):
             rounds = await measure_rounds(config, loads, (meter, cluster_meter))
-            drain = await meter.result([seeded.terminal_id, *uploaders])
+            drain = await meter.result([seeded.terminal_id, *uploaders, dcc_terminal])
             cluster_drain = await cluster_meter.result([cluster_terminal])
     finally:
         for server in reversed(servers):
@@ -1162,7 +1159,7 @@ async def run_dcc_only(config: Config, workdir: Path) -> dict[str, Any]:
         service = start_service(config, env, port, workdir, workers=1)
         servers.append(service)
         await service.wait_ready("/readyz")
-        dcc = await dcc_scenario(f"http://127.0.0.1:{port}", admin_key, workdir)
+        dcc, _ = await dcc_scenario(f"http://127.0.0.1:{port}", admin_key, workdir)
         hello_server = await start_hello(config, workdir)
         servers.append(hello_server)
         hello = measure(

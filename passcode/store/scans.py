@@ -33,7 +33,21 @@ COLUMNS = (
 )
 
 
-_SELECTED = ["coalesce(s.place, t.place, '')" if c == "place" else f"s.{c}" for c in COLUMNS]
+# A scan keeps its subject only while the subject exists: a deletion (DELETE /v1/me, the
+# retention's purge) that ran while the drain held a batch of that subject's scans read from
+# the stream but not yet stored would otherwise see them stored just after it. The scan itself
+# is kept (it was acknowledged); it no longer leads to anyone.
+_SUBJECT = (
+    "CASE WHEN EXISTS (SELECT 1 FROM subjects su WHERE su.id = s.subject_id) THEN s.subject_id END"
+)
+_SELECTED = [
+    "coalesce(s.place, t.place, '')"
+    if c == "place"
+    else _SUBJECT
+    if c == "subject_id"
+    else f"s.{c}"
+    for c in COLUMNS
+]
 
 
 @dataclass(frozen=True, slots=True)

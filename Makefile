@@ -155,7 +155,7 @@ FUZZ_TIME ?= 300
 .PHONY: fuzz
 fuzz: $(STAMP)
 	mkdir -p .fuzz/pass_decoder .fuzz/verify_request .fuzz/scan_entry .fuzz/dcc_decoder \
-		.fuzz/shc_decoder
+		.fuzz/shc_decoder .fuzz/venue_decoder
 	$(BIN)/python fuzz/pass_decoder.py .fuzz/pass_decoder \
 		-max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/
 	$(BIN)/python fuzz/verify_request.py .fuzz/verify_request fuzz/corpus/verify_request \
@@ -165,4 +165,6 @@ fuzz: $(STAMP)
 	$(BIN)/python fuzz/dcc_decoder.py .fuzz/dcc_decoder fuzz/corpus/dcc_decoder \
 		-max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/
 	$(BIN)/python fuzz/shc_decoder.py .fuzz/shc_decoder \
+		-max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/
+	$(BIN)/python fuzz/venue_decoder.py .fuzz/venue_decoder \
 		-max_total_time=$(FUZZ_TIME) -artifact_prefix=.fuzz/

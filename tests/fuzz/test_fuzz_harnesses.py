@@ -29,6 +29,8 @@ HARNESSES = [
     ),
     pytest.param("scan_entry.py", [], id="scan-entry"),
     pytest.param("dcc_decoder.py", [str(FUZZ / "corpus" / "dcc_decoder")], id="dcc-decoder"),
+    pytest.param("shc_decoder.py", [str(FUZZ / "corpus" / "shc_decoder")], id="shc-decoder"),
+    pytest.param("venue_decoder.py", [], id="venue-decoder"),
 ]
 
 
@@ -36,8 +38,9 @@ HARNESSES = [
 @pytest.mark.parametrize(("harness", "extra"), HARNESSES)
 def test_harness_runs_without_a_crash(harness: str, extra: list[str], tmp_path: Path) -> None:
     """The harness runs up to RUNS inputs or SECONDS seconds (seeded from its corpus) and libFuzzer
-    reports no crash: the decoder raised only PassError and accepted passes re-verified the same;
-    the verify parser let only BadRequest/ValidationFailed escape. Proves the harness is alive too:
+    reports no crash: each decoder raised only its own error (PassError, ForeignError, the JWKS
+    and CRL parsers ValueError, VenueCodeError) and what it accepted read back the same; the
+    verify parser let only BadRequest/ValidationFailed escape. Proves the harness is alive too:
     it must have executed inputs (``Done N runs`` with N > 0)."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
